@@ -1,0 +1,6 @@
+"""Command group 'serve' (filled in by its issue)."""
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    return None

@@ -1,0 +1,35 @@
+"""One typed place for settings read from the environment (and `.env`).
+
+Everything that varies between a laptop, CI and production (where data lives, which Redis to
+talk to, where runs are written) is read here once, so no module invents its own constant.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    # The repository sits beside ../shared/data on developer and CI machines.
+    return (Path(__file__).resolve().parents[1].parent / "shared" / "data")
+
+
+class Settings(BaseSettings):
+    """Process-wide settings; env vars win (`RECSYS_DATA_DIR`, `REDIS_URL`, ...)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    data_dir: Path = Field(default_factory=_default_data_dir, validation_alias="RECSYS_DATA_DIR")
+    redis_url: str | None = Field(default=None, validation_alias="REDIS_URL")
+    store_dir: Path = Field(default=Path("artifacts/store"), validation_alias="RECSYS_STORE_DIR")
+    cache_dir: Path = Field(default=Path("artifacts/cache"), validation_alias="RECSYS_CACHE_DIR")
+    online_history_cap: int = Field(default=50, validation_alias="RECSYS_ONLINE_HISTORY_CAP")
+    redis_namespace: str = Field(default="recsys", validation_alias="RECSYS_REDIS_NAMESPACE")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
