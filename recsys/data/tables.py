@@ -105,6 +105,11 @@ def assemble(name: str, items: pl.DataFrame, items_file: Path | str, interaction
     Raises `DataValidationError` listing every problem found.
     """
     features = features or {}
+    structural = [c for c, f in (("item_id", items), ("user_id", interactions), ("item_id", interactions)) if c not in f.columns]
+    if structural:  # nothing below can run without the id columns; report what we have
+        for medium, (array, file) in features.items():
+            check_features(medium, array, items.height, file, log)
+        log.raise_if_any()
     check_unique(items, "item_id", items_file, log)
     known = set(items["item_id"].to_list())
     unknown = interactions.filter(~pl.col("item_id").is_in(list(known)) & pl.col("item_id").is_not_null())

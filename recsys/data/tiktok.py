@@ -37,10 +37,10 @@ def load_tiktok(path: Path, name: str = "tiktok") -> Dataset:
     inter_file = path / "interactions.parquet"
     inter = pl.read_parquet(inter_file).with_row_index(ROW, offset=1)
     features = load_feature_files(path, log)
-    if require_columns(inter, ["user_id", "item_id", "split"], inter_file, log):
-        inter = cast_checked(inter, "user_id", pl.String(), inter_file, log)
-        inter = cast_checked(inter, "item_id", pl.String(), inter_file, log)
-        inter = cast_checked(inter, "split", pl.String(), inter_file, log)
+    require_columns(inter, ["user_id", "item_id", "split"], inter_file, log)
+    for column in ("user_id", "item_id", "split"):
+        if column in inter.columns:
+            inter = cast_checked(inter, column, pl.String(), inter_file, log)
     inter = inter.with_columns(pl.col(ROW).cast(pl.Int64).alias("timestamp"))
     n_items = max((a.shape[0] for a, _ in features.values() if a.ndim == 2), default=0)
     if not features:
