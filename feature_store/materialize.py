@@ -1,0 +1,146 @@
+"""The materialisation job: compute features once, write them offline (Parquet) and online (Redis).
+
+Both stores are written from the same collected frames, so the history a model was trained with
+for "now" is, key by key, the history serving reads: the online store holds each user's latest
+`user_history` snapshot, the offline store holds every snapshot plus the per-interaction
+training table derived from them.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import redis
+
+from feature_store.definitions import ITEM_FEATURES, USER_HISTORY, FeatureInputs, feature_inputs
+from feature_store.offline import OfflineStore, point_in_time_join, training_events_name
+from feature_store.publish import PublishResult, publish_version
+from recsys.config import get_settings
+from recsys.data import Dataset, load_dataset
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FeatureFrames:
+    """Features computed once by a job; every store is written from these frames.
+
+    Attributes:
+        user_history: `USER_HISTORY` snapshots, one row per (user_id, distinct timestamp).
+        training_events: each interaction with the history of strictly earlier events.
+        item_features: `ITEM_FEATURES`, one row per item.
+    """
+
+    inputs: FeatureInputs
+    user_history: pl.DataFrame
+    training_events: pl.DataFrame
+    item_features: pl.DataFrame
+
+    def latest_user_history(self) -> pl.DataFrame:
+        """Each user's last snapshot: the history as of after their newest event (what serving reads)."""
+        return self.user_history.filter(pl.col("timestamp") == pl.col("timestamp").max().over("user_id"))
+
+
+@dataclass
+class MaterializeReport:
+    dataset: str
+    dataset_version: str
+    history_cap: int
+    interactions: int
+    offline_tables: dict[str, Path]
+    online: PublishResult | None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def total_seconds(self) -> float:
+        return sum(self.seconds.values())
+
+
+def compute_features(inputs: FeatureInputs) -> FeatureFrames:
+    """Run the feature pipelines (polars, lazy, collected once per table)."""
+    user_history = USER_HISTORY.build(inputs).collect()
+    training_events = point_in_time_join(inputs.interactions, user_history)
+    item_features = ITEM_FEATURES.build(inputs).collect()
+    return FeatureFrames(inputs, user_history, training_events, item_features)
+
+
+def write_offline(frames: FeatureFrames, store: OfflineStore) -> dict[str, Path]:
+    """Write the three tables under the store's dataset version; returns name -> path."""
+    history = USER_HISTORY.table_name(frames.inputs)
+    tables = {
+        history: frames.user_history,
+        training_events_name(history): frames.training_events,
+        ITEM_FEATURES.table_name(frames.inputs): frames.item_features,
+    }
+    return {name: store.write(frame, name) for name, frame in tables.items()}
+
+
+def load_item_vectors(path: Path, n_items: int) -> np.ndarray:
+    """Read a (n_items, dim) .npy of item vectors (row i = item_index i) and check it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"item vectors file {path} does not exist")
+    try:
+        vectors = np.load(path, allow_pickle=False)
+    except ValueError as err:
+        raise ValueError(f"{path} is not a plain .npy array (pickled objects are refused): {err}") from err
+    if vectors.ndim != 2 or vectors.shape[0] != n_items:
+        raise ValueError(f"{path}: expected shape (n_items={n_items}, dim), row i = item_index i; got {vectors.shape}")
+    if not np.issubdtype(vectors.dtype, np.number):
+        raise ValueError(f"{path}: expected a numeric array, got dtype {vectors.dtype}")
+    vectors = vectors.astype(np.float32, copy=False)
+    if not np.isfinite(vectors).all():
+        bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
+        raise ValueError(f"{path}: {bad.size} row(s) contain NaN/inf, first item_index {bad[:5].tolist()}")
+    return vectors
+
+
+def materialize(dataset: Dataset | str, *, history_cap: int | None = None,
+                item_vectors: np.ndarray | Path | None = None, client: redis.Redis | None = None,
+                namespace: str | None = None, offline_root: Path | None = None, offline_only: bool = False,
+                batch_size: int = 1000, progress: bool = True) -> MaterializeReport:
+    """Compute features for `dataset`, write the offline tables, then publish a new online version.
+
+    Args:
+        dataset: a loaded `Dataset` or a registered name / folder for `load_dataset`.
+        history_cap: history length kept (default RECSYS_ONLINE_HISTORY_CAP).
+        item_vectors: (n_items, dim) array or .npy path, row i = item_index i; optional.
+        client: Redis client (default: `connect_redis()`); unused with `offline_only`.
+        namespace: Redis key namespace (default RECSYS_REDIS_NAMESPACE).
+    """
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[stage] = now - clock
+        clock = now
+
+    ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
+    if isinstance(item_vectors, (str, Path)):
+        item_vectors = load_item_vectors(Path(item_vectors), ds.n_items)
+    inputs = feature_inputs(ds, history_cap, item_vectors)
+    lap("load")
+    log.info("computing features for %s (version %s, %d interactions, history cap %d)", ds.name, ds.version,
+             ds.interactions.height, inputs.history_cap)
+    frames = compute_features(inputs)
+    lap("compute")
+    tables = write_offline(frames, OfflineStore(ds.name, ds.version, offline_root))
+    lap("offline_write")
+    online = None
+    if not offline_only:
+        if client is None:
+            from feature_store.redis_server import connect_redis  # noqa: PLC0415 - offline runs need no Redis
+            client = connect_redis()
+        meta = {"dataset": ds.name, "dataset_version": ds.version, "history_cap": inputs.history_cap,
+                "feature_tables": ",".join(tables)}
+        online = publish_version(client, namespace or get_settings().redis_namespace,
+                                 users=frames.latest_user_history(), items=frames.item_features, meta=meta,
+                                 batch_size=batch_size, progress=progress)
+        lap("online_write")
+    return MaterializeReport(ds.name, ds.version, inputs.history_cap, ds.interactions.height, tables, online, seconds)

