@@ -1,0 +1,1 @@
+"""Training jobs, offline evaluation and experiment reports built on `recsys`."""

@@ -1,0 +1,93 @@
+"""Writing a `Report` out: one self-contained HTML page, report.json beside it and a short
+Markdown summary for the pull request.
+
+All three come from the same `Report`, so the page a reviewer reads, the JSON a tool reads and
+the PR comment cannot disagree.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from training.ab.plots import figures
+from training.ab.results import Comparison, Report
+
+TEMPLATE = "report_template.html"
+
+
+def fmt_num(value: float | None, digits: int = 4) -> str:
+    """Metric values and differences: 4 significant digits, '—' when undefined."""
+    if value is None or not math.isfinite(value):
+        return "—"
+    return f"{value:.{digits}g}" if value != 0 else "0"
+
+
+def fmt_pct(value: float | None, signed: bool = True) -> str:
+    if value is None or not math.isfinite(value):
+        return "—"
+    return f"{100 * value:+.2f}%" if signed else f"{100 * value:.2f}%"
+
+
+def fmt_p(value: float | None) -> str:
+    if value is None or not math.isfinite(value):
+        return "—"
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
+def headline(c: Comparison) -> dict[str, float]:
+    """The numbers a reader should quote: CUPED-adjusted when applied, raw otherwise."""
+    src = c.cuped or c
+    return {"diff": src.diff, "ci_low": src.ci_low, "ci_high": src.ci_high, "rel_lift": src.rel_lift,
+            "rel_ci_low": src.rel_ci_low, "rel_ci_high": src.rel_ci_high, "p_value": src.p_value}
+
+
+def _environment() -> Environment:
+    env = Environment(loader=FileSystemLoader(Path(__file__).parent), autoescape=True,
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env.filters.update(num=fmt_num, pct=fmt_pct, pval=fmt_p)
+    env.globals.update(headline=headline)
+    return env
+
+
+def render_html(report: Report) -> str:
+    return _environment().get_template(TEMPLATE).render(report=report, figures=figures(report))
+
+
+def render_markdown(report: Report, html_name: str) -> str:
+    """A PR-sized summary: warnings first, then one line per headline metric."""
+    lines = [f"### {report.title}", ""]
+    if report.srm and report.srm["mismatch"]:
+        lines += ["**Sample ratio mismatch: the verdicts below are not trustworthy until it is explained.**", ""]
+    for w in report.warnings:
+        icon = "🛑" if w.severity == "error" else "⚠️"
+        lines.append(f"> {icon} **{w.code}**: {w.message}")
+        lines.append(">")
+    if report.warnings:
+        lines[-1] = ""
+    sizes = ", ".join(f"{v.name}: {v.users:,} users" for v in report.variants)
+    lines += [f"{sizes}; alpha {report.alpha}.", "",
+              "| metric | control | treatment | Δ (95% CI) | lift (95% CI) | p | p (Holm) | verdict |",
+              "|---|---:|---:|---|---|---:|---:|---|"]
+    for c in report.comparisons:
+        h = headline(c)
+        tag = " (CUPED)" if c.cuped else ""
+        name = c.metric if len(report.variants) == 2 else f"{c.metric} {c.treatment}"
+        lines.append(f"| {name}{tag} | {fmt_num(c.control_value)} | {fmt_num(c.treatment_value)} | "
+                     f"{fmt_num(h['diff'])} [{fmt_num(h['ci_low'])}, {fmt_num(h['ci_high'])}] | "
+                     f"{fmt_pct(h['rel_lift'])} [{fmt_pct(h['rel_ci_low'])}, {fmt_pct(h['rel_ci_high'])}] | "
+                     f"{fmt_p(h['p_value'])} | {fmt_p(c.p_adjusted)} | {c.verdict(report.alpha)} |")
+    lines += ["", f"Full report with plots: `{html_name}` (numbers in `{Path(html_name).with_suffix('.json').name}`)."]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: Report, out_html: Path) -> dict[str, Path]:
+    """Write `out_html` plus `<stem>.json` and `<stem>.md` beside it; returns the three paths."""
+    out_html = Path(out_html)
+    out_html.parent.mkdir(parents=True, exist_ok=True)
+    paths = {"html": out_html, "json": out_html.with_suffix(".json"), "md": out_html.with_suffix(".md")}
+    paths["html"].write_text(render_html(report), encoding="utf-8")
+    paths["json"].write_text(report.to_json() + "\n", encoding="utf-8")
+    paths["md"].write_text(render_markdown(report, out_html.name), encoding="utf-8")
+    return paths
