@@ -1,0 +1,303 @@
+"""The feed explorer: a one-page UI over the feed API, and the few read-only endpoints it needs.
+
+`/` serves `serving/static/index.html` and `/static/<file>` its script and stylesheet (plain
+files, nothing fetched from another host). The JSON endpoints below fill the gaps the feed API
+leaves for a person looking at a feed; they read the same `ServingState` as the feed routes:
+
+- `GET /v1/explorer/examples`: example users for the picker and what the model serves.
+- `GET /v1/users/{user_id}/history?n=`: the user's current history, newest first (exactly what
+  the feed's user tower reads: offline history + live events from the online store).
+- `GET /v1/items?ids=`: catalogue entries (media, title, URLs of image/audio files) for ids.
+- `GET /v1/items/{item_id}/media/{medium}`: the item's image or audio file, streamed.
+
+Media files come from the `image_uri` / `audio_uri` columns of the run's `items.parquet` when
+it has them, else from the dataset the run names (loaded once per model version); relative URIs
+resolve against the dataset folder, as in the embed job. TikTok ships precomputed features only,
+so its items have no files and the page shows placeholders.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import mimetypes
+import re
+import threading
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import quote, unquote, urlparse
+
+import numpy as np
+import polars as pl
+from fastapi import APIRouter, Path as PathParam, Query, Request
+from fastapi.responses import FileResponse, RedirectResponse, Response
+from pydantic import BaseModel, Field
+
+from recsys.artifact import RunArtifact
+from recsys.config import get_settings
+from serving.api.deps import State
+from serving.errors import ServingError
+from serving.models import ErrorBody, MediumName
+from serving.retriever import Retriever
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["explorer"])
+
+STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
+URI_COLUMNS = {"image": "image_uri", "audio": "audio_uri"}
+NEW_USER_EXAMPLE = "new-visitor"
+MAX_IDS = 200
+_ASSET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\.(?:html|js|css|svg|png|ico|woff2)$")
+_NO_CACHE = {"Cache-Control": "no-cache"}
+
+
+class ExampleUser(BaseModel):
+    user_id: str
+    n_train: int | None = Field(default=None, description="training interactions of this user")
+
+
+class ExplorerInfo(BaseModel):
+    dataset: str
+    model_version: str = Field(description="variant A's model (similar items and search use it)")
+    variants: list[str]
+    media: list[str] = Field(description="media the catalogue has items of")
+    media_files: dict[str, int] = Field(description="medium -> how many items name a file of it (image, audio)")
+    users: list[ExampleUser]
+    new_user_id: str = Field(description="an id with no history (the feed is the cold-start list)")
+    default_k: int
+    max_k: int
+
+
+class CatalogueItem(BaseModel):
+    item_id: str
+    known: bool = Field(description="False when the serving model does not know the id (e.g. a newer item)")
+    media: list[str]
+    title: str | None = None
+    files: dict[str, str] = Field(default_factory=dict, description="medium -> URL of the item's image/audio file")
+
+
+class HistoryItem(CatalogueItem):
+    ts: int = Field(description="event time (unix seconds; TikTok's offline history uses row order)")
+
+
+class UserHistoryView(BaseModel):
+    user_id: str
+    variant: str
+    model_version: str
+    items: list[HistoryItem] = Field(description="newest first")
+    total: int = Field(description="events in the window the feed reads")
+    window: int = Field(description="how many recent events make the user's query (RECSYS_ONLINE_HISTORY_CAP)")
+
+
+class CatalogueItems(BaseModel):
+    items: list[CatalogueItem]
+    model_version: str
+
+
+class MediaFiles:
+    """Where each item's image/audio file lives, per model version (built on first use).
+
+    Reading the dataset can take seconds, so it happens once per version, in a worker thread,
+    and never on import or start-up (a run without files costs nothing until someone asks).
+    """
+
+    def __init__(self) -> None:
+        self._by_version: dict[str, tuple[dict[str, dict[int, str]], Path]] = {}
+        self._lock = threading.Lock()
+
+    def counts(self, retriever: Retriever) -> dict[str, int]:
+        uris, _ = self._catalogue(retriever)
+        return {medium: len(by_index) for medium, by_index in uris.items()}
+
+    def source(self, retriever: Retriever, index: int, medium: str) -> Path | str | None:
+        """A local path, an http(s) URL, or None when the item names no file of `medium`."""
+        uris, root = self._catalogue(retriever)
+        uri = uris.get(medium, {}).get(index)
+        if uri is None:
+            return None
+        if uri.startswith(("http://", "https://")):
+            return uri
+        if uri.startswith("file://"):
+            return Path(unquote(urlparse(uri).path))
+        if "://" in uri:
+            return None  # s3:// and the like: not servable from here
+        path = Path(uri).expanduser()
+        return path if path.is_absolute() else root / path
+
+    def urls(self, retriever: Retriever, index: int) -> dict[str, str]:
+        """medium -> URL of the media endpoint, for the files that exist (or are remote)."""
+        out = {}
+        item_id = quote(str(retriever.item_ids[index]), safe="")
+        for medium in URI_COLUMNS:
+            source = self.source(retriever, index, medium)
+            if isinstance(source, str) or (isinstance(source, Path) and source.is_file()):
+                out[medium] = f"/v1/items/{item_id}/media/{medium}"
+        return out
+
+    def _catalogue(self, retriever: Retriever) -> tuple[dict[str, dict[int, str]], Path]:
+        with self._lock:
+            if retriever.version not in self._by_version:
+                self._by_version = {retriever.version: _read_uris(retriever.run), **self._by_version}
+                while len(self._by_version) > 4:  # versions switched out long ago
+                    self._by_version.pop(next(reversed(self._by_version)))
+            return self._by_version[retriever.version]
+
+
+def _dataset_folder(name: str) -> Path:
+    """The folder a run's dataset lives in (a path, or a name under RECSYS_DATA_DIR)."""
+    path = Path(name)
+    return path if path.is_dir() else get_settings().data_dir / name
+
+
+def _read_uris(run: RunArtifact) -> tuple[dict[str, dict[int, str]], Path]:
+    """(medium -> {item_index: uri}, folder relative URIs resolve against)."""
+    root = _dataset_folder(run.dataset)
+    table: pl.DataFrame | None = run.items
+    if not any(column in table.columns for column in URI_COLUMNS.values()):
+        table = None
+        try:
+            from recsys.data.registry import load_dataset
+
+            dataset = load_dataset(run.dataset)
+            table = dataset.items
+            if dataset.source_files:
+                root = Path(dataset.source_files[0]).parent
+        except Exception as err:  # noqa: BLE001 - no dataset here just means no files to show
+            log.info("model %s: no media files (dataset %r cannot be read here: %s)", run.model_version, run.dataset,
+                     err)
+    uris: dict[str, dict[int, str]] = {medium: {} for medium in URI_COLUMNS}
+    if table is None:
+        return uris, root
+    index_of = pl.DataFrame({"item_id": list(run.item_index_by_id), "_index": list(run.item_index_by_id.values())},
+                            schema={"item_id": pl.String, "_index": pl.Int64})
+    for medium, column in URI_COLUMNS.items():
+        if column in table.columns:
+            rows = (table.select(pl.col("item_id").cast(pl.String), pl.col(column).cast(pl.String))
+                    .drop_nulls(column).join(index_of, on="item_id"))
+            uris[medium] = dict(zip(rows["_index"].to_list(), rows[column].to_list()))
+    return uris, root
+
+
+def media_files(request: Request) -> MediaFiles:
+    """The app's `MediaFiles` (one per app, created on first use, like the state's other caches)."""
+    files = getattr(request.app.state, "explorer_media_files", None)
+    if files is None:
+        files = request.app.state.explorer_media_files = MediaFiles()
+    return files
+
+
+def describe(retriever: Retriever, files: MediaFiles, item_id: str) -> dict:
+    """The catalogue entry of one item id, as the page shows it."""
+    index = retriever.run.item_index_by_id.get(item_id)
+    if index is None:
+        return {"item_id": item_id, "known": False, "media": []}
+    entry = {"item_id": item_id, "known": True, "media": retriever.item_media[index],
+             "files": files.urls(retriever, index)}
+    if retriever.item_titles[index] is not None:
+        entry["title"] = retriever.item_titles[index]
+    return entry
+
+
+def example_users(users: pl.DataFrame, n: int) -> list[dict]:
+    """Known users whose history lengths spread from the longest to the shortest (log-spaced)."""
+    if "n_train" not in users.columns or users.is_empty():
+        return users.head(n).select(pl.col("user_id").cast(pl.String)).to_dicts()
+    first = (users.select(pl.col("user_id").cast(pl.String), pl.col("n_train").cast(pl.Int64), "user_index")
+             .filter(pl.col("n_train") > 0).sort("user_index").unique("n_train", keep="first").sort("n_train"))
+    if first.is_empty():
+        return users.head(n).select(pl.col("user_id").cast(pl.String)).to_dicts()
+    levels = np.log(first["n_train"].to_numpy().astype(np.float64))
+    chosen: list[int] = []
+    for target in np.linspace(levels[-1], levels[0], min(n, len(levels))):
+        distance = np.abs(levels - target)
+        distance[chosen] = np.inf
+        chosen.append(int(np.argmin(distance)))
+    return first[sorted(chosen, reverse=True)].select("user_id", "n_train").to_dicts()
+
+
+@router.get("/", include_in_schema=False)
+async def page() -> FileResponse:
+    return FileResponse(STATIC_DIR / "index.html", media_type="text/html; charset=utf-8", headers=_NO_CACHE)
+
+
+@router.get("/static/{name}", include_in_schema=False)
+async def static_file(name: str) -> FileResponse:
+    """A web asset directly inside serving/static (no sub-folders, no dot-files, no Python)."""
+    path = STATIC_DIR / name
+    if not _ASSET_NAME.match(name) or not path.is_file():
+        raise ServingError(404, "not_found", f"no static file '{name}'")
+    media_type = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    if media_type.startswith("text/") or media_type.endswith("javascript"):
+        media_type += "; charset=utf-8"
+    return FileResponse(path, media_type=media_type, headers=_NO_CACHE)
+
+
+@router.get("/v1/explorer/examples", response_model=ExplorerInfo, tags=["explorer"],
+            summary="Example users and what the model serves (for the explorer page)")
+async def examples(state: State, request: Request, n: Annotated[int, Query(ge=1, le=8)] = 5) -> ExplorerInfo:
+    retriever = state.models.get(state.models.variants[0])
+    counts = await asyncio.to_thread(media_files(request).counts, retriever)
+    return ExplorerInfo(dataset=retriever.run.dataset, model_version=retriever.version, variants=state.models.variants,
+                        media=retriever.media, media_files=counts, users=example_users(retriever.run.users, n),
+                        new_user_id=NEW_USER_EXAMPLE, default_k=state.settings.default_k, max_k=state.settings.max_k)
+
+
+@router.get("/v1/users/{user_id}/history", response_model=UserHistoryView, tags=["explorer"],
+            responses={422: {"model": ErrorBody}, 503: {"model": ErrorBody}},
+            summary="The user's current history, newest first (what the feed reads)")
+async def user_history(state: State, request: Request,
+                       user_id: Annotated[str, PathParam(min_length=1, max_length=200)],
+                       n: Annotated[int, Query(ge=1, le=200)] = 20) -> UserHistoryView:
+    """Offline history plus live events, from the online store. An unknown user has an empty
+    history; 503 when the store cannot be read (the feed then falls back to training vectors)."""
+    history = state.feed.history
+    pairs = await asyncio.to_thread(history.recent, user_id) if history is not None else None
+    if pairs is None:
+        raise ServingError(503, "online_store_unavailable", "the online history cannot be read right now (Redis "
+                                                            "unreachable or no features materialised)")
+    variant = state.experiment.assign(user_id)
+    retriever = state.models.get(variant)
+    files = media_files(request)
+    newest = pairs[::-1][:n]
+    items = await asyncio.to_thread(
+        lambda: [{**describe(retriever, files, item), "ts": int(ts)} for item, ts in newest])
+    return UserHistoryView(user_id=user_id, variant=variant, model_version=retriever.version, items=items,
+                           total=len(pairs), window=history.length)
+
+
+@router.get("/v1/items", response_model=CatalogueItems, tags=["explorer"], responses={422: {"model": ErrorBody}},
+            summary="Catalogue entries (media, title, file URLs) of item ids")
+async def catalogue_items(state: State, request: Request, ids: Annotated[str, Query(
+        min_length=1, max_length=20_000, description=f"comma-separated item ids (at most {MAX_IDS})",
+        examples=["12,7,42"])]) -> CatalogueItems:
+    wanted = [i for i in dict.fromkeys(part.strip() for part in ids.split(",")) if i]
+    if not wanted or len(wanted) > MAX_IDS:
+        raise ServingError(422, "invalid_request", f"ids: give 1..{MAX_IDS} comma-separated item ids, got {len(wanted)}")
+    retriever = state.models.get(state.models.variants[0])
+    files = media_files(request)
+    items = await asyncio.to_thread(lambda: [describe(retriever, files, item) for item in wanted])
+    return CatalogueItems(items=items, model_version=retriever.version)
+
+
+@router.get("/v1/items/{item_id}/media/{medium}", tags=["explorer"], response_class=FileResponse,
+            responses={200: {"content": {"image/*": {}, "audio/*": {}}, "description": "the file"},
+                       307: {"description": "the file lives at an http(s) URL"}, 404: {"model": ErrorBody}},
+            summary="The item's image or audio file")
+async def item_media(state: State, request: Request,
+                     item_id: Annotated[str, PathParam(min_length=1, max_length=200)], medium: MediumName) -> Response:
+    retriever = state.models.get(state.models.variants[0])
+    index = retriever.run.item_index_by_id.get(item_id)
+    if index is None:
+        raise ServingError(404, "unknown_item", f"item '{item_id}' is not in model {retriever.version}'s catalogue")
+    source = None
+    if medium in URI_COLUMNS:
+        source = await asyncio.to_thread(media_files(request).source, retriever, index, medium)
+    if source is None:
+        raise ServingError(404, "no_media_file", f"item '{item_id}' has no {medium} file"
+                                                 + ("" if medium in URI_COLUMNS else " (text is returned as the title)"))
+    if isinstance(source, str):
+        return RedirectResponse(source, status_code=307)
+    if not source.is_file():
+        raise ServingError(404, "media_file_missing", f"item '{item_id}''s {medium} file ({source.name}) is missing "
+                                                      "on this server")
+    return FileResponse(source, headers={"Cache-Control": "public, max-age=3600"})

@@ -1,0 +1,101 @@
+"""Baselines recover a planted pattern: popularity order, item co-occurrence, user clusters."""
+from __future__ import annotations
+
+import numpy as np
+import polars as pl
+import pytest
+
+from recsys.baselines import BASELINES, make_baseline, register_baseline
+from recsys.baselines.bpr import BPRMF, sample_negatives
+from recsys.baselines.itemknn import ItemKNN, similarity_top_k
+from recsys.baselines.popularity import MostPopular
+from recsys.baselines.base import interaction_matrix
+from recsys.data.schema import Dataset
+
+
+def make_dataset(pairs: list[tuple[int, int]], n_items: int) -> tuple[Dataset, pl.DataFrame]:
+    """A Dataset of (user, item) train pairs; every row is `train`."""
+    users, items = zip(*pairs)
+    inter = pl.DataFrame({"user_id": [f"u{u}" for u in users], "item_id": [f"i{i}" for i in items],
+                          "user_index": pl.Series(users, dtype=pl.Int32), "item_index": pl.Series(items, dtype=pl.Int32),
+                          "timestamp": pl.Series(range(len(pairs)), dtype=pl.Int64), "split": ["train"] * len(pairs)})
+    item_table = pl.DataFrame({"item_id": [f"i{i}" for i in range(n_items)],
+                               "item_index": pl.Series(range(n_items), dtype=pl.Int32),
+                               "media": [["text"]] * n_items})
+    return Dataset("planted", item_table, inter), inter
+
+
+def two_clusters(n_users: int = 40, n_items: int = 20, per_user: int = 6, seed: int = 0) -> list[tuple[int, int]]:
+    """Even users consume items 0..9, odd users items 10..19."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for u in range(n_users):
+        block = np.arange(10) + (10 if u % 2 else 0)
+        out += [(u, int(i)) for i in rng.choice(block, size=per_user, replace=False)]
+    assert n_items == 20
+    return out
+
+
+def test_most_popular_ranks_by_train_count():
+    ds, train = make_dataset([(0, 2), (1, 2), (2, 2), (0, 1), (1, 1), (2, 0)], n_items=4)
+    scores = MostPopular().fit(ds, train).score(np.array([0, 1]))
+    assert scores.shape == (2, 4) and scores.dtype == np.float32
+    assert scores[0].argsort()[::-1].tolist() == [2, 1, 0, 3]
+    assert (scores[0] == scores[1]).all()
+
+
+def test_itemknn_similarity_is_shrunk_cosine_with_top_k_per_target():
+    # Items 0 and 1 always co-occur (cosine 1); item 2 shares one of item 0's two users (cosine 1/sqrt(2)).
+    x = interaction_matrix(pl.DataFrame({"user_index": [0, 0, 1, 1, 1], "item_index": [0, 1, 0, 1, 2]}), 2, 3)
+    w = similarity_top_k(x, k=2, shrink=0.0).toarray()
+    assert np.diag(w).tolist() == [0, 0, 0]
+    assert w[0, 1] == pytest.approx(1.0) and w[0, 2] == pytest.approx(1 / np.sqrt(2))
+    shrunk = similarity_top_k(x, k=2, shrink=2.0).toarray()
+    assert shrunk[0, 1] == pytest.approx(2 / (2 + 2))
+    top1 = similarity_top_k(x, k=1, shrink=0.0).toarray()
+    assert (np.count_nonzero(top1, axis=0) <= 1).all()
+    assert top1[1, 0] == pytest.approx(1.0)  # item 0's single neighbour is item 1
+
+
+@pytest.mark.parametrize("name", ["itemknn", "bpr-mf"])
+def test_personalised_baselines_rank_the_users_own_cluster_first(name: str):
+    ds, train = make_dataset(two_clusters(), n_items=20)
+    model = make_baseline(name, dataset=None, **({"epochs": 60, "lr": 0.02} if name == "bpr-mf" else {}))
+    scores = model.fit(ds, train).score(np.arange(40))
+    seen = interaction_matrix(train, 40, 20).toarray() > 0
+    scores[seen] = -np.inf
+    top4 = np.argsort(-scores, axis=1)[:, :4]
+    own_cluster = (top4 >= 10) == (np.arange(40)[:, None] % 2 == 1)
+    assert own_cluster.mean() > 0.95
+
+
+def test_bpr_is_deterministic_for_a_seed():
+    ds, train = make_dataset(two_clusters(), n_items=20)
+    a = BPRMF(epochs=3, dim=8).fit(ds, train).score(np.arange(5))
+    b = BPRMF(epochs=3, dim=8).fit(ds, train).score(np.arange(5))
+    c = BPRMF(epochs=3, dim=8, seed=1).fit(ds, train).score(np.arange(5))
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+
+
+def test_negative_sampling_avoids_consumed_items():
+    users = np.repeat(np.arange(3), 1000)
+    seen = np.sort(np.array([u * 5 + i for u in range(3) for i in range(4)]))  # each user saw items 0..3 of 5
+    neg = sample_negatives(users, seen, 5, np.random.default_rng(0))
+    assert (neg == 4).all()
+
+
+def test_itemknn_orders_unvoted_items_by_popularity():
+    ds, train = make_dataset([(0, 0), (1, 0), (1, 1), (2, 2), (3, 2), (4, 2)], n_items=5)
+    scores = ItemKNN(k=5, shrink=0.0).fit(ds, train).score(np.array([0]))[0]
+    assert scores[1] > scores[2] > scores[3]  # 1 co-occurs with 0; 2 is popular; 3 and 4 never seen
+    assert scores[3] == scores[4]
+
+
+def test_plugins_can_register_a_baseline_by_name():
+    register_baseline("constant-test", lambda dataset=None, **kw: MostPopular())
+    try:
+        assert isinstance(make_baseline("constant-test"), MostPopular)
+    finally:
+        BASELINES.pop("constant-test")
+    with pytest.raises(KeyError, match="unknown baseline"):
+        make_baseline("no-such-baseline")

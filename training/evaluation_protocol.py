@@ -1,0 +1,89 @@
+"""Which interactions an offline evaluation retrieves, which it masks, and how items are grouped.
+
+One place decides the protocol so every model and baseline is judged identically:
+- the split comes from the run (`split_strategy` in run.json) or the dataset's default
+  (TikTok: its predefined published split; ML-100K: leave-last-out);
+- the held-out split (`valid` or `test`) is retrieved by ranking **all** items;
+- only the user's **train** items are masked (DiffMM's published protocol, used for every
+  dataset so numbers stay comparable); users with >= 1 held-out item are evaluated;
+- an item's media type is its media joined with '+' in canonical order ("image+audio", "text");
+- cold items are items with no train interaction at all.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import polars as pl
+
+from recsys.data.schema import Dataset
+from recsys.data.splits import apply_split
+
+EVAL_SPLITS = ("valid", "test")
+SPLIT_STRATEGIES = ("leave-last-out", "temporal", "predefined")
+
+
+class EvaluationError(ValueError):
+    """A request the harness cannot answer (unknown split, missing media, no held-out data)."""
+
+
+@dataclass(frozen=True)
+class EvalSplit:
+    """A dataset with its split applied, viewed as (train, held-out) pairs in dataset indices."""
+
+    dataset: Dataset
+    split: str
+    strategy: str
+
+    @cached_property
+    def train(self) -> pl.DataFrame:
+        return self.dataset.split("train")
+
+    @cached_property
+    def held_out(self) -> pl.DataFrame:
+        return self.dataset.split(self.split)
+
+    @property
+    def n_items(self) -> int:
+        return self.dataset.n_items
+
+    @cached_property
+    def cold_items(self) -> np.ndarray:
+        """Item indices with no train interaction (their popularity, and any ID embedding, is untrained)."""
+        seen = np.zeros(self.n_items, dtype=bool)
+        seen[self.train["item_index"].to_numpy()] = True
+        return np.flatnonzero(~seen)
+
+    @cached_property
+    def popularity(self) -> np.ndarray:
+        """Train interactions per item: MostPopular's scores and the fallback for users without a vector."""
+        return np.bincount(self.train["item_index"].to_numpy(), minlength=self.n_items).astype(np.float32)
+
+    @cached_property
+    def item_media_type(self) -> pl.DataFrame:
+        """(item_index, media) with media = '+'-joined media names, null when the item has none."""
+        label = pl.col("media").list.join("+")
+        return self.dataset.items.select(
+            "item_index", pl.when(label.str.len_chars() > 0).then(label).otherwise(None).alias("media"))
+
+    @cached_property
+    def n_train(self) -> pl.DataFrame:
+        """(user_index, n_train): number of train interactions per user."""
+        return self.train.group_by("user_index").agg(pl.len().cast(pl.Int64).alias("n_train"))
+
+
+def prepare_split(dataset: Dataset, split: str = "test", strategy: str | None = None) -> EvalSplit:
+    """Apply `strategy` (None: the dataset's default) and check that `split` has something to rank."""
+    if split not in EVAL_SPLITS:
+        raise EvaluationError(f"unknown split {split!r} (expected one of: {', '.join(EVAL_SPLITS)})")
+    if strategy is not None and strategy not in SPLIT_STRATEGIES:
+        raise EvaluationError(f"unknown split strategy {strategy!r} (expected one of: {', '.join(SPLIT_STRATEGIES)})")
+    if strategy == "predefined" and "split" not in dataset.interactions.columns:
+        raise EvaluationError(f"dataset {dataset.name} has no predefined split; use leave-last-out or temporal")
+    split_ds = apply_split(dataset, strategy)  # type: ignore[arg-type]
+    resolved = strategy or ("predefined" if "split" in dataset.interactions.columns else "leave-last-out")
+    ev = EvalSplit(split_ds, split, resolved)
+    if ev.held_out.height == 0:
+        raise EvaluationError(f"dataset {dataset.name}: split {split!r} ({resolved}) has no interactions")
+    return ev
