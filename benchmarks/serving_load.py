@@ -1,0 +1,139 @@
+"""Load test of the feed API: a real `recsys serve` subprocess, real Redis, loopback HTTP.
+
+Phases (each against GET /v1/users/{id}/recommendations):
+  * misses: open loop at --rate req/s, every request a (user, k) never asked before, so each one
+    runs the full miss path (cache lookup + lock, online history, user tower, index, cache write);
+  * hits: open loop at --rate over (user, k) pairs cached by the miss phase;
+  * capacity: closed loop (--concurrency in flight) on hits, to show the ceiling.
+Latency is measured from each request's *scheduled* send time (no coordinated omission), on the
+client (`benchmarks/serving_loadgen.py`, raw keep-alive connections). Server-side cache counters (/metrics) are read before and after each phase to prove the
+phase was what it claims.
+
+Usage:
+    .venv/bin/python benchmarks/serving_load.py --tiktok --rate 500 --duration 20
+    .venv/bin/python benchmarks/serving_load.py --synthetic 1000000 --rate 500 --duration 20
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import time
+from pathlib import Path
+
+import httpx
+
+from serving_loadgen import closed_loop, open_loop  # benchmarks/ is on sys.path when run as a script
+from serving.local_server import LocalServer
+from serving.sample_runs import synthetic_run, tiktok_mean_pool_run
+
+BENCH = Path("artifacts/bench")
+
+
+def _counters(url: str) -> dict[str, float]:
+    text = httpx.get(url + "/metrics").text
+    out = {}
+    for result in ("hit", "miss", "coalesced", "bypass", "error"):
+        m = re.search(rf'^recsys_cache_lookups_total{{result="{result}"}} ([0-9.e+]+)$', text, re.M)
+        out[result] = float(m.group(1)) if m else 0.0
+    out["computations"] = sum(float(v) for v in re.findall(r"^recsys_feed_computations_total{[^}]*} ([0-9.e+]+)$", text, re.M))
+    return out
+
+
+async def run_phases(url: str, users: list[str], rate: float, duration: float, concurrency: int) -> dict:
+    n = int(rate * duration)
+    keys = [(users[i % len(users)], 10 + (i // len(users)) % 40) for i in range(n)]
+    assert len(set(keys)) == n, "not enough (user, k) pairs for unique misses: lower --rate/--duration"
+    random.Random(0).shuffle(keys)
+    path = "/v1/users/{}/recommendations?k={}"
+    host, port = "127.0.0.1", int(url.rsplit(":", 1)[1])
+    results = {}
+    await open_loop(host, port, [path.format(f"warmup-{i}", 20) for i in range(300)], rate)  # connections, code paths
+    phases = (("misses", [path.format(u, k) for u, k in keys]),
+              ("hits", [path.format(u, k) for u, k in random.Random(1).choices(keys[: n // 2], k=n)]))
+    for name, paths in phases:
+        before = _counters(url)
+        results[name] = (await open_loop(host, port, paths, rate)).summary()
+        after = _counters(url)
+        results[name]["server_cache"] = {k: int(after[k] - before[k]) for k in after}
+        print(name, json.dumps(results[name]), flush=True)
+    hot = [path.format(u, k) for u, k in keys[: n // 2]]
+    results["capacity_hits"] = (await closed_loop(host, port, hot, concurrency, min(duration, 10))).summary()
+    print("capacity_hits", json.dumps(results["capacity_hits"]), flush=True)
+    return results
+
+
+def clear_feed_cache(url: str, namespace: str) -> int:
+    """Drop the cached feeds a previous run left, so the miss phase really misses."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    keys = list(client.scan_iter(f"{namespace}:feed:*", count=10_000))
+    for start in range(0, len(keys), 10_000):
+        client.unlink(*keys[start:start + 10_000])
+    return len(keys)
+
+
+def prepare(args: argparse.Namespace) -> tuple[Path, list[str], dict[str, str]]:
+    """Run dir (built once, kept under artifacts/bench), user ids and server environment."""
+    env = {"REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+           "RECSYS_REDIS_NAMESPACE": "bench-serving", "RECSYS_SERVE_LOG_DIR": str(BENCH / "serving-logs"),
+           "RECSYS_SERVE_CACHE_TTL_S": "900"}
+    clear_feed_cache(env["REDIS_URL"], env["RECSYS_REDIS_NAMESPACE"])
+    if args.synthetic:
+        run = BENCH / "runs" / f"synthetic-{args.synthetic}"
+        if not (run / "run.json").exists():
+            synthetic_run(run, n_items=args.synthetic, dim=args.dim, n_users=20_000)
+        return run, [f"u{i}" for i in range(20_000)], env
+    run = BENCH / "runs" / "tiktok-meanpool"
+    if not (run / "run.json").exists():
+        tiktok_mean_pool_run(run)
+    from feature_store.materialize import materialize
+    from feature_store.redis_server import connect_redis
+
+    materialize("tiktok", client=connect_redis(env["REDIS_URL"]), namespace=env["RECSYS_REDIS_NAMESPACE"],
+                offline_root=BENCH / "offline", progress=False)
+    import polars as pl
+
+    return run, pl.read_parquet(run / "users.parquet")["user_id"].to_list(), env
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    what = parser.add_mutually_exclusive_group(required=True)
+    what.add_argument("--tiktok", action="store_true", help="mean-pool run over the real TikTok features")
+    what.add_argument("--synthetic", type=int, metavar="N_ITEMS", help="synthetic catalogue of N items")
+    parser.add_argument("--dim", type=int, default=64)
+    parser.add_argument("--rate", type=float, default=500)
+    parser.add_argument("--duration", type=float, default=20)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+
+    run, users, env = prepare(args)
+    started = time.perf_counter()
+    with LocalServer(run, env=env, log_file=BENCH / "serving-server.log", startup_timeout_s=1800) as server:
+        startup_s = time.perf_counter() - started
+        ready = httpx.get(server.url + "/readyz").json()
+        print(f"server ready in {startup_s:.1f}s: {ready['models'][0]}", flush=True)
+        try:
+            import uvloop
+
+            uvloop.install()
+        except ImportError:
+            pass
+        results = asyncio.run(run_phases(server.url, users, args.rate, args.duration, args.concurrency))
+    report = {"run": str(run), "model": ready["models"][0], "server_startup_s": round(startup_s, 1),
+              "rate": args.rate, "duration_s": args.duration, "cpus": os.cpu_count(),
+              "load_avg_1m_after": os.getloadavg()[0], **results}
+    out = args.out or BENCH / f"load-{'synthetic' if args.synthetic else 'tiktok'}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""Hyperparameters of the two-tower model and its objective, as typed, validated configs.
+
+They live with the model (not with the training job) because a run directory must be able to
+rebuild the exact network from `config.toml` alone: serving loads the same `ModelConfig`.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+FusionKind = Literal["weighted", "concat_mlp", "gated_attention"]
+PoolingKind = Literal["mean", "attention"]
+LossKind = Literal["softmax", "bpr"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelConfig(_Strict):
+    """Shape of the towers. Defaults are the plain two-tower; `configs/<dataset>.toml` holds tuned values."""
+
+    dim: int = Field(64, ge=2, description="Shared item/user space dimension.")
+    fusion: FusionKind = Field("weighted", description="How per-medium projections become one content vector.")
+    projection_hidden: int = Field(0, ge=0, description="Hidden width of each medium's projection MLP (0 = linear).")
+    id_embedding: bool = Field(True, description="Add a learned item-ID embedding (warm items only).")
+    id_dropout: float = Field(0.1, ge=0.0, lt=1.0, description="Share of warm items served content-only per step.")
+    content_mode: Literal["add", "fallback"] = Field(
+        "add", description="add: item = ID + content; fallback: content only where the ID is missing or dropped.")
+    id_init_std: float = Field(0.1, gt=0.0)
+    feature_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on raw content features.")
+    propagation_layers: int = Field(2, ge=0, description="LightGCN layers over the user-item train graph.")
+    item_knn: int = Field(0, ge=0, description="Neighbours per item in the frozen content kNN graph (0 = off).")
+    item_knn_weight: float = Field(1.0, ge=0.0, description="Weight of the kNN-smoothed item vector.")
+    user_pooling: PoolingKind = Field("mean", description="How the user tower pools history content vectors.")
+    recency_half_life: float = Field(0.0, ge=0.0, description="History half-life in events (0 = no recency decay).")
+    history_embedding: bool = Field(True, description="User tower adds its own history-item EmbeddingBag.")
+    user_id_embedding: bool = Field(False, description="Per-user ID row (off: users are their history, so unseen users work).")
+    popularity_prior: bool = Field(True, description="Extra unit-norm coordinate carrying a learned popularity prior.")
+    temperature: float = Field(0.1, gt=0.0, description="Initial softmax temperature of the cosine scores.")
+    learn_temperature: bool = True
+
+
+class LossConfig(_Strict):
+    """The training objective: retrieval loss plus optional cross-media alignment."""
+
+    kind: LossKind = "softmax"
+    logq_correction: float = Field(1.0, ge=0.0, description="Multiplier of the log sampling-probability correction.")
+    uniform_negatives: int = Field(0, ge=0, description="Extra uniformly sampled negatives per batch (mixed negatives).")
+    content_weight: float = Field(0.0, ge=0.0, description=(
+        "Weight of the retrieval loss scored against content-only item vectors: trains the cold-start path "
+        "on every warm item, not only the ID-dropped ones."))
+    alignment_weight: float = Field(0.0, ge=0.0, description="Weight of the image<->audio(<->text) InfoNCE.")
+    alignment_temperature: float = Field(0.2, gt=0.0)
+    alignment_batch: int = Field(1024, ge=2, description="Items per alignment step (train items only).")

@@ -1,0 +1,140 @@
+"""Frozen graphs the towers propagate over: the user-item train graph and the item-item content kNN graph.
+
+Why graphs in a two-tower model: TikTok users have a median of 2 train interactions, so a user
+vector built from those items alone is thin. LightGCN-style propagation lets a user vector see the
+items co-occurring with its history, and the FREEDOM-style content kNN graph lets an item borrow
+from content-similar items (the only signal a never-seen item has). Both are linear and computed
+offline, so serving is still one user vector · item vectors.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+
+def to_torch_csr(matrix: sp.spmatrix) -> torch.Tensor:
+    """scipy -> torch sparse CSR (float32), for accelerator devices."""
+    coo = sp.coo_matrix(matrix, dtype=np.float32)
+    coo.sum_duplicates()
+    indices = torch.as_tensor(np.vstack([coo.row, coo.col]), dtype=torch.long)
+    with torch.sparse.check_sparse_tensor_invariants(False):
+        out = torch.sparse_coo_tensor(indices, torch.as_tensor(coo.data), tuple(int(s) for s in coo.shape)).coalesce()
+    return out.to_sparse_csr()
+
+
+class FrozenSparse:
+    """A fixed sparse matrix A (and its transpose) that multiplies dense tensors with autograd.
+
+    On CPU the product runs in scipy: torch's CPU sparse matmul was ~30x slower here (22 ms vs
+    0.8 ms for the TikTok graph x 64 dims) and its backward re-sorts A every step.
+    """
+
+    def __init__(self, matrix: sp.spmatrix):
+        self.matrix = sp.csr_matrix(matrix, dtype=np.float32)
+        self.transpose = sp.csr_matrix(self.matrix.T)
+        self._device: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.matrix.shape
+
+    def __matmul__(self, x: torch.Tensor) -> torch.Tensor:
+        return _FrozenSpMM.apply(x, self)
+
+    @property
+    def T(self) -> "FrozenSparse":  # noqa: N802 (matrix notation)
+        return FrozenSparse(self.transpose)
+
+    def multiply(self, x: torch.Tensor, transpose: bool = False) -> torch.Tensor:
+        if x.device.type == "cpu":
+            m = self.transpose if transpose else self.matrix
+            return torch.from_numpy(np.asarray(m @ x.detach().contiguous().numpy(), dtype=np.float32))
+        key = str(x.device)
+        if key not in self._device:
+            self._device[key] = (to_torch_csr(self.matrix).to(x.device), to_torch_csr(self.transpose).to(x.device))
+        return torch.sparse.mm(self._device[key][int(transpose)], x)
+
+
+class _FrozenSpMM(torch.autograd.Function):
+    """y = A x; dL/dx = A^T dL/dy (A is data, never a parameter)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, a: FrozenSparse) -> torch.Tensor:  # type: ignore[override]
+        ctx.a = a
+        return a.multiply(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        return ctx.a.multiply(grad, transpose=True), None
+
+
+@dataclass
+class InteractionGraph:
+    """Symmetric-normalised bipartite adjacency D_u^-1/2 R D_i^-1/2 of the train interactions."""
+
+    user_item: FrozenSparse  # (n_users, n_items)
+    item_user: FrozenSparse  # (n_items, n_users)
+    item_degree: np.ndarray  # (n_items,) train interactions per item
+    user_degree: np.ndarray  # (n_users,)
+
+    @classmethod
+    def from_pairs(cls, users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> "InteractionGraph":
+        r = sp.csr_matrix((np.ones(len(users), np.float32), (users, items)), shape=(n_users, n_items))
+        r.data[:] = 1.0  # duplicates count once
+        du = np.asarray(r.sum(1)).ravel()
+        di = np.asarray(r.sum(0)).ravel()
+        norm = sp.diags(1 / np.sqrt(np.maximum(du, 1))) @ r @ sp.diags(1 / np.sqrt(np.maximum(di, 1)))
+        return cls(FrozenSparse(norm), FrozenSparse(norm.T), di.astype(np.float32), du.astype(np.float32))
+
+
+def propagate(graph: InteractionGraph, users0: torch.Tensor, items0: torch.Tensor, layers: int
+              ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """LightGCN: mean over layers 0..L of alternating neighbour sums; returns (users, items, item layers).
+
+    The item layers 0..L-1 are what a *new* history needs at serving time (user layer k is the
+    normalised sum of the history's item layer k-1), so they are returned too.
+    """
+    user_layers, item_layers = [users0], [items0]
+    u, i = users0, items0
+    for _ in range(layers):
+        u, i = graph.user_item @ i, graph.item_user @ u
+        user_layers.append(u)
+        item_layers.append(i)
+    return torch.stack(user_layers).mean(0), torch.stack(item_layers).mean(0), item_layers
+
+
+def item_knn_graph(features: dict[str, np.ndarray], masks: dict[str, np.ndarray], k: int,
+                   chunk: int = 2048) -> sp.csr_matrix:
+    """Frozen item-item graph: per medium, each item's top-k cosine neighbours; media averaged.
+
+    Items without a medium take no part in that medium's graph, so an audio-only item still gets
+    audio neighbours. Symmetrised and D^-1/2 A D^-1/2 normalised like the interaction graph.
+    Memory is O(chunk x n_items), not O(n_items^2).
+    """
+    n_items = next(iter(features.values())).shape[0]
+    total = sp.csr_matrix((n_items, n_items), dtype=np.float32)
+    for medium, x in features.items():
+        has = np.asarray(masks[medium], dtype=bool)
+        if has.sum() <= 1:
+            continue
+        rows_idx = np.flatnonzero(has)
+        z = torch.nn.functional.normalize(torch.as_tensor(x[rows_idx], dtype=torch.float32), dim=1)
+        kk = min(k, len(rows_idx) - 1)
+        rows, cols = [], []
+        for start in range(0, len(rows_idx), chunk):
+            sim = z[start:start + chunk] @ z.T
+            sim[torch.arange(sim.shape[0]), torch.arange(start, start + sim.shape[0])] = -torch.inf
+            top = torch.topk(sim, kk, dim=1).indices.numpy()
+            rows.append(np.repeat(rows_idx[start:start + chunk], kk))
+            cols.append(rows_idx[top.ravel()])
+        a = sp.csr_matrix((np.ones(sum(len(r) for r in rows), np.float32), (np.concatenate(rows), np.concatenate(cols))),
+                          shape=(n_items, n_items))
+        a = ((a + a.T) > 0).astype(np.float32)
+        deg = np.asarray(a.sum(1)).ravel()
+        d = sp.diags(1 / np.sqrt(np.maximum(deg, 1)))
+        total = total + d @ a @ d
+    n_media = max(1, sum(1 for m in features if np.asarray(masks[m]).sum() > 1))
+    return sp.csr_matrix(total / n_media, dtype=np.float32)

@@ -1,0 +1,81 @@
+"""Training objectives: sampled softmax with logQ correction (+ mixed uniform negatives), BPR, InfoNCE.
+
+Pure functions of tensors, so the training task can combine them and tests can check them alone.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.nn import functional as F
+
+
+def sampled_softmax_loss(users: torch.Tensor, pos_items: torch.Tensor, batch_users: torch.Tensor,
+                         item_vectors: torch.Tensor, log_popularity: torch.Tensor, temperature: torch.Tensor,
+                         logq_weight: float = 1.0, n_uniform: int = 0,
+                         generator: torch.Generator | None = None) -> torch.Tensor:
+    """Softmax over in-batch positives (+ `n_uniform` uniform negatives) of cosine scores / temperature.
+
+    In-batch negatives are drawn proportionally to popularity, which would teach the model to
+    under-score popular items; subtracting log(expected count in the candidate set) (Yi et al. 2019,
+    mixed negatives as in Yang et al. 2020) makes the scores estimate the full softmax instead.
+    Candidates that are positives of the same row (same item, or another item of the same user in
+    the batch) are masked out rather than treated as negatives.
+
+    Args:
+        users: (B, d) normalised user vectors; pos_items: (B,) item indices; batch_users: (B,) user indices.
+        item_vectors: (n_items, d) normalised; log_popularity: (n_items,) log train frequency share.
+    """
+    b, n_items = len(pos_items), item_vectors.shape[0]
+    log_q = torch.log(b * log_popularity.exp() + n_uniform / n_items)
+    candidates = pos_items
+    if n_uniform > 0:
+        negatives = torch.randint(0, n_items, (n_uniform,), generator=generator)
+        candidates = torch.cat([pos_items, negatives])
+    logits = users @ item_vectors[candidates].T / temperature - logq_weight * log_q[candidates]
+    same = pos_items[:, None] == candidates[None, :]
+    same[:, :b] |= batch_users[:, None] == batch_users[None, :]
+    same[torch.arange(b), torch.arange(b)] = False
+    logits = logits.masked_fill(same, -1e9)
+    return F.cross_entropy(logits, torch.arange(b))
+
+
+def bpr_loss(users: torch.Tensor, pos_items: torch.Tensor, item_vectors: torch.Tensor, temperature: torch.Tensor,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+    """Bayesian personalised ranking with one uniform negative per positive."""
+    negatives = torch.randint(0, item_vectors.shape[0], (len(pos_items),), generator=generator)
+    diff = (users * (item_vectors[pos_items] - item_vectors[negatives])).sum(1) / temperature
+    return -F.logsigmoid(diff).mean()
+
+
+def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Symmetric InfoNCE: row i of `a` and row i of `b` are the same item; other rows are negatives."""
+    a, b = F.normalize(a, dim=1), F.normalize(b, dim=1)
+    logits = a @ b.T / temperature
+    target = torch.arange(len(a))
+    return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+
+
+def cross_media_alignment(media: dict[str, torch.Tensor], present: torch.Tensor, eligible: torch.Tensor,
+                          batch: int, temperature: float, generator: torch.Generator | None = None) -> torch.Tensor:
+    """InfoNCE between every pair of media of the same items, over `eligible` (train) items that have both.
+
+    Pulls an item's image and audio projections together so a query in one medium retrieves items
+    by another, and so one-medium items land where their multi-medium neighbours are.
+    """
+    names = list(media)
+    losses = []
+    for x in range(len(names)):
+        for y in range(x + 1, len(names)):
+            rows = torch.nonzero(eligible & present[:, x] & present[:, y]).squeeze(1)
+            if len(rows) < 2:
+                continue
+            pick = rows[torch.randperm(len(rows), generator=generator)[:batch]]
+            losses.append(info_nce(media[names[x]][pick], media[names[y]][pick], temperature))
+    return torch.stack(losses).mean() if losses else torch.zeros(())
+
+
+def log_popularity(counts: torch.Tensor) -> torch.Tensor:
+    """log share of train interactions per item (never-seen items count as 1, so log is finite)."""
+    counts = counts.clamp(min=1).float()
+    return torch.log(counts) - math.log(float(counts.sum()))

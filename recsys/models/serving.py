@@ -1,0 +1,134 @@
+"""Serving-side halves of a trained two-tower: the live-history user encoder and the content projection.
+
+Both are rebuilt from files in the run directory (`user_encoder.pt`, `content_projection.pt`) with
+no dataset and no training code, so the API process stays small and starts fast.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from recsys.artifact import USER_ENCODER_LOADERS, RunArtifact, l2_normalise
+from recsys.models.config import ModelConfig
+from recsys.models.fusion import MediumProjection
+from recsys.models.popularity import PopularityCoordinate
+from recsys.models.two_tower import ServingTables, TwoTower
+from recsys.models.user_tower import UserHistories, UserTower
+
+ENCODER_KIND = "two_tower_graph"
+PROJECTION_FILE = "content_projection.pt"
+
+
+class GraphUserEncoder:
+    """Live history (item indices, oldest first) -> user vector, exactly as training built train users.
+
+    user = normalise(scale · UserTower(history) + |h|^-1/2 · Σ_{i∈h} propagated[i]); repeated
+    items count once (keeping their latest position), as in the training graph. Unknown item
+    indices are ignored; an empty history gives a zero vector (callers fall back to popularity).
+    """
+
+    kind = ENCODER_KIND
+
+    def __init__(self, config: ModelConfig, user_tower_state: dict[str, torch.Tensor], tables: ServingTables,
+                 popularity_state: dict[str, torch.Tensor] | None = None):
+        config = config.model_copy(update={"user_id_embedding": False})  # live users are their history
+        self.n_items = tables.item_inputs.shape[0]
+        self.tower = UserTower(config, self.n_items).eval()
+        state = {k: v for k, v in user_tower_state.items() if not k.startswith("user_embedding.")}
+        self.tower.load_state_dict(state)
+        self.item_inputs = torch.as_tensor(tables.item_inputs)
+        self.propagated = torch.as_tensor(tables.propagated)
+        self.layer_scale = tables.layer_scale
+        self.popularity = None
+        if popularity_state is not None:
+            self.popularity = PopularityCoordinate(config.dim).eval()
+            self.popularity.load_state_dict(popularity_state)
+
+    def _clean(self, history: list[int]) -> list[int]:
+        seen: set[int] = set()
+        out = []
+        for item in reversed([int(i) for i in history]):
+            if 0 <= item < self.n_items and item not in seen:
+                seen.add(item)
+                out.append(item)
+        return out[::-1]
+
+    def encode(self, histories: list[list[int]], timestamps: list[list[float]] | None = None) -> np.ndarray:
+        cleaned = [self._clean(h) for h in histories]
+        batch = UserHistories.from_lists(cleaned)
+        with torch.no_grad():
+            users = self.layer_scale * self.tower(batch, self.item_inputs)
+            prop = torch.zeros_like(users).index_add(0, batch.segment, self.propagated[batch.items])
+            users = users + prop / batch.lengths.clamp(min=1).sqrt().unsqueeze(1).float()
+            users = torch.nn.functional.normalize(users, dim=1)
+            if self.popularity is not None:
+                users = self.popularity.users(users)
+        return l2_normalise(users.numpy())
+
+
+def _state(module: torch.nn.Module | None) -> dict[str, torch.Tensor] | None:
+    return None if module is None else {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def encoder_payload(config: ModelConfig, model: TwoTower, tables: ServingTables) -> dict[str, Any]:
+    """What `user_encoder.pt` holds for this model kind (tensors only, loadable without the dataset)."""
+    return {"kind": ENCODER_KIND, "config": config.model_dump(), "user_tower": _state(model.user_tower),
+            "popularity": _state(model.popularity),
+            "item_inputs": torch.as_tensor(tables.item_inputs), "propagated": torch.as_tensor(tables.propagated),
+            "layer_scale": tables.layer_scale}
+
+
+def load_user_encoder(payload: dict[str, Any], run: RunArtifact | None = None) -> GraphUserEncoder:
+    tables = ServingTables(payload["item_inputs"].numpy(), payload["propagated"].numpy(), float(payload["layer_scale"]))
+    return GraphUserEncoder(ModelConfig(**payload["config"]), payload["user_tower"], tables, payload.get("popularity"))
+
+
+USER_ENCODER_LOADERS[ENCODER_KIND] = load_user_encoder
+
+
+def projection_payload(projections: dict[str, MediumProjection], hidden: int, dim: int, pad: int = 0) -> dict[str, Any]:
+    """`pad` zero coordinates are appended to projected queries (the popularity coordinate: a query has no prior)."""
+    return {"dim": dim, "hidden": hidden, "pad": pad, "media": {
+        m: {"in_dim": int(p.mean.shape[0]), "state": {k: v.detach().clone() for k, v in p.state_dict().items()}}
+        for m, p in projections.items()}}
+
+
+_PROJECTIONS: dict[tuple[str, float], tuple[dict[str, MediumProjection], int]] = {}
+
+
+def _projections(run_dir: Path) -> tuple[dict[str, MediumProjection], int]:
+    path = run_dir / PROJECTION_FILE
+    key = (str(path.resolve()), path.stat().st_mtime if path.exists() else 0.0)
+    if key not in _PROJECTIONS:
+        if not path.exists():
+            _PROJECTIONS[key] = ({}, 0)
+        else:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            built = {}
+            for medium, entry in saved["media"].items():
+                proj = MediumProjection(entry["in_dim"], saved["dim"], saved["hidden"]).eval()
+                proj.load_state_dict(entry["state"])
+                built[medium] = proj
+            _PROJECTIONS[key] = (built, int(saved.get("pad", 0)))
+    return _PROJECTIONS[key]
+
+
+def project_content(run: RunArtifact, medium: str, vectors: np.ndarray) -> np.ndarray:
+    """Encoder outputs of `medium` (n, d_medium) -> the run's item space, L2-normalised (n, dim).
+
+    Raises ValueError when the run has no projection for `medium` (e.g. it was trained without
+    that medium) or the input width does not match the encoder the run was trained with.
+    """
+    projections, pad = _projections(Path(run.run_dir))
+    if medium not in projections:
+        raise ValueError(f"run {run.run_dir.name} has no {medium} projection (it has: {', '.join(sorted(projections)) or 'none'})")
+    proj = projections[medium]
+    x = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+    if x.shape[1] != proj.mean.shape[0]:
+        raise ValueError(f"{medium} vectors have width {x.shape[1]}, the run's {medium} encoder outputs {proj.mean.shape[0]}")
+    with torch.no_grad():
+        projected = l2_normalise(proj(torch.as_tensor(x)).numpy())
+    return np.concatenate([projected, np.zeros((len(projected), pad), np.float32)], axis=1) if pad else projected

@@ -1,0 +1,115 @@
+"""The two-tower model: item tower and user tower, smoothed over frozen graphs, scored by a dot product.
+
+Serving stays a two-tower: everything graph-related is linear and precomputed into per-item tables
+(`ServingTables`), so a user vector is a function of the user's history alone and a score is
+`user · item / temperature` over L2-normalised vectors.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from recsys.models.config import ModelConfig
+from recsys.models.graph import FrozenSparse, InteractionGraph, propagate
+from recsys.models.item_tower import ItemCatalog, ItemEncoding, ItemTower
+from recsys.models.popularity import PopularityCoordinate
+from recsys.models.user_tower import UserHistories, UserTower
+
+
+@dataclass
+class GraphContext:
+    """Frozen graphs built from train data only (None = that lever is off)."""
+
+    interactions: InteractionGraph | None = None
+    item_knn: FrozenSparse | None = None  # (n_items, n_items), symmetric
+
+
+@dataclass
+class TowerOutput:
+    users: torch.Tensor  # (n_users, output_dim) L2-normalised
+    items: torch.Tensor  # (n_items, output_dim) L2-normalised
+    item_encoding: ItemEncoding
+    item_inputs: torch.Tensor  # (n_items, dim) layer-0 item vectors (what histories are pooled from)
+    item_layers: list[torch.Tensor]  # propagation layers 0..L of the items
+
+
+@dataclass
+class ServingTables:
+    """Per-item tables that turn a live history into the same user vector training produced.
+
+    user = normalise(UserTower(history over `item_inputs`) + |h|^-1/2 · Σ_{i∈h} `propagated`[i]).
+    """
+
+    item_inputs: np.ndarray  # (n_items, dim)
+    propagated: np.ndarray  # (n_items, dim): Σ_{k<L} item layer k / sqrt(degree), pre-divided by L+1
+    layer_scale: float  # 1 / (L + 1), the layer mean applied to the user tower term
+
+
+class TwoTower(nn.Module):
+    """User and item towers over shared item vectors, LightGCN propagation and content kNN smoothing.
+
+    Args:
+        config: model config; n_items, n_users: catalogue and user counts; media_dims: medium -> input width.
+    Example::
+        out = TwoTower(ModelConfig(), 6710, 9308, {"image": 128, "audio": 128})(catalog, histories, graphs)
+        scores = out.users @ out.items.T / model.temperature
+    """
+
+    def __init__(self, config: ModelConfig, n_items: int, n_users: int, media_dims: dict[str, int]):
+        super().__init__()
+        self.config = config
+        self.item_tower = ItemTower(config, n_items, media_dims)
+        self.user_tower = UserTower(config, n_items, n_users)
+        log_t = torch.tensor(float(np.log(config.temperature)))
+        if config.learn_temperature:
+            self.log_temperature = nn.Parameter(log_t)
+        else:
+            self.register_buffer("log_temperature", log_t)
+        self.popularity = PopularityCoordinate(config.dim) if config.popularity_prior else None
+
+    @property
+    def output_dim(self) -> int:
+        return self.config.dim + (1 if self.popularity is not None else 0)
+
+    def finalise_users(self, users: torch.Tensor) -> torch.Tensor:
+        """Raw (propagated) user vectors -> the served unit vectors (shared with the serving encoder)."""
+        unit = nn.functional.normalize(users, dim=1)
+        return self.popularity.users(unit) if self.popularity is not None else unit
+
+    @property
+    def temperature(self) -> torch.Tensor:
+        return self.log_temperature.exp().clamp(min=0.01)
+
+    def item_inputs(self, encoding: ItemEncoding, graphs: GraphContext) -> torch.Tensor:
+        """Layer-0 item vectors: item tower output plus its content-kNN smoothing (cold items borrow here)."""
+        x = encoding.base
+        if graphs.item_knn is not None and self.config.item_knn > 0:
+            x = x + self.config.item_knn_weight * (graphs.item_knn @ x)
+        return x
+
+    def forward(self, catalog: ItemCatalog, histories: UserHistories, graphs: GraphContext,
+                generator: torch.Generator | None = None, user_ids: torch.Tensor | None = None) -> TowerOutput:
+        encoding = self.item_tower(catalog, generator)
+        items0 = self.item_inputs(encoding, graphs)
+        users0 = self.user_tower(histories, items0, user_ids)
+        if graphs.interactions is not None and self.config.propagation_layers > 0:
+            users, items, layers = propagate(graphs.interactions, users0, items0, self.config.propagation_layers)
+        else:
+            users, items, layers = users0, items0, [items0]
+        items = nn.functional.normalize(items, dim=1)
+        if self.popularity is not None:
+            items = self.popularity.items(items, catalog.popularity)
+        return TowerOutput(self.finalise_users(users), items, encoding, items0, layers)
+
+    def serving_tables(self, output: TowerOutput, graphs: GraphContext) -> ServingTables:
+        """Fold the propagation into per-item tables (exact for train histories; see `ServingTables`)."""
+        n_layers = len(output.item_layers) - 1
+        scale = 1.0 / (n_layers + 1)
+        propagated = torch.zeros_like(output.item_inputs)
+        if n_layers and graphs.interactions is not None:
+            degree = torch.as_tensor(graphs.interactions.item_degree).clamp(min=1).unsqueeze(1)
+            propagated = sum(output.item_layers[:n_layers]) / degree.sqrt() * scale
+        return ServingTables(output.item_inputs.detach().numpy().copy(), propagated.detach().numpy().copy(), scale)

@@ -1,0 +1,1 @@
+"""HTTP layer: thin routes (one module per resource) over the plain objects in `serving.*`."""

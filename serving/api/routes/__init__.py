@@ -1,0 +1,1 @@
+"""One module per resource; `serving.main` includes each module's `router`."""

@@ -1,0 +1,24 @@
+"""GET /v1/users/{user_id}/recommendations: the personalised, cross-media feed."""
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query
+
+from serving.api.deps import MediaFilter, State
+from serving.models import ErrorBody, Recommendations
+from serving.responses import JSONBytes
+
+router = APIRouter(prefix="/v1/users", tags=["feed"])
+
+
+@router.get("/{user_id}/recommendations", response_model=Recommendations,
+            responses={422: {"model": ErrorBody}}, summary="Recommendations for a user (unknown users: cold start)")
+async def recommendations(state: State, media: MediaFilter,
+                          user_id: Annotated[str, Path(min_length=1, max_length=200)],
+                          k: Annotated[int, Query(ge=1, le=200)] = 20,
+                          exclude_seen: bool = True) -> JSONBytes:
+    """Top-k items for the user's current history (offline + live events), mixing media unless
+    `media` restricts them. Returned as cached JSON bytes (the model documents the shape)."""
+    k = min(k, state.settings.max_k)
+    return JSONBytes(await state.feed.recommend(user_id, k, media, exclude_seen))

@@ -1,0 +1,29 @@
+"""Liveness, readiness and Prometheus metrics."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from serving.api.deps import State
+from serving.models import Health, ModelInfo, Readiness
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=Health, summary="The process is up")
+async def healthz() -> Health:
+    return Health(status="ok")
+
+
+@router.get("/readyz", response_model=Readiness, summary="Models loaded; 'degraded' when Redis is unreachable")
+async def readyz(state: State) -> Readiness:
+    """Always 200 once a model is loaded: without Redis the server still answers (no cache, no
+    live history), which load balancers should keep routing to; `status` says so."""
+    redis_ok = await state.link.ping() if state.link is not None else False
+    models = [ModelInfo(variant=v, **state.models.get(v).describe()) for v in state.models.variants]
+    return Readiness(status="ok" if redis_ok else "degraded", redis=redis_ok, models=models)
+
+
+@router.get("/metrics", include_in_schema=False)
+async def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,72 @@
+"""Prometheus metrics of the serving process (exposed at `/metrics`).
+
+Module-level singletons on purpose: prometheus_client registers each metric name once per
+process, and every part of the server (routes, cache, loader) reports into the same series.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+REQUEST_LATENCY = Histogram("recsys_http_request_duration_seconds", "Request latency by route template",
+                            ["method", "route", "status"], buckets=_LATENCY_BUCKETS)
+FEED_LATENCY = Histogram("recsys_feed_duration_seconds", "Server-side feed latency by cache outcome",
+                         ["cache"], buckets=_LATENCY_BUCKETS)
+CACHE_LOOKUPS = Counter("recsys_cache_lookups_total", "Feed cache lookups by result (hit, miss, coalesced, error)",
+                        ["result"])
+FEED_COMPUTATIONS = Counter("recsys_feed_computations_total", "Feeds computed (cache misses that ran the model)",
+                            ["variant"])
+INDEX_SIZE = Gauge("recsys_index_items", "Items in the nearest-neighbour index", ["variant", "model_version", "kind"])
+MODEL_SWITCHES = Counter("recsys_model_switches_total", "Model version switches by outcome", ["outcome"])
+EVENTS = Counter("recsys_events_total", "Ingested events by outcome (accepted, duplicate)", ["outcome"])
+EXPOSURES = Counter("recsys_exposures_total", "Feeds served and logged as exposures", ["variant"])
+REDIS_UP = Gauge("recsys_redis_up", "1 when the last Redis call succeeded")
+
+
+def _hit_ratio() -> float:
+    hits = CACHE_LOOKUPS.labels("hit")._value.get() + CACHE_LOOKUPS.labels("coalesced")._value.get()
+    misses = CACHE_LOOKUPS.labels("miss")._value.get()
+    return hits / (hits + misses) if hits + misses else 0.0
+
+
+CACHE_HIT_RATIO = Gauge("recsys_cache_hit_ratio", "Share of feed lookups answered from the cache (since start)")
+CACHE_HIT_RATIO.set_function(_hit_ratio)
+
+
+def set_index_size(variant: str, model_version: str, kind: str, n_items: int) -> None:
+    """Replace the variant's index-size series (the old version's label must not linger)."""
+    for labels in list(INDEX_SIZE._metrics):
+        if labels[0] == variant:
+            INDEX_SIZE.remove(*labels)
+    INDEX_SIZE.labels(variant, model_version, kind).set(n_items)
+
+
+class LatencyMiddleware:
+    """Pure ASGI middleware timing every request, labelled by route template (not raw path,
+    which would explode the series count with user ids)."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = {"code": 500}
+
+        async def send_wrapper(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "unmatched"
+            REQUEST_LATENCY.labels(scope["method"], template, str(status["code"])).observe(time.perf_counter() - started)

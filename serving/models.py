@@ -1,0 +1,102 @@
+"""Request and response schemas: the API contract (and the OpenAPI document) in one place."""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+from recsys.data.schema import MEDIA
+
+MediumName = Literal["text", "image", "audio"]
+assert set(MediumName.__args__) == set(MEDIA), "MediumName must list recsys.data.schema.MEDIA"
+
+
+class ErrorBody(BaseModel):
+    """Every 4xx answer."""
+
+    code: str = Field(description="stable machine-readable error code, e.g. unknown_item")
+    message: str = Field(description="what went wrong, for a person")
+    details: list = Field(default_factory=list, description="per-field problems for validation errors")
+
+
+class FeedItem(BaseModel):
+    item_id: str
+    media: list[str]
+    score: float = Field(description="inner product with the query (cold start: popularity share)")
+    title: str | None = None
+
+
+class Recommendations(BaseModel):
+    items: list[FeedItem]
+    model_version: str
+    variant: str = Field(description="A/B variant the user is assigned to")
+    cold_start: bool = Field(description="True when the user had no usable history (popular + diverse list)")
+
+
+class SimilarItems(BaseModel):
+    item_id: str
+    items: list[FeedItem]
+    model_version: str
+
+
+class TextQuery(BaseModel):
+    """JSON body of POST /v1/search (uploads use multipart with a field `image` or `audio`)."""
+
+    text: str = Field(min_length=1, max_length=2000)
+    k: int = Field(default=20, ge=1, le=200)
+    media: list[MediumName] | None = Field(default=None, description="restrict results to these media")
+
+
+class SearchResults(BaseModel):
+    query_medium: str
+    items: list[FeedItem]
+    model_version: str
+
+
+class Event(BaseModel):
+    event_id: str = Field(min_length=1, max_length=200, description="client-chosen id; a retry with the same id is ignored")
+    user_id: str = Field(min_length=1, max_length=200)
+    item_id: str = Field(min_length=1, max_length=200)
+    event_type: str = Field(min_length=1, max_length=50, description="click, view, like, ...")
+    ts: float | None = Field(default=None, ge=0, description="unix seconds; default: time of receipt")
+
+
+class EventBatch(BaseModel):
+    events: list[Event] = Field(min_length=1, max_length=1000)
+
+
+class EventsAccepted(BaseModel):
+    accepted: int = Field(description="events appended to the users' online histories")
+    duplicates: list[str] = Field(description="event ids seen before (retries); not appended again")
+
+
+class ModelSwitch(BaseModel):
+    run_dir: str = Field(min_length=1)
+    variant: Literal["A", "B"] = "A"
+
+
+class ModelInfo(BaseModel):
+    variant: str
+    model_version: str
+    dataset: str
+    run_dir: str
+    n_items: int
+    dim: int
+    index_kind: str
+    media: list[str]
+
+
+class ModelSwitched(BaseModel):
+    previous_version: str | None
+    load_seconds: float
+    model: ModelInfo
+
+
+class Health(BaseModel):
+    status: Literal["ok"]
+
+
+class Readiness(BaseModel):
+    status: Literal["ok", "degraded"]
+    redis: bool = Field(description="False: answers are computed without cache and live history")
+    models: list[ModelInfo]

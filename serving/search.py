@@ -1,0 +1,93 @@
+"""Content search: a query text, image or audio clip -> items of any medium.
+
+The query goes through the same content encoder the run's items were embedded with (the spec is
+recorded in the run: `encoders.<medium>.spec`, as written by the embed job) and then through the
+run's item tower (`recsys.models.project_content`), landing in the item space where the index
+lives. When a run cannot do that for a medium (no items of it, precomputed features that no
+encoder can reproduce, no projection for it) the answer is a 422 that says which and why.
+Encoders are heavy (seconds to load), so each is built once per (medium, spec) and kept.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from typing import Any
+
+import numpy as np
+
+from recsys.artifact import RunArtifact, l2_normalise
+from serving.errors import ServingError
+from serving.retriever import Retriever
+
+log = logging.getLogger(__name__)
+
+
+def _unsupported(retriever: Retriever, medium: str, why: str) -> ServingError:
+    return ServingError(422, "medium_not_supported",
+                        f"model {retriever.version} (dataset {retriever.run.dataset}) cannot search by {medium}: {why}")
+
+
+def recorded_spec(run: RunArtifact, medium: str) -> dict[str, Any] | None:
+    """The encoder spec the run's `medium` item vectors were made with (run.json or config.toml)."""
+    for source in (run.meta, run.config):
+        encoders = source.get("encoders") if isinstance(source, dict) else None
+        if isinstance(encoders, str):
+            try:
+                encoders = json.loads(encoders)
+            except ValueError:
+                encoders = None
+        entry = encoders.get(medium) if isinstance(encoders, dict) else None
+        if isinstance(entry, dict):
+            return entry.get("spec", entry)
+    return None
+
+
+class ContentSearch:
+    """Query encoders, built lazily and shared by all requests (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._encoders: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def query_vector(self, retriever: Retriever, medium: str, payload: str | bytes) -> np.ndarray:
+        """Embed one query into `retriever`'s item space (blocking: call from a worker thread)."""
+        if medium not in retriever.media:
+            raise _unsupported(retriever, medium, f"its catalogue has no {medium} items "
+                                                  f"(it has: {', '.join(retriever.media) or 'none'})")
+        spec = recorded_spec(retriever.run, medium)
+        if spec is None:
+            raise _unsupported(retriever, medium, "the run records no content encoder for this medium")
+        if spec.get("kind") == "precomputed":
+            raise _unsupported(retriever, medium, f"its {medium} vectors are precomputed features "
+                                                  f"({spec.get('source', 'external')}) that no encoder here can reproduce")
+        try:
+            from recsys.models import project_content
+        except ImportError as err:
+            raise _unsupported(retriever, medium, "this deployment has no item tower projection "
+                                                  "(recsys.models.project_content)") from err
+        encoder = self._encoder(retriever, medium, spec)
+        from recsys.encoders import EncoderInputError
+
+        try:
+            raw = encoder.encode_one(payload)
+        except EncoderInputError as err:
+            raise ServingError(422, "invalid_query_content", f"the {medium} query cannot be read: {err}") from err
+        try:
+            projected = np.asarray(project_content(retriever.run, medium, raw[None, :]), dtype=np.float32)
+        except ValueError as err:
+            raise _unsupported(retriever, medium, str(err)) from err
+        return l2_normalise(projected.reshape(1, -1))[0]
+
+    def _encoder(self, retriever: Retriever, medium: str, spec: dict[str, Any]) -> Any:
+        from recsys.encoders import EncoderWeightsError, build_encoder, spec_from_dict
+
+        key = f"{medium}:{json.dumps(spec, sort_keys=True, default=str)}"
+        with self._lock:
+            if key not in self._encoders:
+                try:
+                    self._encoders[key] = build_encoder(medium, spec_from_dict(medium, spec))
+                except (EncoderWeightsError, ValueError, TypeError) as err:
+                    raise _unsupported(retriever, medium, f"its {medium} encoder cannot be built here ({err})") from err
+                log.info("built %s query encoder %s", medium, self._encoders[key])
+            return self._encoders[key]

@@ -1,0 +1,73 @@
+"""Everything the routes share, built once at start-up and closed at shutdown.
+
+Routes get it with `Depends(get_state)` (see `serving.api.deps`), never from module globals, so a
+test can start two apps in one process and each has its own models, cache and logs.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import partial
+
+from recsys.config import Settings
+from serving.cache import FeedCache
+from serving.config import ServingSettings
+from serving.events import EventIngest
+from serving.experiment import Experiment
+from serving.exposure_log import JsonlLog
+from serving.feed import Feed
+from serving.history import UserHistory
+from serving.index import IndexConfig
+from serving.redis_link import RedisLink
+from serving.retriever import Retriever
+from serving.search import ContentSearch
+from serving.versions import LiveModels
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServingState:
+    settings: ServingSettings
+    models: LiveModels
+    experiment: Experiment
+    link: RedisLink | None
+    logs: JsonlLog
+    feed: Feed
+    events: EventIngest
+    search: ContentSearch
+
+    async def close(self) -> None:
+        self.logs.close()
+        if self.link is not None:
+            await self.link.close()
+
+
+def index_config(settings: ServingSettings) -> IndexConfig:
+    return IndexConfig(kind=settings.index_kind, exact_max_items=settings.exact_max_items, hnsw_m=settings.hnsw_m,
+                       hnsw_ef_construction=settings.hnsw_ef_construction, hnsw_ef_search=settings.hnsw_ef_search,
+                       ivf_nlist=settings.ivf_nlist, ivf_nprobe=settings.ivf_nprobe, build_threads=settings.build_threads)
+
+
+def build_state(settings: ServingSettings, shared: Settings) -> ServingState:
+    """Load the model(s), connect Redis (degraded if it is down), open the logs."""
+    if settings.run_dir is None:
+        raise ValueError("no run directory: pass --run RUN_DIR or set RECSYS_SERVE_RUN_DIR")
+    loader = partial(Retriever.load, index_config=index_config(settings), cold_start_pool=settings.cold_start_pool,
+                     mmr_lambda=settings.mmr_lambda, max_k=settings.max_k)
+    models = LiveModels(loader)
+    models.load_now("A", settings.run_dir)
+    if settings.run_dir_b is not None:
+        models.load_now("B", settings.run_dir_b)
+    experiment = Experiment(settings.experiment_name, settings.experiment_salt, settings.variant_weights)
+    experiment.write_manifest(settings.log_dir)
+    link = RedisLink.connect(shared.redis_url, settings.redis_timeout_s, settings.redis_retry_after_s)
+    namespace = shared.redis_namespace
+    history = UserHistory(link, namespace, shared.online_history_cap)
+    cache = FeedCache(link if settings.cache_enabled else None, namespace, settings.cache_ttl_s, settings.lock_ttl_ms,
+                      settings.lock_wait_ms)
+    logs = JsonlLog(settings.log_dir, settings.log_flush_ms, settings.log_batch)
+    return ServingState(settings=settings, models=models, experiment=experiment, link=link, logs=logs,
+                        feed=Feed(models, experiment, cache, history, logs),
+                        events=EventIngest(models, cache, history, link, logs, namespace, settings.event_id_ttl_s),
+                        search=ContentSearch())

@@ -1,0 +1,85 @@
+"""The nearest-neighbour index: approximate recall against exact search, filters that never leak
+other media, and no short lists when most top hits are filtered out or excluded."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from serving.coldstart import cold_start_list
+from serving.index import AllowedItems, IndexConfig, ItemIndex
+from serving.sample_runs import synthetic_catalogue, synthetic_histories
+
+N, D = 10_000, 64
+
+
+@pytest.fixture(scope="module")
+def data():
+    """A clustered catalogue and user-like queries (mean-pools of coherent 1-3 topic histories)."""
+    vectors, labels = synthetic_catalogue(N, D, seed=3, n_clusters=300)
+    queries = np.stack([vectors[h].mean(0) for h in synthetic_histories(labels, 300, seed=4)])
+    return vectors, queries / np.linalg.norm(queries, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def indexes(data):
+    """One index per kind for the whole module (building is the slow part)."""
+    return {kind: ItemIndex(data[0], IndexConfig(kind=kind)) for kind in ("flat", "hnsw", "ivf")}
+
+
+def recall_at(index: ItemIndex, queries: np.ndarray, k: int = 20) -> float:
+    approx, _ = index.search_batch(queries, k)
+    exact, _ = index.exact_batch(queries, k)
+    return float(np.mean([len(set(a) & set(e)) / k for a, e in zip(approx, exact)]))
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_approximate_index_recall_at_20_is_at_least_095(data, indexes, kind):
+    index, queries = indexes[kind], data[1]
+    assert index.kind == kind
+    assert recall_at(index, queries) >= 0.95
+
+
+def test_auto_uses_exact_search_for_small_catalogues(data):
+    index = ItemIndex(data[0][:5000], IndexConfig(kind="auto", exact_max_items=50_000))
+    assert index.kind == "flat" and recall_at(index, data[1][:50]) == 1.0
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])
+@pytest.mark.parametrize("share", [0.5, 0.02, 0.0005])
+def test_filters_return_k_allowed_items_even_when_most_top_hits_are_filtered(data, indexes, kind, share):
+    vectors, queries = data
+    index = indexes[kind]
+    mask = np.random.default_rng(5).random(N) < share
+    allowed = AllowedItems(mask)
+    exact_pool = np.flatnonzero(mask)
+    for query in queries[:20]:
+        exclude = index.search(query, 10)[0]  # the unfiltered best ten are "seen"
+        ids, scores = index.search(query, 20, allowed, exclude)
+        assert len(ids) == min(20, len(np.setdiff1d(exact_pool, exclude)))
+        assert mask[ids].all() and not np.isin(ids, exclude).any()
+        assert np.all(np.diff(scores) <= 1e-6)
+        if kind == "flat" or share < 0.01:  # exact path: must equal brute force over the subset
+            pool = np.setdiff1d(exact_pool, exclude)
+            best = pool[np.argsort(-(vectors[pool] @ query))[:20]]
+            assert set(ids) == set(best)
+
+
+def test_excluding_more_items_than_k_still_fills_the_list(data, indexes):
+    queries, index = data[1], indexes["hnsw"]
+    exclude = index.search(queries[0], 200)[0]
+    ids, _ = index.search(queries[0], 20, None, exclude)
+    assert len(ids) == 20 and not np.isin(ids, exclude).any()
+
+
+def test_cold_start_list_is_popular_yet_more_diverse_than_pure_popularity(data):
+    vectors = data[0][:5000]
+    popularity = np.random.default_rng(6).zipf(1.5, 5000).astype(float)
+    mmr = cold_start_list(vectors, popularity, None, pool=300, n=20, lam=0.5)
+    top = np.argsort(-popularity, kind="stable")[:20]
+
+    def mean_similarity(ids):
+        sims = vectors[ids] @ vectors[ids].T
+        return (sims.sum() - len(ids)) / (len(ids) * (len(ids) - 1))
+
+    assert len(set(mmr)) == 20 and np.isin(mmr, np.argsort(-popularity, kind="stable")[:300]).all()
+    assert mean_similarity(mmr) < mean_similarity(top)

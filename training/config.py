@@ -1,0 +1,103 @@
+"""The training job's one typed config: TOML file (repo default `configs/<dataset>.toml`) + CLI overrides.
+
+A run directory stores the fully resolved config, so `recsys train --config RUN_DIR/config.toml`
+reproduces a run, and the model can be rebuilt from the run alone.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from recsys.models.config import LossConfig, ModelConfig
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+SelectMetric = Literal["recall@20", "ndcg@20", "recall@10", "ndcg@10", "mrr"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Strict):
+    """Which data, which split, which media."""
+
+    dataset: str = "tiktok"
+    split: Literal["predefined", "leave-last-out", "temporal"] = "predefined"
+    media: list[str] | None = Field(None, description="Media to use (None = every medium the dataset has).")
+    content_store: str | None = Field(None, description="`recsys embed` store dir for media without precomputed features.")
+
+
+class OptimConfig(_Strict):
+    """Optimisation, early stopping and reproducibility."""
+
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(2048, ge=2, description="Global batch (split across ranks under torchrun).")
+    lr: float = Field(5e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    seed: int = 0
+    patience: int = Field(5, ge=1, description="Epochs without a better valid metric before stopping.")
+    select_metric: SelectMetric = "ndcg@20"
+    eval_every: int = Field(1, ge=1)
+    threads: int = Field(0, ge=0, description="torch intra-op threads (0 = leave torch's default).")
+
+
+class TrainConfig(_Strict):
+    """Everything a training run depends on; its hash names the checkpoint it may resume from."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    train: OptimConfig = Field(default_factory=OptimConfig)
+
+    def fingerprint(self) -> str:
+        """Hash of everything except knobs that do not change the numbers (eval cadence, threads, patience, epochs)."""
+        body = self.model_dump()
+        for key in ("threads", "eval_every", "patience", "epochs"):
+            body["train"].pop(key)
+        return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def default_config_path(dataset: str) -> Path:
+    return CONFIG_DIR / f"{dataset}.toml"
+
+
+def _parse_value(text: str) -> Any:
+    """TOML literal if it parses (numbers, booleans, lists, quoted strings), else the raw string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """`section.key=value` strings (e.g. `train.lr=0.01`, `model.fusion=gated_attention`) into the raw dict."""
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not key=value")
+        key, value = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = raw
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {item!r}: {part} is not a section")
+        node[parts[-1]] = _parse_value(value.strip())
+    return raw
+
+
+def load_config(path: Path | None = None, dataset: str | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """File (or the repo default for `dataset`) + overrides -> validated config.
+
+    Raises pydantic.ValidationError naming the bad key, FileNotFoundError for a missing file.
+    """
+    if path is None and dataset is not None and default_config_path(dataset).exists():
+        path = default_config_path(dataset)
+    raw: dict[str, Any] = tomllib.loads(Path(path).read_text()) if path is not None else {}
+    if dataset is not None:
+        raw.setdefault("data", {})["dataset"] = dataset
+    return TrainConfig.model_validate(apply_overrides(raw, overrides or []))

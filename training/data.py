@@ -1,0 +1,110 @@
+"""Tensors a training run needs, built once from a `Dataset` and its split (train data only).
+
+Everything learned (ID rows, graphs, popularity, histories, alignment pairs) comes from `train`;
+`valid` and `test` are only evaluated. Items never seen in train are "cold": content-only vectors.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import torch
+
+from recsys.data import Dataset, load_dataset
+from recsys.data.splits import apply_split
+from recsys.models.graph import FrozenSparse, InteractionGraph, item_knn_graph
+from recsys.models.item_tower import ItemCatalog
+from recsys.models.user_tower import UserHistories
+from training.config import DataConfig
+from training.content import ItemContent, load_item_content
+
+
+@dataclass
+class TrainingData:
+    """A dataset with its split applied, as training tensors.
+
+    Attributes:
+        train_users / train_items: one row per distinct train (user, item) pair, in time order.
+        histories: every user's distinct train items, oldest first (row = user_index).
+        item_counts: train interactions per item; warm = item_counts > 0.
+    """
+
+    dataset: Dataset
+    split_strategy: str
+    content: ItemContent
+    catalog: ItemCatalog
+    histories: UserHistories
+    graph: InteractionGraph
+    train_users: torch.Tensor
+    train_items: torch.Tensor
+    item_counts: torch.Tensor
+    train: pl.DataFrame
+    valid: pl.DataFrame
+    test: pl.DataFrame
+
+    @property
+    def n_users(self) -> int:
+        return self.dataset.n_users
+
+    @property
+    def n_items(self) -> int:
+        return self.dataset.n_items
+
+    @property
+    def warm(self) -> torch.Tensor:
+        return self.item_counts > 0
+
+    @property
+    def media_dims(self) -> dict[str, int]:
+        return {m: int(x.shape[1]) for m, x in self.content.features.items()}
+
+    def knn_graph(self, k: int) -> FrozenSparse | None:
+        """The frozen content kNN graph (cached per k; content of *all* items, no interactions)."""
+        if k <= 0 or not self.content.features:
+            return None
+        cache = self.__dict__.setdefault("_knn", {})
+        if k not in cache:
+            cache[k] = FrozenSparse(item_knn_graph(self.content.features, self.content.masks, k))
+        return cache[k]
+
+    def train_histories(self) -> list[list[int]]:
+        """Per user_index, the train history the user encoder is checked against."""
+        lengths = self.histories.lengths.numpy()
+        items = self.histories.items.numpy()
+        ends = np.cumsum(lengths)
+        return [items[e - n:e].tolist() for n, e in zip(lengths, ends)]
+
+    def describe(self) -> dict[str, Any]:
+        return {"n_users": self.n_users, "n_items": self.n_items, "n_train_pairs": len(self.train_users),
+                "cold_items": int((~self.warm).sum()), "media": list(self.catalog.media)}
+
+
+def _distinct_train_pairs(train: pl.DataFrame) -> pl.DataFrame:
+    """One row per (user, item), at its latest position, in (user, time) order."""
+    return (train.sort("timestamp", "item_index")
+            .unique(["user_index", "item_index"], keep="last", maintain_order=True)
+            .sort("user_index", "timestamp", "item_index")
+            .select("user_index", "item_index"))
+
+
+def build_training_data(config: DataConfig, dataset: Dataset | None = None) -> TrainingData:
+    """Load (or take) the dataset, apply the configured split and build every training tensor."""
+    ds = dataset if dataset is not None else load_dataset(config.dataset)
+    ds = apply_split(ds, config.split)
+    train, valid, test = ds.split("train"), ds.split("valid"), ds.split("test")
+    pairs = _distinct_train_pairs(train)
+    users = pairs["user_index"].to_numpy().astype(np.int64)
+    items = pairs["item_index"].to_numpy().astype(np.int64)
+    lengths = np.bincount(users, minlength=ds.n_users)
+    counts = np.bincount(items, minlength=ds.n_items)
+    content = load_item_content(ds, config.media, Path(config.content_store) if config.content_store else None)
+    catalog = ItemCatalog.from_arrays(content.features, content.masks, counts)
+    return TrainingData(
+        dataset=ds, split_strategy=config.split, content=content, catalog=catalog,
+        histories=UserHistories.from_flat(items, lengths),
+        graph=InteractionGraph.from_pairs(users, items, ds.n_users, ds.n_items),
+        train_users=torch.as_tensor(users), train_items=torch.as_tensor(items),
+        item_counts=torch.as_tensor(counts), train=train, valid=valid, test=test)

@@ -1,0 +1,157 @@
+"""The epoch loop: shuffled batches of train pairs, full-graph steps, valid evaluation, early stopping.
+
+Reproducibility: every epoch re-seeds its own generator from (seed, epoch), so the same config gives
+the same metrics and a resumed run continues on exactly the batches the killed one would have seen.
+Under torchrun every rank draws the same permutation and takes its slice of each global batch.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from recsys.metrics import dot_product_scorer, evaluate_scores
+from recsys.models.task import TwoTowerTrainTask
+from recsys.models.two_tower import TowerOutput
+from training.checkpoint import TrainState, load_checkpoint, save_checkpoint
+from training.config import TrainConfig
+from training.data import TrainingData
+from training.distributed import DistContext, barrier, broadcast
+
+log = logging.getLogger(__name__)
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    torch.manual_seed(seed * 100_003 + epoch)  # nn.Dropout draws from the global generator
+    return torch.Generator().manual_seed(seed * 100_003 + epoch)
+
+
+class Trainer:
+    """Trains a `TwoTowerTrainTask` (possibly DMP-wrapped) and keeps the best-on-valid weights.
+
+    Args:
+        config: the run config; data: training tensors; task: the unwrapped task;
+        model: what to call for a step (the task, or DMP around it); run_dir: checkpoint home.
+    """
+
+    def __init__(self, config: TrainConfig, data: TrainingData, task: TwoTowerTrainTask, model: torch.nn.Module,
+                 ctx: DistContext, run_dir: Path, progress: bool = True):
+        self.config, self.data, self.task, self.model, self.ctx = config, data, task, model, ctx
+        self.run_dir = Path(run_dir)
+        self.progress = progress and ctx.is_main
+        opt = config.train
+        self.optimizer = torch.optim.Adam(model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
+        self.state = TrainState()
+
+    # --- evaluation -------------------------------------------------------------------------
+    def tower_output(self) -> TowerOutput:
+        x = self.task.inputs
+        self.task.eval()
+        with torch.no_grad():
+            out = self.task.model(x.catalog, x.histories, x.graphs)
+        self.task.train()
+        return out
+
+    def evaluate(self, split: str, output: TowerOutput | None = None) -> dict[str, Any]:
+        """Full-ranking metrics on `split` (mask = train items), computed on rank 0 and shared."""
+        output = output if output is not None else self.tower_output()
+        metrics: dict[str, Any] = {}
+        if self.ctx.is_main:
+            held_out = self.data.valid if split == "valid" else self.data.test
+            scorer = dot_product_scorer(output.users.numpy(), output.items.numpy())
+            metrics = evaluate_scores(scorer, held_out, self.data.train, self.data.n_items)
+        return broadcast(metrics, self.ctx)
+
+    # --- training ---------------------------------------------------------------------------
+    def resume(self) -> bool:
+        loaded = load_checkpoint(self.run_dir, self.config.fingerprint())
+        if loaded is None:
+            return False
+        model_state, optim_state, self.state = loaded
+        self.task.load_state_dict(model_state)
+        self.optimizer.load_state_dict(optim_state)
+        log.info("resumed %s after epoch %d (best %s=%.4f at epoch %d)", self.run_dir, self.state.epoch,
+                 self.config.train.select_metric, self.state.best_score, self.state.best_epoch)
+        return True
+
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        opt = self.config.train
+        gen = epoch_generator(opt.seed, epoch)
+        n = len(self.data.train_users)
+        perm = torch.randperm(n, generator=gen)
+        step_size = opt.batch_size
+        starts = [s for s in range(0, n, step_size) if min(step_size, n - s) >= 2 * self.ctx.world_size]
+        bar = tqdm(total=len(starts), desc=f"epoch {epoch}", disable=not self.progress, leave=False, unit="batch")
+        total, parts_sum, seen, began = 0.0, {}, 0, time.perf_counter()
+        for start in starts:
+            rows = perm[start:start + step_size][self.ctx.rank::self.ctx.world_size]
+            loss, parts = self.model(self.data.train_users[rows], self.data.train_items[rows], gen)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            total += float(loss.detach())
+            for key, value in parts.items():
+                parts_sum[key] = parts_sum.get(key, 0.0) + float(value)
+            seen += min(step_size, n - start)
+            rate = seen / max(time.perf_counter() - began, 1e-9)
+            bar.set_postfix(loss=f"{total / (starts.index(start) + 1):.4f}", ex_s=f"{rate:,.0f}")
+            bar.update()
+        bar.close()
+        seconds = time.perf_counter() - began
+        steps = max(len(starts), 1)
+        return {"loss": total / steps, **{f"loss_{k}": v / steps for k, v in parts_sum.items()},
+                "epoch_seconds": seconds, "examples_per_second": seen / max(seconds, 1e-9)}
+
+    def fit(self, resume: bool = True) -> TrainState:
+        """Train until `epochs` or `patience` epochs without a better valid metric; checkpoint each epoch."""
+        opt = self.config.train
+        if resume:
+            self.resume()
+        metric = opt.select_metric
+        while self.state.epoch < opt.epochs and self.state.epochs_since_best < opt.patience:
+            epoch = self.state.epoch + 1
+            stats = self.train_epoch(epoch)
+            record: dict[str, Any] = {"epoch": epoch, **stats}
+            if epoch % opt.eval_every == 0 or epoch == opt.epochs:
+                valid = self.evaluate("valid")
+                record["valid"] = {k: valid[k] for k in ("recall@20", "ndcg@20", "recall@10", "ndcg@10")}
+                if valid[metric] > self.state.best_score:
+                    self.state.best_score, self.state.best_epoch = float(valid[metric]), epoch
+                    self.state.best_metrics = valid
+                    self.state.best_model = {k: v.detach().clone() for k, v in self.task.state_dict().items()}
+                    self.state.epochs_since_best = 0
+                else:
+                    self.state.epochs_since_best += opt.eval_every
+            self.state.epoch = epoch
+            self.state.history.append(record)
+            if self.ctx.is_main:
+                self._report(record)
+                save_checkpoint(self.run_dir, self.config.fingerprint(), self.task.state_dict(),
+                                self.optimizer.state_dict(), self.state)
+            barrier(self.ctx)
+        if self.state.best_model is not None:
+            self.task.load_state_dict(self.state.best_model)
+        return self.state
+
+    def _report(self, record: dict[str, Any]) -> None:
+        valid = record.get("valid")
+        shown = f" valid R@20 {valid['recall@20']:.4f} N@20 {valid['ndcg@20']:.4f}" if valid else ""
+        line = (f"epoch {record['epoch']}: loss {record['loss']:.4f}{shown} | {record['examples_per_second']:,.0f} ex/s, "
+                f"{record['epoch_seconds']:.1f} s")
+        if self.progress:
+            tqdm.write(line)
+        log.info(line)
+
+
+def summarise_history(history: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean throughput and epoch time over the run (benchmarks and BENCHMARKS.md)."""
+    if not history:
+        return {}
+    return {"epochs_run": len(history),
+            "mean_epoch_seconds": float(np.mean([h["epoch_seconds"] for h in history])),
+            "mean_examples_per_second": float(np.mean([h["examples_per_second"] for h in history]))}
