@@ -10,7 +10,8 @@ client (`benchmarks/serving_loadgen.py`, raw keep-alive connections). Server-sid
 phase was what it claims.
 
 Usage:
-    .venv/bin/python benchmarks/serving_load.py --tiktok --rate 500 --duration 20
+    .venv/bin/python benchmarks/serving_load.py --run runs/tiktok --rate 500 --duration 20   # trained model
+    .venv/bin/python benchmarks/serving_load.py --tiktok --rate 500 --duration 20              # mean-pool fixture
     .venv/bin/python benchmarks/serving_load.py --synthetic 1000000 --rate 500 --duration 20
 """
 from __future__ import annotations
@@ -88,7 +89,7 @@ def prepare(args: argparse.Namespace) -> tuple[Path, list[str], dict[str, str]]:
         if not (run / "run.json").exists():
             synthetic_run(run, n_items=args.synthetic, dim=args.dim, n_users=20_000)
         return run, [f"u{i}" for i in range(20_000)], env
-    run = BENCH / "runs" / "tiktok-meanpool"
+    run = args.run or BENCH / "runs" / "tiktok-meanpool"
     if not (run / "run.json").exists():
         tiktok_mean_pool_run(run)
     from feature_store.materialize import materialize
@@ -105,6 +106,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--tiktok", action="store_true", help="mean-pool run over the real TikTok features")
+    what.add_argument("--run", type=Path, help="a trained TikTok run directory (`recsys train --dataset tiktok`)")
     what.add_argument("--synthetic", type=int, metavar="N_ITEMS", help="synthetic catalogue of N items")
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--rate", type=float, default=500)
@@ -129,7 +131,7 @@ def main() -> None:
     report = {"run": str(run), "model": ready["models"][0], "server_startup_s": round(startup_s, 1),
               "rate": args.rate, "duration_s": args.duration, "cpus": os.cpu_count(),
               "load_avg_1m_after": os.getloadavg()[0], **results}
-    out = args.out or BENCH / f"load-{'synthetic' if args.synthetic else 'tiktok'}.json"
+    out = args.out or BENCH / f"load-{'synthetic' if args.synthetic else 'run' if args.run else 'tiktok'}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))

@@ -5,13 +5,19 @@ Kept apart from `recsys.config.Settings` (data dir, Redis URL, namespace) so the
 """
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 IndexKind = Literal["auto", "flat", "hnsw", "ivf"]
+API_MAX_K = 200  # the largest `k` the API documents (OpenAPI bounds are static)
+
+
+class ServingConfigError(ValueError):
+    """Settings that must not start a server (e.g. open writes on a public interface)."""
 
 
 class ServingSettings(BaseSettings):
@@ -33,10 +39,23 @@ class ServingSettings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = 8000
-    admin_token: str | None = Field(default=None, description="when set, /admin/* needs header X-Admin-Token")
+    api_key: SecretStr | None = Field(default=None, description="key for writes (POST /v1/events) and admin calls, "
+                                      "sent as header X-API-Key; unset: dev mode (open, loopback only)")
+    admin_token: SecretStr | None = Field(default=None, description="separate key for /admin/* (header X-Admin-Token "
+                                          "or X-API-Key); unset: admin calls take api_key")
+    read_key_required: bool = Field(default=False, description="reads (feeds, similar, search, explorer data) need "
+                                    "a key too; needs api_key")
+    allow_open_writes: bool = Field(default=False, description="without api_key, start even on a non-loopback host "
+                                    "with writes and admin calls open to anyone (not for production)")
+    page_key: bool = Field(default=False, description="the explorer page (/) sets a cookie with a key derived from "
+                           "api_key that allows reads and POST /v1/events, never admin calls")
+
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, description="request bodies above this get 413 "
+                                "(except /v1/search uploads)")
+    max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, description="largest /v1/search body (413)")
 
     default_k: int = 20
-    max_k: int = 200
+    max_k: int = Field(default=API_MAX_K, ge=1, le=API_MAX_K)
     cache_enabled: bool = True
     cache_ttl_s: int = Field(default=300, ge=1)
     lock_ttl_ms: int = Field(default=2000, ge=10, description="a stampede lock expires even if its holder dies")
@@ -60,10 +79,47 @@ class ServingSettings(BaseSettings):
     log_flush_ms: int = Field(default=50, ge=1)
     log_batch: int = Field(default=1024, ge=1)
 
+    events_dir: Path | None = Field(default=None, description="offline store root accepted events are flushed to "
+                                    "(default: <RECSYS_STORE_DIR>/offline)")
+    events_flush_ms: int = Field(default=1000, ge=10, description="longest wait before accepted events are written "
+                                 "to Parquet (and only then acknowledged in the Redis stream)")
+    events_flush_batch: int = Field(default=5000, ge=1, description="events per Parquet part, at most")
+    events_claim_idle_s: float = Field(default=30.0, gt=0, description="a stopped server's unflushed events are "
+                                       "taken over by a running (or the restarted) one after this long")
+
     @model_validator(mode="after")
     def _check(self) -> "ServingSettings":
         assert 1 <= self.default_k <= self.max_k, f"default_k must lie in 1..max_k, got {self.default_k}"
         return self
+
+    @property
+    def open_writes(self) -> bool:
+        """No key configured: dev mode, writes and admin calls need no key."""
+        return self.api_key is None
+
+    def check_auth(self) -> str | None:
+        """Raise `ServingConfigError` for settings a server must not start with; else a warning or None.
+
+        Without a key the server is a dev server: that is fine on loopback (the demo, tests, a
+        laptop) but on a public interface anyone could post events or switch the model, so it is
+        refused unless `allow_open_writes` says it is meant.
+        """
+        if self.read_key_required and self.api_key is None:
+            raise ServingConfigError("RECSYS_SERVE_READ_KEY_REQUIRED is set but no RECSYS_SERVE_API_KEY is configured")
+        if self.page_key and self.api_key is None:
+            raise ServingConfigError("RECSYS_SERVE_PAGE_KEY derives the page's key from RECSYS_SERVE_API_KEY: set it")
+        for name, key in (("API_KEY", self.api_key), ("ADMIN_TOKEN", self.admin_token)):
+            if key is not None and len(key.get_secret_value()) < 16:
+                raise ServingConfigError(f"RECSYS_SERVE_{name} is too short: use at least 16 characters "
+                                         "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+        if not self.open_writes:
+            return None
+        if not _is_loopback(self.host) and not self.allow_open_writes:
+            raise ServingConfigError(f"no API key configured and the server would listen on {self.host}: set "
+                                     "RECSYS_SERVE_API_KEY, or RECSYS_SERVE_ALLOW_OPEN_WRITES=true for an open dev server")
+        admin = "need RECSYS_SERVE_ADMIN_TOKEN" if self.admin_token is not None else "are open too"
+        return (f"no RECSYS_SERVE_API_KEY configured: dev mode, POST /v1/events needs no key and admin calls {admin}"
+                f" (listening on {self.host}); set a key in production")
 
     @property
     def variant_weights(self) -> dict[str, float]:
@@ -71,3 +127,12 @@ class ServingSettings(BaseSettings):
         if self.run_dir_b is None:
             return {"A": 1.0}
         return {"A": round(1.0 - self.split_b, 6), "B": round(self.split_b, 6)}
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

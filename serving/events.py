@@ -1,10 +1,16 @@
 """Event ingestion: the real-time half of personalisation (no retraining needed).
 
-An accepted event is appended to the user's online history, the user's cached feeds are
-invalidated, and the event is logged to `events.jsonl` for the A/B report; the next feed request
-runs the user tower on the new history. Event ids make client retries harmless: each id is
-claimed once in Redis (`SET NX`, kept `event_id_ttl_s`), and a claim is released again if the
-append fails, so a retry after an error is not mistaken for a duplicate.
+An accepted event is recorded durably (claimed id + Redis Stream entry, in one script: see
+`serving.event_stream`; the flusher moves it to the offline Parquet store), appended to the
+user's online history, the user's cached feeds are invalidated, and it is logged to
+`events.jsonl` for the A/B report; the next feed request runs the user tower on the new history.
+HTTP 202 is sent only after the durable record exists.
+
+Event ids make client retries harmless: each id is claimed once (`SET NX`, kept `event_id_ttl_s`).
+Order of a batch: ids already seen are set aside first (so a retry is a duplicate, not an
+out-of-order error), the rest are checked against each user's newest event, recorded, then
+appended. If the append fails, the record and the claim are withdrawn again so that the client's
+retry is not mistaken for a duplicate.
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ from feature_store.online import OutOfOrderEventError
 
 from serving.cache import FeedCache
 from serving.errors import ServingError
+from serving.event_stream import EventStream
 from serving.exposure_log import EVENTS, JsonlLog
 from serving.history import HistoryUnavailable, UserHistory
 from serving.metrics import EVENTS as EVENT_COUNT
@@ -29,35 +36,42 @@ def _unavailable(reason: str) -> ServingError:
 
 
 class EventIngest:
-    """Validate, de-duplicate, store and log user events."""
+    """Validate, de-duplicate, record, store and log user events."""
 
     def __init__(self, models: LiveModels, cache: FeedCache, history: UserHistory | None, link: RedisLink | None,
                  logs: JsonlLog, namespace: str, id_ttl_s: int):
         self.models, self.cache, self.history, self.link, self.logs = models, cache, history, link, logs
-        self.id_prefix = f"{namespace}:serve:event:"
-        self.id_ttl_s = id_ttl_s
+        self.stream = EventStream(link, namespace, id_ttl_s) if link is not None else None
 
     async def ingest(self, events: list[Event]) -> EventsAccepted:
-        catalogue = self.models.get(self.models.variants[0]).run.item_index_by_id
+        run = self.models.get(self.models.variants[0]).run
+        catalogue = run.item_index_by_id
         unknown = sorted({e.item_id for e in events if e.item_id not in catalogue})
         if unknown:
             shown = ", ".join(repr(i) for i in unknown[:20]) + (f" (+{len(unknown) - 20} more)" if len(unknown) > 20 else "")
             raise ServingError(422, "unknown_item", f"unknown item id(s): {shown}", [{"item_id": i} for i in unknown])
-        if self.history is None or self.link is None or not self.link.usable():
+        if self.history is None or self.stream is None or not self.link.usable():
             raise _unavailable("Redis is unreachable")
         now = time.time()
         first: dict[str, Event] = {}
         for event in events:
             first.setdefault(event.event_id, event)
         batch = list(first.values())
-        claimed = await self._claim([e.event_id for e in batch])
-        fresh = [e for e, ok in zip(batch, claimed) if ok]
-        duplicates = [e.event_id for e, ok in zip(batch, claimed) if not ok]
+        seen = await self._redis(self.stream.seen([e.event_id for e in batch]))
+        candidates = [e for e, s in zip(batch, seen) if not s]
+        await asyncio.to_thread(self._check_order, candidates, now)
+        meta = {"dataset": run.dataset, "data_version": str(run.meta.get("data_version", "unknown")),
+                "model_version": run.model_version, "received_at": now}
+        entry_ids = await self._redis(self.stream.record([self._record(e, now, meta) for e in candidates]))
+        fresh = [e for e, entry in zip(candidates, entry_ids) if entry is not None]
+        recorded = [entry for entry in entry_ids if entry is not None]
+        duplicates = [e.event_id for e, s in zip(batch, seen) if s]
+        duplicates += [e.event_id for e, entry in zip(candidates, entry_ids) if entry is None]
         duplicates += [e.event_id for e in events if first[e.event_id] is not e]
         try:
             await asyncio.to_thread(self._append, fresh, now)
         except BaseException:
-            await self._release([e.event_id for e in fresh])
+            await self.stream.forget([e.event_id for e in fresh], recorded)
             raise
         await self.cache.invalidate(sorted({e.user_id for e in fresh}))
         for event in fresh:
@@ -67,38 +81,42 @@ class EventIngest:
         EVENT_COUNT.labels("duplicate").inc(len(duplicates))
         return EventsAccepted(accepted=len(fresh), duplicates=duplicates)
 
-    async def _claim(self, event_ids: list[str]) -> list[bool]:
+    @staticmethod
+    def _record(event: Event, now: float, meta: dict) -> dict:
+        return {"event_id": event.event_id, "user_id": event.user_id, "item_id": event.item_id,
+                "event_type": event.event_type, "ts": float(event.ts if event.ts is not None else now), **meta}
+
+    async def _redis(self, call):
+        """Await a Redis call; a failure trips the breaker and is the API's 503."""
         assert self.link is not None
         try:
-            async with self.link.aio.pipeline(transaction=False) as pipe:
-                for event_id in event_ids:
-                    pipe.set(self.id_prefix + event_id, b"1", nx=True, ex=self.id_ttl_s)
-                return [bool(r) for r in await pipe.execute()]
+            return await call
         except REDIS_ERRORS as err:
             self.link.failed(err)
             raise _unavailable(f"Redis error ({err.__class__.__name__})") from err
 
-    async def _release(self, event_ids: list[str]) -> None:
-        if event_ids and self.link is not None:
-            try:
-                await self.link.aio.delete(*[self.id_prefix + i for i in event_ids])
-            except REDIS_ERRORS as err:
-                self.link.failed(err)
+    def _check_order(self, events: list[Event], now: float) -> None:
+        """Refuse the batch (422, nothing written) if an event is older than its user's newest."""
+        if not events:
+            return
+        assert self.history is not None
+        try:
+            newest = self.history.newest_ts(sorted({e.user_id for e in events}))
+        except HistoryUnavailable as err:
+            raise _unavailable(str(err)) from err
+        for event in events:
+            ts = int(event.ts if event.ts is not None else now)
+            if ts < newest.get(event.user_id, ts):
+                raise ServingError(422, "event_out_of_order",
+                                   f"event '{event.event_id}' (ts {ts}) is older than user '{event.user_id}''s "
+                                   f"newest stored event (ts {newest[event.user_id]}); omit ts to use the time of receipt")
 
     def _append(self, events: list[Event], now: float) -> None:
-        """Check order for every user first, then append: a refused batch writes nothing."""
         assert self.history is not None
         by_user: dict[str, list[tuple[str, int]]] = defaultdict(list)
         for event in events:
             by_user[event.user_id].append((event.item_id, int(event.ts if event.ts is not None else now)))
         try:
-            newest = self.history.newest_ts(list(by_user))
-            for event in events:
-                ts = int(event.ts if event.ts is not None else now)
-                if ts < newest.get(event.user_id, ts):
-                    raise ServingError(422, "event_out_of_order",
-                                       f"event '{event.event_id}' (ts {ts}) is older than user '{event.user_id}''s "
-                                       f"newest stored event (ts {newest[event.user_id]}); omit ts to use the time of receipt")
             for user_id, pairs in by_user.items():
                 self.history.append(user_id, pairs)
         except HistoryUnavailable as err:

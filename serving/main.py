@@ -1,6 +1,7 @@
 """The FastAPI application: routes, error handlers, metrics middleware and the state's lifecycle."""
 from __future__ import annotations
 
+import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -9,12 +10,23 @@ from recsys.config import Settings, get_settings
 from serving.api.routes import admin, events, explorer, feed, health, items, search
 from serving.config import ServingSettings
 from serving.errors import install_error_handlers
+from serving.limits import BodyLimitMiddleware
 from serving.metrics import LatencyMiddleware
-from serving.state import build_state
+from serving.state import build_state, load_models
+
+log = logging.getLogger(__name__)
 
 
-def create_app(settings: ServingSettings | None = None, shared: Settings | None = None) -> FastAPI:
-    """Build the app; models load and Redis connects when it starts (lifespan), not on import.
+def create_app(settings: ServingSettings | None = None, shared: Settings | None = None, *,
+               preload: bool = False) -> FastAPI:
+    """Build the app; Redis connects when it starts (lifespan), not on import.
+
+    Args:
+        preload: load the model(s) now, so a broken run directory fails here with `RunDirError`
+            (`recsys serve` turns it into a one-line error) instead of inside the server's start-up.
+
+    Raises:
+        ServingConfigError: settings no server should start with (see `ServingSettings.check_auth`).
 
     Example::
 
@@ -22,12 +34,16 @@ def create_app(settings: ServingSettings | None = None, shared: Settings | None 
     """
     settings = settings or ServingSettings()
     shared = shared or get_settings()
+    warning = settings.check_auth()
+    models = load_models(settings) if preload else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         import faiss
 
-        state = build_state(settings, shared)
+        if warning:
+            log.warning(warning)
+        state = build_state(settings, shared, models)
         faiss.omp_set_num_threads(1)  # one query per request: OpenMP threads only add contention
         app.state.serving = state
         try:
@@ -40,5 +56,7 @@ def create_app(settings: ServingSettings | None = None, shared: Settings | None 
     install_error_handlers(app)
     for module in (feed, items, search, events, admin, health, explorer):
         app.include_router(module.router)
-    app.add_middleware(LatencyMiddleware)
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes,
+                       max_upload_bytes=settings.max_upload_bytes)
+    app.add_middleware(LatencyMiddleware)  # added last: outermost, so 413s are timed too
     return app

@@ -31,22 +31,33 @@ class RedisLink:
         link = RedisLink.connect(None, timeout_s=0.25); await link.aio.ping() if link.usable() else None
     """
 
-    def __init__(self, sync: redis.Redis, aio: aioredis.Redis, retry_after_s: float = 2.0, address: str = "?"):
+    def __init__(self, sync: redis.Redis, aio: aioredis.Redis, retry_after_s: float = 2.0, address: str = "?",
+                 credentials: dict | None = None):
         self.sync, self.aio, self.address = sync, aio, address
         self.retry_after_s = retry_after_s
+        self._credentials = credentials or {}
         self._down_until = 0.0
 
     @classmethod
     def connect(cls, url: str | None, timeout_s: float = 0.25, retry_after_s: float = 2.0) -> "RedisLink":
-        """Resolve the address like the feature store does; start degraded if it does not answer."""
+        """Resolve the address like the feature store does; start degraded if it does not answer.
+
+        A configured URL is used as given, without probing it here: the probe would have no read
+        timeout, and a Redis that accepts connections but never answers would hang start-up. The
+        breaker finds out soon enough, and `/readyz` says so.
+        """
         from feature_store.redis_server import RedisUnavailableError, connect_redis
 
-        try:
-            kwargs = dict(connect_redis(url, timeout_s=max(timeout_s, 0.5)).connection_pool.connection_kwargs)
-        except RedisUnavailableError as err:
-            log.warning("Redis unavailable at start (%s); serving without cache until it answers", err)
-            kwargs = dict(redis.Redis.from_url(url or "redis://127.0.0.1:6379").connection_pool.connection_kwargs)
+        if url:
+            kwargs = dict(redis.Redis.from_url(url).connection_pool.connection_kwargs)
+        else:
+            try:
+                kwargs = dict(connect_redis(None, timeout_s=max(timeout_s, 0.5)).connection_pool.connection_kwargs)
+            except RedisUnavailableError as err:
+                log.warning("Redis unavailable at start (%s); serving without cache until it answers", err)
+                kwargs = dict(redis.Redis.from_url("redis://127.0.0.1:6379").connection_pool.connection_kwargs)
         common = {k: kwargs[k] for k in ("password", "username") if kwargs.get(k) is not None}
+        credentials = dict(common)
         common.update(socket_timeout=timeout_s, socket_connect_timeout=timeout_s, timeout=timeout_s)
         db = kwargs.get("db", 0)
         if kwargs.get("path"):
@@ -61,7 +72,21 @@ class RedisLink:
             address, max_connections=32, retry=sync_retry, **common), retry=sync_retry)
         aio = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
             address, max_connections=64, retry=aio_retry, **common), retry=aio_retry)
-        return cls(sync, aio, retry_after_s, address)
+        link = cls(sync, aio, retry_after_s, address, credentials)
+        try:
+            sync.ping()
+            link.ok()
+        except REDIS_ERRORS as err:
+            log.warning("Redis at %s unavailable at start (%s: %s); serving without cache until it answers",
+                        address, err.__class__.__name__, err)
+            link.failed(err)
+        return link
+
+    def dedicated(self, timeout_s: float) -> redis.Redis:
+        """A separate blocking client to the same server (for background loops with long reads)."""
+        retry = Retry(NoBackoff(), 0)
+        return redis.Redis.from_url(self.address, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+                                    retry=retry, **self._credentials)
 
     def usable(self) -> bool:
         """False while a recent failure pauses Redis use."""

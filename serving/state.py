@@ -10,8 +10,11 @@ from dataclasses import dataclass
 from functools import partial
 
 from recsys.config import Settings
+from serving.auth import KeyRing
 from serving.cache import FeedCache
 from serving.config import ServingSettings
+from serving.event_sink import EventFlusher
+from serving.event_stream import stream_key
 from serving.events import EventIngest
 from serving.experiment import Experiment
 from serving.exposure_log import JsonlLog
@@ -36,9 +39,13 @@ class ServingState:
     feed: Feed
     events: EventIngest
     search: ContentSearch
+    keys: KeyRing
+    flusher: EventFlusher | None = None
 
     async def close(self) -> None:
         self.logs.close()
+        if self.flusher is not None:
+            self.flusher.close()
         if self.link is not None:
             await self.link.close()
 
@@ -49,8 +56,8 @@ def index_config(settings: ServingSettings) -> IndexConfig:
                        ivf_nlist=settings.ivf_nlist, ivf_nprobe=settings.ivf_nprobe, build_threads=settings.build_threads)
 
 
-def build_state(settings: ServingSettings, shared: Settings) -> ServingState:
-    """Load the model(s), connect Redis (degraded if it is down), open the logs."""
+def load_models(settings: ServingSettings) -> LiveModels:
+    """Load variant A (and B): raises `RunDirError` naming the bad file, before any port is opened."""
     if settings.run_dir is None:
         raise ValueError("no run directory: pass --run RUN_DIR or set RECSYS_SERVE_RUN_DIR")
     loader = partial(Retriever.load, index_config=index_config(settings), cold_start_pool=settings.cold_start_pool,
@@ -59,6 +66,12 @@ def build_state(settings: ServingSettings, shared: Settings) -> ServingState:
     models.load_now("A", settings.run_dir)
     if settings.run_dir_b is not None:
         models.load_now("B", settings.run_dir_b)
+    return models
+
+
+def build_state(settings: ServingSettings, shared: Settings, models: LiveModels | None = None) -> ServingState:
+    """Load the model(s) unless given, connect Redis (degraded if it is down), open the logs, start the flusher."""
+    models = models or load_models(settings)
     experiment = Experiment(settings.experiment_name, settings.experiment_salt, settings.variant_weights)
     experiment.write_manifest(settings.log_dir)
     link = RedisLink.connect(shared.redis_url, settings.redis_timeout_s, settings.redis_retry_after_s)
@@ -67,7 +80,10 @@ def build_state(settings: ServingSettings, shared: Settings) -> ServingState:
     cache = FeedCache(link if settings.cache_enabled else None, namespace, settings.cache_ttl_s, settings.lock_ttl_ms,
                       settings.lock_wait_ms)
     logs = JsonlLog(settings.log_dir, settings.log_flush_ms, settings.log_batch)
+    flusher = EventFlusher(link.dedicated, stream_key(namespace), settings.events_dir or shared.store_dir / "offline",
+                           flush_s=settings.events_flush_ms / 1000, batch=settings.events_flush_batch,
+                           claim_idle_s=settings.events_claim_idle_s, timeout_s=max(settings.redis_timeout_s, 1.0))
     return ServingState(settings=settings, models=models, experiment=experiment, link=link, logs=logs,
                         feed=Feed(models, experiment, cache, history, logs),
                         events=EventIngest(models, cache, history, link, logs, namespace, settings.event_id_ttl_s),
-                        search=ContentSearch())
+                        search=ContentSearch(), keys=KeyRing(settings), flusher=flusher.start())

@@ -4,11 +4,14 @@
   the standard next-item protocol; users with < 3 events keep everything in train).
 - global temporal cut: everything after a time quantile is test (no user sees the future).
 - predefined: keep the source's own split column (TikTok's published split).
+- cold items (`cold_item_split`): a random share of items is held out of train entirely (item
+  cold start); warm items keep their split or get leave-last-out.
 """
 from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
 import polars as pl
 
 from recsys.data.schema import Dataset
@@ -57,3 +60,37 @@ def apply_split(dataset: Dataset, strategy: SplitStrategy | None = None) -> Data
         out = leave_last_out(inter) if strategy == "leave-last-out" else global_temporal(inter)
     from dataclasses import replace
     return replace(dataset, interactions=out)
+
+
+def cold_item_split(interactions: pl.DataFrame, fraction: float = 0.1, seed: int = 0,
+                    valid_share: float = 0.0) -> pl.DataFrame:
+    """Item hold-out split: a random `fraction` of the items becomes cold (none of their interactions is in train).
+
+    - cold items: `round(fraction * n_items)` distinct items drawn uniformly (seeded) from the items
+      that occur in `interactions`. Every interaction with them is held out: with the default
+      `valid_share=0` all go to `test` (epochs are then chosen on warm `valid` data only, as when a
+      deployed model meets new items); with `valid_share > 0` that share of the cold *items* (all
+      their interactions) goes to `valid` instead, so valid and test never share a cold item;
+    - warm items: an existing `split` column is kept (e.g. TikTok's predefined split), otherwise
+      leave-last-out over the warm interactions only (per user, the last warm event is test, the
+      one before valid; users with < 3 warm events keep them all in train).
+
+    Use it through `apply_split(dataset, "predefined")` after adding the column, so the held-out
+    items have no trained ID row and are scored from content alone. Returns the interactions with
+    a `split` column and a boolean `cold_item` column.
+    """
+    assert 0.0 < fraction < 1.0, "fraction must be in (0, 1)"
+    assert 0.0 <= valid_share < 1.0, "valid_share must be in [0, 1)"
+    items = np.unique(interactions["item_index"].to_numpy())
+    n_cold = int(round(fraction * len(items)))
+    assert 0 < n_cold < len(items), f"fraction {fraction} of {len(items)} items leaves no cold or no warm item"
+    cold = np.random.default_rng(seed).permutation(items)[:n_cold]
+    cold_valid = cold[:int(round(valid_share * n_cold))]
+    marked = interactions.with_row_index("_row").with_columns(pl.col("item_index").is_in(cold.tolist()).alias("cold_item"))
+    warm = marked.filter(~pl.col("cold_item"))
+    if "split" not in warm.columns:
+        warm = leave_last_out(warm)
+    held = marked.filter(pl.col("cold_item")).with_columns(
+        pl.when(pl.col("item_index").is_in(cold_valid.tolist())).then(pl.lit("valid")).otherwise(pl.lit("test"))
+        .alias("split")).select(warm.columns)
+    return pl.concat([warm, held]).sort("_row").drop("_row")

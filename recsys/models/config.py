@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 FusionKind = Literal["weighted", "concat_mlp", "gated_attention"]
 PoolingKind = Literal["mean", "attention"]
-LossKind = Literal["softmax", "bpr"]
+LossKind = Literal["softmax", "full_softmax", "bpr"]
 
 
 class _Strict(BaseModel):

@@ -12,7 +12,8 @@ from torch import nn
 
 from recsys.models.config import LossConfig
 from recsys.models.item_tower import ItemCatalog
-from recsys.models.losses import bpr_loss, cross_media_alignment, log_popularity, sampled_softmax_loss
+from recsys.models.losses import (bpr_loss, cross_media_alignment, full_softmax_loss, log_popularity,
+                                  sampled_softmax_loss)
 from recsys.models.two_tower import GraphContext, TwoTower
 from recsys.models.user_tower import UserHistories
 
@@ -54,19 +55,15 @@ class TwoTowerTrainTask(nn.Module):
         x = self.inputs
         out = self.model(x.catalog, x.histories, x.graphs, generator)
         batch_users = out.users[users]
-        temperature = self.model.temperature
         cfg = self.loss_config
-        if cfg.kind == "softmax":
-            main = sampled_softmax_loss(batch_users, items, users, out.items, x.log_popularity, temperature,
-                                        cfg.logq_correction, cfg.uniform_negatives, generator)
-        else:
-            main = bpr_loss(batch_users, items, out.items, temperature, generator)
+        main = self.retrieval_loss(batch_users, items, users, out.items, generator)
         parts = {"retrieval": main.detach()}
         loss = main
         if cfg.content_weight > 0 and x.catalog.media:
             content_items = nn.functional.normalize(out.item_encoding.content, dim=1)
-            content = sampled_softmax_loss(batch_users, items, users, content_items, x.log_popularity, temperature,
-                                           cfg.logq_correction, cfg.uniform_negatives, generator)
+            if self.model.popularity is not None:  # same space as the served items (dim + 1)
+                content_items = self.model.popularity.items(content_items, x.catalog.popularity)
+            content = self.retrieval_loss(batch_users, items, users, content_items, generator)
             parts["content"] = content.detach()
             loss = loss + cfg.content_weight * content
         if cfg.alignment_weight > 0 and len(x.catalog.media) > 1:
@@ -75,3 +72,14 @@ class TwoTowerTrainTask(nn.Module):
             parts["alignment"] = align.detach()
             loss = loss + cfg.alignment_weight * align
         return loss, parts
+
+    def retrieval_loss(self, batch_users: torch.Tensor, items: torch.Tensor, users: torch.Tensor,
+                       item_vectors: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """The configured retrieval objective of a batch against `item_vectors` (all items, normalised)."""
+        cfg, temperature = self.loss_config, self.model.temperature
+        if cfg.kind == "softmax":
+            return sampled_softmax_loss(batch_users, items, users, item_vectors, self.inputs.log_popularity,
+                                        temperature, cfg.logq_correction, cfg.uniform_negatives, generator)
+        if cfg.kind == "full_softmax":
+            return full_softmax_loss(batch_users, items, item_vectors, temperature)
+        return bpr_loss(batch_users, items, item_vectors, temperature, generator)

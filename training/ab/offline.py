@@ -143,7 +143,7 @@ def compare_frames(frame_a: pl.DataFrame, frame_b: pl.DataFrame, name_a: str, na
                         if np.isfinite(power.mde_rel) else f"{comp.metric} (no per-user variation: power unknown)")
     if weak:
         report.warn("UNDERPOWERED", "warning",
-                    f"UNDER-POWERED: with {overall.n:,} paired users the minimum detectable relative effect "
+                    f"with {overall.n:,} paired users the minimum detectable relative effect "
                     f"(alpha {config.alpha}, "
                     f"power 0.8) exceeds the {config.target_lift:.0%} target for: {'; '.join(weak)}. "
                     "A non-significant difference on these metrics is not evidence of equal quality.")

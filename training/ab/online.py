@@ -168,9 +168,9 @@ def _check_sample_ratio(report: Report, counts: dict[str, int], weights: dict[st
 
 def _power_warning(metric: str, comp: Comparison, power: PowerCheck, alpha: float, target: float) -> str:
     if not np.isfinite(power.mde_rel):
-        return (f"UNDER-POWERED for {metric} ({comp.treatment} vs {comp.control}): the metric does not vary "
+        return (f"{metric} ({comp.treatment} vs {comp.control}): the metric does not vary "
                 "(no events of that kind?), so no effect can be detected or ruled out.")
-    return (f"UNDER-POWERED for {metric} ({comp.treatment} vs {comp.control}): with {comp.n_control:,} / {comp.n_treatment:,} "
+    return (f"{metric} ({comp.treatment} vs {comp.control}): with {comp.n_control:,} / {comp.n_treatment:,} "
             f"users the minimum detectable effect (alpha {alpha}, power 0.8) is ±{power.mde_rel:.1%} relative "
             f"(±{power.mde:.4g} absolute); the target is {target:.0%}, which needs ~{power.users_needed:,.0f} users per arm. "
             "A non-significant result here is not evidence of no effect.")

@@ -17,6 +17,9 @@ from statsmodels.stats.power import NormalIndPower, TTestPower
 
 SRM_ALPHA = 0.001  # the usual SRM threshold: strict, because this check runs on every experiment
 POWER = 0.8
+# Per-user sds below this (relative to the metric) are float round-off of identical values, not
+# variation: statsmodels cannot solve for power there and would warn instead of answering.
+_NOISE = 1e-9
 DEFAULT_TARGET_LIFT = 0.05  # relative lift an experiment should be able to see, unless experiment.json says otherwise
 
 
@@ -89,7 +92,7 @@ def two_sample_power(sd_control: float, sd_treatment: float, n_control: int, n_t
     """
     sd = float(np.sqrt(((n_control - 1) * sd_control**2 + (n_treatment - 1) * sd_treatment**2)
                        / max(n_control + n_treatment - 2, 1)))
-    if not np.isfinite(sd) or sd == 0 or min(n_control, n_treatment) < 2:
+    if not np.isfinite(sd) or sd <= _NOISE * max(1.0, abs(baseline)) or min(n_control, n_treatment) < 2:
         return PowerCheck(float("nan"), float("nan"), target_lift, float("nan"))
     power = NormalIndPower()
     ratio = n_treatment / n_control
@@ -102,7 +105,7 @@ def two_sample_power(sd_control: float, sd_treatment: float, n_control: int, n_t
 def paired_power(sd_diff: float, n: int, baseline: float, alpha: float,
                  target_lift: float = DEFAULT_TARGET_LIFT) -> PowerCheck:
     """MDE of the paired t-test (statsmodels TTestPower on per-user differences)."""
-    if not np.isfinite(sd_diff) or sd_diff == 0 or n < 3:
+    if not np.isfinite(sd_diff) or sd_diff <= _NOISE * max(1.0, abs(baseline)) or n < 3:
         return PowerCheck(float("nan"), float("nan"), target_lift, float("nan"))
     power = TTestPower()
     d = float(power.solve_power(effect_size=None, nobs=n, alpha=alpha, power=POWER))
