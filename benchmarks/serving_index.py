@@ -101,6 +101,8 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=1_000_000)
     parser.add_argument("--dim", type=int, default=64)
     parser.add_argument("--run", type=Path, help="use this run's item vectors instead of a synthetic catalogue")
+    parser.add_argument("--spread", type=float, default=0.35,
+                        help="synthetic within-topic noise (0.35: tight topics; 1.0: topics overlap, harder for every index)")
     parser.add_argument("--kinds", default="flat,hnsw,ivf")
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--hnsw-m", type=int, default=32)
@@ -115,8 +117,8 @@ def main() -> None:
         vectors, labels = load_run(args.run).item_vectors, None
         source = str(args.run)
     else:
-        vectors, labels = synthetic_catalogue(args.items, args.dim, seed=0)
-        source = f"synthetic clustered {args.items}x{args.dim}"
+        vectors, labels = synthetic_catalogue(args.items, args.dim, seed=0, spread=args.spread)
+        source = f"synthetic clustered {args.items}x{args.dim}, spread {args.spread}"
     print(f"{source}: {vectors.shape} made in {time.perf_counter() - started:.1f}s", flush=True)
     queries = user_like_queries(vectors, labels, args.queries)
     media_mask = np.random.default_rng(3).random(len(vectors)) < 0.33  # e.g. the items carrying text

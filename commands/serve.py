@@ -17,14 +17,30 @@ def register(app: typer.Typer) -> None:
         log_dir: Path = typer.Option(None, "--log-dir", help="where exposures/events/experiment logs go"),
         index: str = typer.Option(None, "--index", help="auto | flat | hnsw | ivf"),
     ) -> None:
-        """Serve recommendations, similar items, content search and event ingestion over HTTP."""
-        import uvicorn
+        """Serve recommendations, similar items, content search and event ingestion over HTTP.
 
-        from serving.config import ServingSettings
+        Writes and admin calls need RECSYS_SERVE_API_KEY (header X-API-Key); without one the server
+        runs in dev mode (open, loopback only) and says so in a warning."""
+        import uvicorn
+        from pydantic import ValidationError
+
+        from recsys.artifact import RunDirError
+        from serving.config import ServingConfigError, ServingSettings
         from serving.main import create_app
 
         overrides = {"run_dir": run, "port": port, "host": host, "run_dir_b": run_b, "split_b": split_b,
                      "log_dir": log_dir, "index_kind": index}
-        settings = ServingSettings(**{k: v for k, v in overrides.items() if v is not None})
-        uvicorn.run(create_app(settings), host=settings.host, port=settings.port, loop="uvloop", http="httptools",
+        try:  # models load before the port opens: a broken run is one line, not a start-up traceback
+            settings = ServingSettings(**{k: v for k, v in overrides.items() if v is not None})
+            app = create_app(settings, preload=True)
+        except (RunDirError, ServingConfigError, ValidationError, OSError) as err:
+            message = _one_line(err) if not isinstance(err, ValidationError) else "invalid settings: " + "; ".join(
+                f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+            typer.echo(f"recsys serve: {message}", err=True)
+            raise typer.Exit(2) from None
+        uvicorn.run(app, host=settings.host, port=settings.port, loop="uvloop", http="httptools",
                     access_log=False, log_level="info", timeout_graceful_shutdown=10)
+
+
+def _one_line(err: Exception) -> str:
+    return " ".join(str(err).split())

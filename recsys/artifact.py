@@ -175,16 +175,24 @@ def load_run(run_dir: Path | str) -> RunArtifact:
     missing = [f for f in REQUIRED_FILES if not (run_dir / f).exists()]
     if missing:
         raise RunDirError(f"{run_dir}: incomplete run directory, missing {', '.join(missing)}")
+    reading = "run.json"  # named in the error: "corrupt" alone does not say which file to fix
     try:
         meta = json.loads((run_dir / "run.json").read_text())
+        reading = "config.toml"
         config = tomllib.loads((run_dir / "config.toml").read_text()) if (run_dir / "config.toml").exists() else {}
+        reading = "items.parquet"
         items = pl.read_parquet(run_dir / "items.parquet")
+        reading = "users.parquet"
         users = pl.read_parquet(run_dir / "users.parquet")
+        reading = "item_vectors.npy"
         item_vectors = np.load(run_dir / "item_vectors.npy", allow_pickle=False)
+        reading = "user_vectors.npy"
         user_vectors = np.load(run_dir / "user_vectors.npy", allow_pickle=False)
+        reading = "metrics.json"
         metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").exists() else {}
     except Exception as exc:
-        raise RunDirError(f"{run_dir}: corrupt run directory ({exc.__class__.__name__}: {exc})") from exc
+        raise RunDirError(f"{run_dir}: corrupt run directory, {reading} cannot be read "
+                          f"({exc.__class__.__name__}: {exc})") from exc
     for key in ("model_version", "dataset"):
         if key not in meta:
             raise RunDirError(f"{run_dir / 'run.json'}: missing key '{key}'")

@@ -1,4 +1,5 @@
-"""Every error the API returns is JSON `{"code", "message", "details"}` with a 4xx status.
+"""Every error the API returns is JSON `{"code", "message", "details"}` (4xx; 503 when a dependency
+is down; 500 only for a bug, whose traceback goes to the log, never to the client).
 
 Clients (and the front end) branch on `code` and show `message`; a traceback never leaves the
 process. Validation errors keep FastAPI's precise locations in `details`.
@@ -49,7 +50,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        codes = {404: "not_found", 405: "method_not_allowed", 401: "unauthorized", 403: "forbidden"}
+        codes = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+                 405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media_type"}
         message = exc.detail if isinstance(exc.detail, str) else "request failed"
         return JSONResponse(_body(codes.get(exc.status_code, "http_error"), message), status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))

@@ -33,6 +33,7 @@ import redis
 
 from feature_store.offline import OfflineStore
 from serving.event_stream import FIELD, GROUP
+from serving.metrics import EVENT_FLUSH_ERRORS, EVENTS_FLUSHED
 from serving.redis_link import REDIS_ERRORS
 from serving.responses import loads
 
@@ -135,11 +136,13 @@ class EventFlusher:
                                      or time.monotonic() - self._oldest >= self.flush_s):
                     self._flush()
                 failures = 0
-            except REDIS_ERRORS + (OSError, pl.exceptions.PolarsError) as err:
+            except Exception as err:  # noqa: BLE001 - the loop must outlive any failure; entries wait in Redis
+                EVENT_FLUSH_ERRORS.inc()
                 resync = True
                 if failures == 0 or stopping:
-                    log.warning("event flusher: %s: %s (%d events waiting; retrying)", err.__class__.__name__, err,
-                                len(self._buffer))
+                    expected = isinstance(err, REDIS_ERRORS + (OSError, pl.exceptions.PolarsError))
+                    log.log(logging.WARNING if expected else logging.ERROR, "event flusher: %s: %s (%d events "
+                            "waiting; retrying)", err.__class__.__name__, err, len(self._buffer), exc_info=not expected)
                 if stopping:
                     return
                 self._stop.wait(_BACKOFF_S[min(failures, len(_BACKOFF_S) - 1)])
@@ -219,5 +222,7 @@ class EventFlusher:
         pipe.xack(self.stream, GROUP, *ids)
         pipe.xdel(self.stream, *ids)
         pipe.execute()
-        self.flushed += sum(len(b) for b in rows.values())
+        written = sum(len(b) for b in rows.values())
+        self.flushed += written
+        EVENTS_FLUSHED.inc(written)
         self._buffer.clear()

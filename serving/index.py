@@ -16,7 +16,8 @@ import math
 import time
 from dataclasses import dataclass
 
-import faiss
+logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # six INFO lines about CPU builds on every start
+import faiss  # noqa: E402
 import numpy as np
 
 log = logging.getLogger(__name__)

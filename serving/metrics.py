@@ -25,6 +25,8 @@ MODEL_SWITCHES = Counter("recsys_model_switches_total", "Model version switches 
 EVENTS = Counter("recsys_events_total", "Ingested events by outcome (accepted, duplicate)", ["outcome"])
 EXPOSURES = Counter("recsys_exposures_total", "Feeds served and logged as exposures", ["variant"])
 REDIS_UP = Gauge("recsys_redis_up", "1 when the last Redis call succeeded")
+EVENTS_FLUSHED = Counter("recsys_events_flushed_total", "Accepted events written to the offline Parquet store")
+EVENT_FLUSH_ERRORS = Counter("recsys_event_flush_errors_total", "Failed flusher rounds (Redis or disk), retried")
 
 
 def _hit_ratio() -> float:

@@ -8,6 +8,8 @@ from pydantic import BaseModel, Field
 from recsys.data.schema import MEDIA
 
 MediumName = Literal["text", "image", "audio"]
+MAX_ID_LENGTH = 200  # user, item and event ids: longer ones are a 422, not a Redis key of any size
+MAX_EVENT_TS = 1e10  # unix seconds (year 2286): a millisecond timestamp is a client bug, refused with 422
 assert set(MediumName.__args__) == set(MEDIA), "MediumName must list recsys.data.schema.MEDIA"
 
 
@@ -54,11 +56,13 @@ class SearchResults(BaseModel):
 
 
 class Event(BaseModel):
-    event_id: str = Field(min_length=1, max_length=200, description="client-chosen id; a retry with the same id is ignored")
-    user_id: str = Field(min_length=1, max_length=200)
-    item_id: str = Field(min_length=1, max_length=200)
+    event_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH,
+                          description="client-chosen id; a retry with the same id is ignored")
+    user_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
+    item_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
     event_type: str = Field(min_length=1, max_length=50, description="click, view, like, ...")
-    ts: float | None = Field(default=None, ge=0, description="unix seconds; default: time of receipt")
+    ts: float | None = Field(default=None, ge=0, le=MAX_EVENT_TS, allow_inf_nan=False,
+                             description="unix seconds; default: time of receipt")
 
 
 class EventBatch(BaseModel):
@@ -71,7 +75,7 @@ class EventsAccepted(BaseModel):
 
 
 class ModelSwitch(BaseModel):
-    run_dir: str = Field(min_length=1)
+    run_dir: str = Field(min_length=1, max_length=4096)
     variant: Literal["A", "B"] = "A"
 
 

@@ -28,6 +28,7 @@ class TrainState:
     best_metrics: dict[str, Any] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     epochs_since_best: int = 0
+    average: dict[str, Any] | None = None  # WeightAverage state (train.ema_decay > 0)
 
 
 def checkpoint_path(run_dir: Path) -> Path:

@@ -39,6 +39,9 @@ class OptimConfig(_Strict):
     batch_size: int = Field(2048, ge=2, description="Global batch (split across ranks under torchrun).")
     lr: float = Field(5e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
+    ema_decay: float = Field(0.0, ge=0.0, lt=1.0, description=(
+        "Evaluate and export an exponential moving average of the weights (0 = off): smooths the "
+        "epoch-to-epoch jumps of valid metrics at high learning rates."))
     seed: int = 0
     patience: int = Field(5, ge=1, description="Epochs without a better valid metric before stopping.")
     select_metric: SelectMetric = "ndcg@20"

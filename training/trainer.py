@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,51 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 100_003 + epoch)
 
 
+class WeightAverage:
+    """Exponential moving average of the parameters (Polyak averaging), used for evaluation and export.
+
+    Why: at the learning rates that train fastest here, valid NDCG@20 jumps by ~10% from one epoch
+    to the next; the average of the last few hundred steps is both smoother and better than any
+    single iterate. Early steps use decay min(decay, (1 + t) / (10 + t)) so the random
+    initialisation is forgotten quickly. Every rank holds identical parameters (DDP), so the
+    averages agree across ranks too.
+    """
+
+    def __init__(self, params: list[torch.nn.Parameter], decay: float):
+        self.params, self.decay = params, decay
+        self.shadow = [p.detach().clone() for p in params]
+        self.steps = 0
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.steps += 1
+        decay = min(self.decay, (1 + self.steps) / (10 + self.steps))
+        for avg, p in zip(self.shadow, self.params):
+            avg.lerp_(p.detach(), 1.0 - decay)
+
+    @contextmanager
+    def swapped(self) -> Iterator[None]:
+        """Parameters temporarily replaced by their averages (restored on exit)."""
+        backup = [p.detach().clone() for p in self.params]
+        with torch.no_grad():
+            for p, avg in zip(self.params, self.shadow):
+                p.copy_(avg)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, saved in zip(self.params, backup):
+                    p.copy_(saved)
+
+    def state(self) -> dict[str, Any]:
+        return {"steps": self.steps, "shadow": [t.clone() for t in self.shadow]}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.steps = int(state["steps"])
+        for avg, saved in zip(self.shadow, state["shadow"]):
+            avg.copy_(saved)
+
+
 class Trainer:
     """Trains a `TwoTowerTrainTask` (possibly DMP-wrapped) and keeps the best-on-valid weights.
 
@@ -47,9 +94,21 @@ class Trainer:
         opt = config.train
         self.optimizer = torch.optim.Adam(model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
         self.state = TrainState()
+        self.average = WeightAverage([p for p in model.parameters() if p.requires_grad], opt.ema_decay) \
+            if opt.ema_decay > 0 else None
+
+    @contextmanager
+    def evaluated_weights(self) -> Iterator[None]:
+        """The weights evaluation sees: the running average while training, else the live ones."""
+        if self.average is None:
+            yield
+        else:
+            with self.average.swapped():
+                yield
 
     # --- evaluation -------------------------------------------------------------------------
     def tower_output(self) -> TowerOutput:
+        """Both towers over everything, in eval mode (no ID dropout), with the current live weights."""
         x = self.task.inputs
         self.task.eval()
         with torch.no_grad():
@@ -75,6 +134,8 @@ class Trainer:
         model_state, optim_state, self.state = loaded
         self.task.load_state_dict(model_state)
         self.optimizer.load_state_dict(optim_state)
+        if self.average is not None and self.state.average is not None:
+            self.average.load(self.state.average)
         log.info("resumed %s after epoch %d (best %s=%.4f at epoch %d)", self.run_dir, self.state.epoch,
                  self.config.train.select_metric, self.state.best_score, self.state.best_epoch)
         return True
@@ -94,6 +155,8 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
+            if self.average is not None:
+                self.average.update()
             total += float(loss.detach())
             for key, value in parts.items():
                 parts_sum[key] = parts_sum.get(key, 0.0) + float(value)
@@ -118,16 +181,18 @@ class Trainer:
             stats = self.train_epoch(epoch)
             record: dict[str, Any] = {"epoch": epoch, **stats}
             if epoch % opt.eval_every == 0 or epoch == opt.epochs:
-                valid = self.evaluate("valid")
-                record["valid"] = {k: valid[k] for k in ("recall@20", "ndcg@20", "recall@10", "ndcg@10")}
-                if valid[metric] > self.state.best_score:
-                    self.state.best_score, self.state.best_epoch = float(valid[metric]), epoch
-                    self.state.best_metrics = valid
-                    self.state.best_model = {k: v.detach().clone() for k, v in self.task.state_dict().items()}
-                    self.state.epochs_since_best = 0
-                else:
-                    self.state.epochs_since_best += opt.eval_every
+                with self.evaluated_weights():
+                    valid = self.evaluate("valid")
+                    record["valid"] = {k: valid[k] for k in ("recall@20", "ndcg@20", "recall@10", "ndcg@10")}
+                    if valid[metric] > self.state.best_score:
+                        self.state.best_score, self.state.best_epoch = float(valid[metric]), epoch
+                        self.state.best_metrics = valid
+                        self.state.best_model = {k: v.detach().clone() for k, v in self.task.state_dict().items()}
+                        self.state.epochs_since_best = 0
+                    else:
+                        self.state.epochs_since_best += opt.eval_every
             self.state.epoch = epoch
+            self.state.average = self.average.state() if self.average is not None else None
             self.state.history.append(record)
             if self.ctx.is_main:
                 self._report(record)

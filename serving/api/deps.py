@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Header, Query, Request
+from fastapi import Depends, Query, Request
 
 from serving.errors import ServingError
 from serving.models import MediumName
@@ -45,8 +45,8 @@ def parse_media(media: str | None) -> frozenset[str] | None:
 MediaFilter = Annotated[frozenset[str] | None, Depends(media_filter)]
 
 
-async def require_admin(state: State, x_admin_token: Annotated[str | None, Header()] = None) -> None:
-    """Admin routes need `X-Admin-Token` when `RECSYS_SERVE_ADMIN_TOKEN` is set."""
-    expected = state.settings.admin_token
-    if expected and x_admin_token != expected:
-        raise ServingError(401, "unauthorized", "admin endpoints need a valid X-Admin-Token header")
+def check_k(k: int, state: ServingState) -> int:
+    """`k` within the server's `max_k` (the OpenAPI bound is the API's ceiling; a server may set a lower one)."""
+    if not 1 <= k <= state.settings.max_k:
+        raise ServingError(422, "invalid_request", f"k: must lie in 1..{state.settings.max_k}, got {k}")
+    return k

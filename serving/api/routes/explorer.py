@@ -28,13 +28,14 @@ from urllib.parse import quote, unquote, urlparse
 
 import numpy as np
 import polars as pl
-from fastapi import APIRouter, Path as PathParam, Query, Request
+from fastapi import APIRouter, Depends, Path as PathParam, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response
 from pydantic import BaseModel, Field
 
 from recsys.artifact import RunArtifact
 from recsys.config import get_settings
 from serving.api.deps import State
+from serving.auth import require_read
 from serving.errors import ServingError
 from serving.models import ErrorBody, MediumName
 from serving.retriever import Retriever
@@ -47,8 +48,10 @@ STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
 URI_COLUMNS = {"image": "image_uri", "audio": "audio_uri"}
 NEW_USER_EXAMPLE = "new-visitor"
 MAX_IDS = 200
+MAX_IDS_CHARS = 5000  # uvicorn refuses request lines over 64 KiB (plain text); 5000 chars stay under it encoded
 _ASSET_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*\.(?:html|js|css|svg|png|ico|woff2)$")
 _NO_CACHE = {"Cache-Control": "no-cache"}
+_READ = [Depends(require_read)]  # the JSON and media routes; the page and its assets stay open
 
 
 class ExampleUser(BaseModel):
@@ -216,8 +219,11 @@ def example_users(users: pl.DataFrame, n: int) -> list[dict]:
 
 
 @router.get("/", include_in_schema=False)
-async def page() -> FileResponse:
-    return FileResponse(STATIC_DIR / "index.html", media_type="text/html; charset=utf-8", headers=_NO_CACHE)
+async def page(state: State) -> FileResponse:
+    """The page; with RECSYS_SERVE_PAGE_KEY it also gets its key as a cookie (see `serving.auth`)."""
+    response = FileResponse(STATIC_DIR / "index.html", media_type="text/html; charset=utf-8", headers=_NO_CACHE)
+    state.keys.set_page_cookie(response)
+    return response
 
 
 @router.get("/static/{name}", include_in_schema=False)
@@ -232,7 +238,7 @@ async def static_file(name: str) -> FileResponse:
     return FileResponse(path, media_type=media_type, headers=_NO_CACHE)
 
 
-@router.get("/v1/explorer/examples", response_model=ExplorerInfo, tags=["explorer"],
+@router.get("/v1/explorer/examples", response_model=ExplorerInfo, tags=["explorer"], dependencies=_READ,
             summary="Example users and what the model serves (for the explorer page)")
 async def examples(state: State, request: Request, n: Annotated[int, Query(ge=1, le=8)] = 5) -> ExplorerInfo:
     retriever = state.models.get(state.models.variants[0])
@@ -242,7 +248,7 @@ async def examples(state: State, request: Request, n: Annotated[int, Query(ge=1,
                         new_user_id=NEW_USER_EXAMPLE, default_k=state.settings.default_k, max_k=state.settings.max_k)
 
 
-@router.get("/v1/users/{user_id}/history", response_model=UserHistoryView, tags=["explorer"],
+@router.get("/v1/users/{user_id}/history", response_model=UserHistoryView, tags=["explorer"], dependencies=_READ,
             responses={422: {"model": ErrorBody}, 503: {"model": ErrorBody}},
             summary="The user's current history, newest first (what the feed reads)")
 async def user_history(state: State, request: Request,
@@ -266,9 +272,9 @@ async def user_history(state: State, request: Request,
 
 
 @router.get("/v1/items", response_model=CatalogueItems, tags=["explorer"], responses={422: {"model": ErrorBody}},
-            summary="Catalogue entries (media, title, file URLs) of item ids")
+            dependencies=_READ, summary="Catalogue entries (media, title, file URLs) of item ids")
 async def catalogue_items(state: State, request: Request, ids: Annotated[str, Query(
-        min_length=1, max_length=20_000, description=f"comma-separated item ids (at most {MAX_IDS})",
+        min_length=1, max_length=MAX_IDS_CHARS, description=f"comma-separated item ids (at most {MAX_IDS})",
         examples=["12,7,42"])]) -> CatalogueItems:
     wanted = [i for i in dict.fromkeys(part.strip() for part in ids.split(",")) if i]
     if not wanted or len(wanted) > MAX_IDS:
@@ -279,7 +285,7 @@ async def catalogue_items(state: State, request: Request, ids: Annotated[str, Qu
     return CatalogueItems(items=items, model_version=retriever.version)
 
 
-@router.get("/v1/items/{item_id}/media/{medium}", tags=["explorer"], response_class=FileResponse,
+@router.get("/v1/items/{item_id}/media/{medium}", tags=["explorer"], response_class=FileResponse, dependencies=_READ,
             responses={200: {"content": {"image/*": {}, "audio/*": {}}, "description": "the file"},
                        307: {"description": "the file lives at an http(s) URL"}, 404: {"model": ErrorBody}},
             summary="The item's image or audio file")

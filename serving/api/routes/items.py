@@ -3,17 +3,21 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Depends, Path, Query
 
-from serving.api.deps import MediaFilter, State
-from serving.models import ErrorBody, SimilarItems
+from serving.api.deps import MediaFilter, State, check_k
+from serving.auth import require_read
+from serving.config import API_MAX_K
+from serving.models import MAX_ID_LENGTH, ErrorBody, SimilarItems
 from serving.responses import JSONBytes
 
-router = APIRouter(prefix="/v1/items", tags=["items"])
+router = APIRouter(prefix="/v1/items", tags=["items"], dependencies=[Depends(require_read)])
 
 
 @router.get("/{item_id}/similar", response_model=SimilarItems,
-            responses={404: {"model": ErrorBody}, 422: {"model": ErrorBody}}, summary="Items similar to an item")
-async def similar(state: State, media: MediaFilter, item_id: Annotated[str, Path(min_length=1, max_length=200)],
-                  k: Annotated[int, Query(ge=1, le=200)] = 20) -> JSONBytes:
-    return JSONBytes(state.feed.similar(item_id, min(k, state.settings.max_k), media))
+            responses={401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 422: {"model": ErrorBody}},
+            summary="Items similar to an item")
+async def similar(state: State, media: MediaFilter,
+                  item_id: Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH)],
+                  k: Annotated[int, Query(ge=1, le=API_MAX_K)] = 20) -> JSONBytes:
+    return JSONBytes(state.feed.similar(item_id, check_k(k, state), media))
