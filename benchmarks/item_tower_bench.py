@@ -14,6 +14,7 @@ Groups:
 - `ablation`: fusion weighted / concat_mlp / gated_attention, image only, audio only, ID only;
 - `alignment`: `loss.alignment_weight` 0.05, 0.2, 1.0 (weighted fusion; 0 is the ablation's default);
 - `noise`: the default config with seeds 1 and 2 (how much of a difference is seed noise);
+- `extra`: seeds 1 and 2 of `alignment_weight=1.0` and of `gated_attention`, and `alignment_weight=3.0`;
 - `ml100k`: ML-100K with 10% of items held out of train (`recsys.data.splits.cold_item_split`,
   seed 0; warm items leave-last-out), text medium (MiniLM vectors from the embed job), same base config.
 
@@ -67,6 +68,12 @@ ABLATION: list[tuple[str, list[str]]] = [
 ALIGNMENT: list[tuple[str, list[str]]] = [
     (f"align{w}", [f"loss.alignment_weight={w}"]) for w in (0.05, 0.2, 1.0)]
 NOISE: list[tuple[str, list[str]]] = [(f"weighted_seed{s}", [f"train.seed={s}"]) for s in (1, 2)]
+# Seed replicates of the two candidate changes to the default, and a stronger alignment.
+EXTRA: list[tuple[str, list[str]]] = [
+    *[(f"align1.0_seed{s}", ["loss.alignment_weight=1.0", f"train.seed={s}"]) for s in (1, 2)],
+    ("align3.0", ["loss.alignment_weight=3.0"]),
+    *[(f"gated_attention_seed{s}", ["model.fusion=gated_attention", f"train.seed={s}"]) for s in (1, 2)],
+]
 ML100K_OVERRIDES = ['data.dataset="ml-100k"', 'data.split="predefined"']
 COLD_FRACTION, COLD_SEED = 0.1, 0
 
@@ -133,7 +140,7 @@ def run_group(group: str, base: dict[str, Any], args: argparse.Namespace) -> lis
         ds = replace(ds, interactions=cold_item_split(ds.interactions, COLD_FRACTION, COLD_SEED))
         variants, dataset = [("ml100k_cold10", ML100K_OVERRIDES)], ds
     else:
-        variants = {"ablation": ABLATION, "alignment": ALIGNMENT, "noise": NOISE}[group]
+        variants = {"ablation": ABLATION, "alignment": ALIGNMENT, "noise": NOISE, "extra": EXTRA}[group]
         dataset = None
     for name, overrides in variants:
         if args.only and name not in args.only:
@@ -209,9 +216,34 @@ def cross_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def seed_table(rows: list[dict[str, Any]]) -> str:
+    """Mean ± sample sd over the seeds each TikTok config was run with (configs with >= 2 seeds)."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["group"] == "ml100k":
+            continue
+        key = " ".join(o for o in r["overrides"] if not o.startswith("train.seed=")) or "(base)"
+        groups.setdefault(key, []).append(r)
+    cols = [("valid N@20", lambda r: r["valid"]["ndcg@20"]), ("test R@20", lambda r: r["test"]["recall@20"]),
+            ("test N@20", lambda r: r["test"]["ndcg@20"]), ("cold R@20", lambda r: r["cold_start"].get("recall@20")),
+            ("img→aud R@10", lambda r: (r.get("cross_media") or {}).get("image_to_audio_recall@10")),
+            ("aud→img R@10", lambda r: (r.get("cross_media") or {}).get("audio_to_image_recall@10"))]
+    lines = ["| config | seeds | " + " | ".join(c for c, _ in cols) + " |", "|---|---|" + "---:|" * len(cols)]
+    for key, rs in groups.items():
+        if len(rs) < 2:
+            continue
+        cells = []
+        for _, get in cols:
+            vals = np.array([get(r) for r in rs if get(r) is not None], dtype=float)
+            cells.append(f"{vals.mean():.4f} ± {vals.std(ddof=1):.4f}" if len(vals) > 1 else "–")
+        seeds = ",".join(str(r["config"]["train"]["seed"]) for r in rs)
+        lines.append(f"| {key} | {seeds} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--groups", default="ablation,alignment,noise,ml100k")
+    parser.add_argument("--groups", default="ablation,alignment,noise,extra,ml100k")
     parser.add_argument("--config", type=Path, default=default_config_path("tiktok"), help="base config (read once)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (does not change the config hash)")
     parser.add_argument("--only", type=lambda s: s.split(","), default=None, help="comma-separated run names")
@@ -224,6 +256,15 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     for group in [g.strip() for g in args.groups.split(",") if g.strip()]:
         rows += run_group(group, base, args)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    previous = json.loads(args.out.read_text()) if args.out.exists() and not args.fresh else {}
+    merged = {r["name"]: r for r in previous.get("runs", [])}
+    for r in rows:  # a reused run keeps the training time measured when it was trained
+        old = merged.get(r["name"], {})
+        if r["train_seconds"] is None and old.get("fingerprint") == r["fingerprint"]:
+            r["train_seconds"] = old.get("train_seconds")
+        merged[r["name"]] = r
+    rows = list(merged.values())  # tables cover every run so far (earlier invocations too)
     tiktok = [r for r in rows if r["group"] != "ml100k"]
     print("\n## Ranking (TikTok predefined split; ML-100K cold-item split)\n")
     print(ranking_table(rows))
@@ -237,15 +278,13 @@ def main() -> None:
             print(f"\n{r['name']} warm test rows ({w['n_interactions']}): model R@20 {w['model']['recall@20']:.4f} "
                   f"N@20 {w['model']['ndcg@20']:.4f}; most-popular R@20 {w['most_popular']['recall@20']:.4f} "
                   f"N@20 {w['most_popular']['ndcg@20']:.4f}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    previous = json.loads(args.out.read_text()) if args.out.exists() else {}
-    merged = {r["name"]: r for r in previous.get("runs", [])}
-    merged.update({r["name"]: r for r in rows})
+    print("\n## Seed spread (mean ± sd)\n")
+    print(seed_table(rows))
     payload = {"base_config": str(args.config), "base": base, "threads": args.threads,
                "machine": {"python": platform.python_version(), "torch": torch.__version__,
                            "cpus": torch.get_num_threads(), "platform": platform.platform()},
                "created_at": time.strftime("%Y-%m-%d %H:%M:%S"), "seconds": round(time.perf_counter() - began, 1),
-               "runs": list(merged.values())}
+               "runs": rows}
     args.out.write_text(json.dumps(to_jsonable(payload), indent=1))
     print(f"\nwrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
 

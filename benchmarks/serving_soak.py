@@ -143,8 +143,9 @@ async def soak(url: str, pid: int, traffic: Traffic, rate: float, seconds: float
     process = psutil.Process(pid)
     windows: list[Window] = []
     started = time.perf_counter()
-    while (elapsed := time.perf_counter() - started) < seconds - 1e-6:
-        span = min(window_s, seconds - elapsed)
+    spans = [window_s] * int(seconds // window_s) + ([seconds % window_s] if seconds % window_s > 1e-6 else [])
+    for span in spans:  # a fixed schedule: a server that falls behind makes windows longer, not fewer
+        elapsed = time.perf_counter() - started
         n_posts = max(1, int(rate * 0.05 * span))
         n_gets = int(rate * span) - n_posts
         gets, posts = await asyncio.gather(open_loop(host, port, traffic.gets(n_gets), rate - rate * 0.05),

@@ -88,6 +88,13 @@ class KeyRing:
             response.set_cookie(PAGE_COOKIE, self._page, httponly=True, samesite="strict", path="/")
 
 
+def set_page_cookie(request: Request, response: Response) -> None:
+    """The explorer page's cookie, when the app's state exists (the page is served without a model too)."""
+    state = getattr(request.app.state, "serving", None)
+    if state is not None:
+        state.keys.set_page_cookie(response)
+
+
 def _presented(request: Request, header_key: str | None) -> list[str]:
     keys = [k for k in (header_key, request.headers.get(LEGACY_ADMIN_HEADER), request.cookies.get(PAGE_COOKIE)) if k]
     return keys

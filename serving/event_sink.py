@@ -56,7 +56,9 @@ def read_events(root: Path, dataset: str, data_version: str) -> pl.DataFrame:
     if not parts:
         return pl.DataFrame(schema=SCHEMA)
     frame = pl.concat([pl.read_parquet(p) for p in parts], how="vertical")
-    return frame.sort("stream_id").unique("event_id", keep="first", maintain_order=True)
+    order = pl.col("stream_id").str.split("-")  # "<ms>-<seq>": numeric order, not string order
+    return (frame.sort(order.list.get(0).cast(pl.Int64), order.list.get(1).cast(pl.Int64))
+            .unique("event_id", keep="first", maintain_order=True))
 
 
 def _write_part(frame: pl.DataFrame, path: Path) -> None:

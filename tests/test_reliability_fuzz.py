@@ -78,7 +78,7 @@ def error_bodies_are_json(ctx: CheckContext, response, case) -> bool | None:
 
 
 @schema.parametrize()
-@settings(max_examples=40, deadline=None, derandomize=True, database=None,
+@settings(max_examples=25, deadline=None, derandomize=True, database=None,
           suppress_health_check=list(HealthCheck))
 def test_api_fuzz(server, case):
     response = case.call(base_url=server.url, headers={"X-API-Key": API_KEY}, timeout=REQUEST_TIMEOUT_S)

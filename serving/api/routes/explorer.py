@@ -35,7 +35,7 @@ from pydantic import BaseModel, Field
 from recsys.artifact import RunArtifact
 from recsys.config import get_settings
 from serving.api.deps import State
-from serving.auth import require_read
+from serving.auth import require_read, set_page_cookie
 from serving.errors import ServingError
 from serving.models import ErrorBody, MediumName
 from serving.retriever import Retriever
@@ -219,10 +219,10 @@ def example_users(users: pl.DataFrame, n: int) -> list[dict]:
 
 
 @router.get("/", include_in_schema=False)
-async def page(state: State) -> FileResponse:
+async def page(request: Request) -> FileResponse:
     """The page; with RECSYS_SERVE_PAGE_KEY it also gets its key as a cookie (see `serving.auth`)."""
     response = FileResponse(STATIC_DIR / "index.html", media_type="text/html; charset=utf-8", headers=_NO_CACHE)
-    state.keys.set_page_cookie(response)
+    set_page_cookie(request, response)
     return response
 
 
