@@ -26,6 +26,7 @@ import random
 import re
 import shutil
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,6 +84,7 @@ class Traffic:
     items: list[str]
     rng: random.Random = field(default_factory=lambda: random.Random(0))
     acked: set[str] = field(default_factory=set)
+    post_errors: Counter = field(default_factory=Counter)  # HTTP status (0: connection failed) -> count
     _n: int = 0
 
     def __post_init__(self) -> None:
@@ -129,6 +131,7 @@ async def post_loop(host: str, port: int, traffic: Traffic, n: int, rate: float,
                 traffic.acked.update(e["event_id"] for e in batch)
             else:
                 result.errors += 1
+                traffic.post_errors[status] += 1
         conn.close()
 
     await asyncio.gather(*[worker(PostConnection(host, port)) for _ in range(connections)])
@@ -236,6 +239,7 @@ def main() -> None:
     report = {"run": str(run), "rate": args.rate, "minutes": args.minutes, "cpus": os.cpu_count(),
               "load_avg_before": [round(x, 2) for x in load_before], "load_avg_after": [round(x, 2) for x in os.getloadavg()],
               "total": total.summary(), "events_acked": len(traffic.acked), "events_missing_from_parquet": missing,
+              "event_post_errors_by_status": dict(traffic.post_errors),
               "rss_mb_first": round(windows[0].rss_mb, 1), "rss_mb_last": round(windows[-1].rss_mb, 1),
               "rss_mb_max": round(max(w.rss_mb for w in windows), 1),
               "rss_slope_mb_per_min": round(rss_slope_mb_per_min(windows), 3),

@@ -59,7 +59,7 @@ class EventIngest:
         batch = list(first.values())
         seen = await self._redis(self.stream.seen([e.event_id for e in batch]))
         candidates = [e for e, s in zip(batch, seen) if not s]
-        await asyncio.to_thread(self._check_order, candidates, now)
+        history_ts = await asyncio.to_thread(self._check_order, candidates, now)
         meta = {"dataset": run.dataset, "data_version": str(run.meta.get("data_version", "unknown")),
                 "model_version": run.model_version, "received_at": now}
         entry_ids = await self._redis(self.stream.record([self._record(e, now, meta) for e in candidates]))
@@ -69,7 +69,7 @@ class EventIngest:
         duplicates += [e.event_id for e, entry in zip(candidates, entry_ids) if entry is None]
         duplicates += [e.event_id for e in events if first[e.event_id] is not e]
         try:
-            await asyncio.to_thread(self._append, fresh, now)
+            await asyncio.to_thread(self._append, fresh, history_ts)
         except BaseException:
             await self.stream.forget([e.event_id for e in fresh], recorded)
             raise
@@ -95,30 +95,51 @@ class EventIngest:
             self.link.failed(err)
             raise _unavailable(f"Redis error ({err.__class__.__name__})") from err
 
-    def _check_order(self, events: list[Event], now: float) -> None:
-        """Refuse the batch (422, nothing written) if an event is older than its user's newest."""
+    def _check_order(self, events: list[Event], now: float) -> dict[str, int]:
+        """The history timestamp of each event (by id); 422 (nothing written) for an explicit `ts`
+        older than its user's newest event. An event without `ts` gets the time of receipt, raised
+        to the user's newest timestamp when that is later (another server's clock, a concurrent
+        request): the server chose that time, so it must never refuse it as out of order."""
         if not events:
-            return
+            return {}
         assert self.history is not None
         try:
             newest = self.history.newest_ts(sorted({e.user_id for e in events}))
         except HistoryUnavailable as err:
             raise _unavailable(str(err)) from err
+        out: dict[str, int] = {}
         for event in events:
-            ts = int(event.ts if event.ts is not None else now)
-            if ts < newest.get(event.user_id, ts):
+            floor = newest.get(event.user_id)
+            if event.ts is None:
+                out[event.event_id] = max(int(now), floor) if floor is not None else int(now)
+                continue
+            ts = int(event.ts)
+            if floor is not None and ts < floor:
                 raise ServingError(422, "event_out_of_order",
                                    f"event '{event.event_id}' (ts {ts}) is older than user '{event.user_id}''s "
-                                   f"newest stored event (ts {newest[event.user_id]}); omit ts to use the time of receipt")
+                                   f"newest stored event (ts {floor}); omit ts to use the time of receipt")
+            out[event.event_id] = ts
+        return out
 
-    def _append(self, events: list[Event], now: float) -> None:
+    def _append(self, events: list[Event], history_ts: dict[str, int], attempts: int = 3) -> None:
+        """Append per user; a user whose events all have server-chosen times is retried with them
+        raised past a concurrent writer's newer event instead of failing."""
         assert self.history is not None
-        by_user: dict[str, list[tuple[str, int]]] = defaultdict(list)
+        by_user: dict[str, list[Event]] = defaultdict(list)
         for event in events:
-            by_user[event.user_id].append((event.item_id, int(event.ts if event.ts is not None else now)))
+            by_user[event.user_id].append(event)
         try:
-            for user_id, pairs in by_user.items():
-                self.history.append(user_id, pairs)
+            for user_id, mine in by_user.items():
+                pairs = [(e.item_id, history_ts[e.event_id]) for e in mine]
+                for attempt in range(attempts):
+                    try:
+                        self.history.append(user_id, pairs)
+                        break
+                    except OutOfOrderEventError:
+                        if attempt == attempts - 1 or any(e.ts is not None for e in mine):
+                            raise
+                        floor = self.history.newest_ts([user_id]).get(user_id, 0)
+                        pairs = [(item, max(ts, floor)) for item, ts in pairs]
         except HistoryUnavailable as err:
             raise _unavailable(str(err)) from err
         except OutOfOrderEventError as err:  # a concurrent writer got there first

@@ -153,3 +153,39 @@ def test_every_acknowledged_event_survives_a_sigkill_mid_load(tmp_path, redis_se
     print(f"acked {len(acked)} events ({len(unanswered)} batches retried after the kill); at the kill {unflushed} "
           f"were not yet in Parquet ({pending} read but unacknowledged); stored {stored.height}, raw rows {raw_rows}")
     assert "Traceback" not in (tmp_path / "server-2.log").read_text()
+
+
+@pytest.mark.slow
+def test_receipt_time_events_are_never_refused_as_out_of_order(tmp_path, redis_server, monkeypatch):
+    """The server picks the time of an event sent without `ts`; a user whose newest stored event is
+    later (another server's clock, a concurrent request) gets it raised, not a 422. An explicit
+    older `ts` is still the client's mistake: 422, and nothing is recorded."""
+    from fastapi.testclient import TestClient
+
+    from recsys.config import Settings
+    from serving.config import ServingSettings
+    from serving.main import create_app
+
+    namespace = NAMESPACE + "-order"
+    run = tiktok_mean_pool_run(tmp_path / "run")
+    materialize("tiktok", client=redis_server, namespace=namespace, offline_root=tmp_path / "offline", progress=False)
+    shared = Settings(redis_url=redis_url_of(redis_server), redis_namespace=namespace, store_dir=tmp_path / "store")
+    app = create_app(ServingSettings(run_dir=run, log_dir=tmp_path / "logs", events_flush_ms=50), shared)
+    future = time.time() + 3600
+    with TestClient(app) as client:
+        ahead = client.post("/v1/events", json={"event_id": "o-1", "user_id": "5", "item_id": "3", "event_type": "click",
+                                                "ts": future})
+        assert ahead.status_code == 202
+        receipt = client.post("/v1/events", json={"events": [
+            {"event_id": f"o-{i}", "user_id": "5", "item_id": str(10 + i), "event_type": "click"} for i in (2, 3)]})
+        assert receipt.status_code == 202 and receipt.json() == {"accepted": 2, "duplicates": []}
+        history = client.get("/v1/users/5/history", params={"n": 3}).json()["items"]
+        assert [h["item_id"] for h in history] == ["13", "12", "3"] and all(h["ts"] >= int(future) for h in history)
+        late = client.post("/v1/events", json={"event_id": "o-4", "user_id": "5", "item_id": "20", "event_type": "click",
+                                               "ts": future - 60})
+        assert late.status_code == 422 and late.json()["code"] == "event_out_of_order"
+        assert client.post("/v1/events", json={"event_id": "o-4", "user_id": "5", "item_id": "20",
+                                               "event_type": "click"}).json()["accepted"] == 1  # the 422 kept nothing
+    data_version = json.loads((run / "run.json").read_text())["data_version"]
+    stored = read_events(tmp_path / "store" / "offline", "tiktok", data_version)
+    assert stored["event_id"].to_list() == ["o-1", "o-2", "o-3", "o-4"]

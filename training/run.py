@@ -6,6 +6,7 @@ Also the torchrun entry point: `torchrun --nproc_per_node=2 -m training.run --da
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from typing import Any
 import torch
 
 from recsys.models import GraphContext, TaskInputs, TwoTowerTrainTask, build_model
+from recsys.models.popularity import prior_counts, standardised_log_counts
 from training.config import TrainConfig, load_config
 from training.data import TrainingData, build_training_data
 from training.distributed import DistContext, init_distributed, shutdown, wrap_model
@@ -39,7 +41,11 @@ def build_task(config: TrainConfig, data: TrainingData) -> TwoTowerTrainTask:
     model.item_tower.fit_statistics(data.catalog)
     graphs = GraphContext(data.graph if config.model.propagation_layers > 0 else None,
                           data.knn_graph(config.model.item_knn))
-    return TwoTowerTrainTask(model, config.loss, TaskInputs(data.catalog, data.histories, graphs, data.item_counts))
+    catalog = data.catalog
+    if config.model.cold_item_prior > 0:
+        prior = standardised_log_counts(prior_counts(data.item_counts, config.model.cold_item_prior))
+        catalog = dataclasses.replace(catalog, popularity=prior)
+    return TwoTowerTrainTask(model, config.loss, TaskInputs(catalog, data.histories, graphs, data.item_counts))
 
 
 def train(config: TrainConfig, run_dir: Path | str, resume: bool = True, progress: bool = True,

@@ -38,6 +38,8 @@ class ModelConfig(_Strict):
     history_embedding: bool = Field(True, description="User tower adds its own history-item EmbeddingBag.")
     user_id_embedding: bool = Field(False, description="Per-user ID row (off: users are their history, so unseen users work).")
     popularity_prior: bool = Field(True, description="Extra unit-norm coordinate carrying a learned popularity prior.")
+    cold_item_prior: float = Field(0.0, ge=0.0, description=(
+        "New-item prior: train count the popularity prior assumes for items with none (0 = their count, 0)."))
     temperature: float = Field(0.1, gt=0.0, description="Initial softmax temperature of the cosine scores.")
     learn_temperature: bool = True
 
