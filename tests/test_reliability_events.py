@@ -12,7 +12,6 @@ import asyncio
 import json
 import random
 import time
-from pathlib import Path
 
 import httpx
 import polars as pl
