@@ -48,10 +48,19 @@ class Connection:
 
     async def get(self, path: str) -> int:
         """Send one GET, read the whole response, return its status (0 on a broken connection)."""
+        return await self.send(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode())
+
+    async def post(self, path: str, body: bytes, headers: str = "") -> int:
+        """POST a JSON body (`headers`: extra header lines, each ending in CRLF); same return as `get`."""
+        return await self.send(f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+                               f"Content-Length: {len(body)}\r\n{headers}\r\n".encode() + body)
+
+    async def send(self, request: bytes) -> int:
+        """Write one raw request, read the whole response, return its status (0 on a broken connection)."""
         try:
             if self.writer is None:
                 self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-            self.writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode())
+            self.writer.write(request)
             head = await self.reader.readuntil(b"\r\n\r\n")
             match = _LENGTH.search(head)
             if match:

@@ -23,7 +23,6 @@ import asyncio
 import json
 import os
 import random
-import re
 import shutil
 import time
 from collections import Counter
@@ -38,26 +37,6 @@ from serving.local_server import LocalServer
 
 BENCH = Path("artifacts/bench")
 API_KEY = "soak-api-key-0123456789abcdef"
-_LENGTH = re.compile(rb"content-length:\s*(\d+)", re.I)
-
-
-class PostConnection(Connection):
-    """`Connection` that POSTs JSON (the load generator only GETs)."""
-
-    async def post(self, path: str, body: bytes, headers: str = "") -> int:
-        try:
-            if self.writer is None:
-                self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
-            self.writer.write(f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
-                              f"Content-Length: {len(body)}\r\n{headers}\r\n".encode() + body)
-            head = await self.reader.readuntil(b"\r\n\r\n")
-            match = _LENGTH.search(head)
-            if match:
-                await self.reader.readexactly(int(match.group(1)))
-            return int(head[9:12])
-        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
-            self.close()
-            return 0
 
 
 @dataclass
@@ -116,7 +95,7 @@ async def post_loop(host: str, port: int, traffic: Traffic, n: int, rate: float,
     next_index = 0
     headers = f"X-API-Key: {API_KEY}\r\n"
 
-    async def worker(conn: PostConnection) -> None:
+    async def worker(conn: Connection) -> None:
         nonlocal next_index
         while next_index < n:
             i = next_index
@@ -134,7 +113,7 @@ async def post_loop(host: str, port: int, traffic: Traffic, n: int, rate: float,
                 traffic.post_errors[status] += 1
         conn.close()
 
-    await asyncio.gather(*[worker(PostConnection(host, port)) for _ in range(connections)])
+    await asyncio.gather(*[worker(Connection(host, port)) for _ in range(connections)])
     result.finished = time.perf_counter()
     return result
 
