@@ -101,6 +101,7 @@ def load_config(path: Path | None = None, dataset: str | None = None, overrides:
     if path is None and dataset is not None and default_config_path(dataset).exists():
         path = default_config_path(dataset)
     raw: dict[str, Any] = tomllib.loads(Path(path).read_text()) if path is not None else {}
+    raw.pop("split_strategy", None)  # a run's config.toml repeats data.split there for the evaluator
     if dataset is not None:
         raw.setdefault("data", {})["dataset"] = dataset
     return TrainConfig.model_validate(apply_overrides(raw, overrides or []))

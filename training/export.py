@@ -58,10 +58,13 @@ def export_run(run_dir: Path, config: TrainConfig, data: TrainingData, task: Two
                run_dir / PROJECTION_FILE)
     np.savez(run_dir / MEDIA_VECTORS_FILE, **media_vectors(output, data))
     version = model_version or f"{MODEL_KIND}-{data.dataset.name}-{config.fingerprint()[:8]}"
+    # run.json names what `load_dataset` accepts: the registered name, or the folder's absolute path
+    ref = config.data.dataset
+    dataset_ref = data.dataset.name if ref == data.dataset.name or not Path(ref).exists() else str(Path(ref).resolve())
     resolved = config.model_dump(mode="json")
     resolved["split_strategy"] = data.split_strategy
     return save_run(
-        run_dir, model_version=version, dataset=data.dataset.name, data_version=data.dataset.version, config=resolved,
+        run_dir, model_version=version, dataset=dataset_ref, data_version=data.dataset.version, config=resolved,
         items=_items_table(data), users=_users_table(data),
         item_vectors=output.items.detach().numpy(), user_vectors=output.users.detach().numpy(),
         user_encoder_payload=encoder_payload(config.model, model, tables), metrics=metrics,

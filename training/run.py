@@ -9,7 +9,7 @@ import argparse
 import dataclasses
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +28,13 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class TrainResult:
+    """What `train` returns on every rank; `task` holds the best weights (tests compare ranks with it)."""
+
     run_dir: Path
     metrics: dict[str, Any]
     best_epoch: int
     seconds: float
+    task: TwoTowerTrainTask | None = field(default=None, repr=False)
 
 
 def build_task(config: TrainConfig, data: TrainingData) -> TwoTowerTrainTask:
@@ -75,7 +78,7 @@ def train(config: TrainConfig, run_dir: Path | str, resume: bool = True, progres
     seconds = time.perf_counter() - began
     log.info("run %s: best epoch %d, valid %s, test %s (%.0f s)", run_dir, state.best_epoch,
              _short(valid), _short(test), seconds)
-    return TrainResult(run_dir, metrics, state.best_epoch, seconds)
+    return TrainResult(run_dir, metrics, state.best_epoch, seconds, task)
 
 
 def _short(metrics: dict[str, Any]) -> str:

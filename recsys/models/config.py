@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 FusionKind = Literal["weighted", "concat_mlp", "gated_attention"]
 PoolingKind = Literal["mean", "attention"]
@@ -42,6 +42,16 @@ class ModelConfig(_Strict):
         "New-item prior: train count the popularity prior assumes for items with none (0 = their count, 0)."))
     temperature: float = Field(0.1, gt=0.0, description="Initial softmax temperature of the cosine scores.")
     learn_temperature: bool = True
+
+    @field_validator("user_id_embedding")
+    @classmethod
+    def _no_user_ids(cls, value: bool) -> bool:
+        # The trainer never feeds user ids and the serving encoder builds users from histories,
+        # so a user-ID table would be silently untrained: refuse it instead.
+        if value:
+            raise ValueError("user_id_embedding=true is not supported: users are their history "
+                             "(so serving embeds users it never saw); leave it false")
+        return value
 
 
 class LossConfig(_Strict):
