@@ -3,6 +3,7 @@
     recsys train --dataset tiktok --out runs/tiktok            # tuned default configs/tiktok.toml
     recsys train --dataset ml-100k --out runs/ml --set train.lr=0.01 --set model.fusion=gated_attention
     recsys train --dataset tiktok --out runs/tt2 --nproc 2      # 2 processes, TorchRec DMP (gloo on CPU)
+    recsys train --dataset tiktok --out runs/tt1 --set train.ensemble=1   # one tower instead of the ensemble
 
 A checkpoint already in RUN_DIR (same config) is resumed automatically; `--no-resume` refuses
 to, `--restart` deletes it first.
@@ -31,10 +32,12 @@ def train_command(
     from rich.console import Console
 
     from training.checkpoint import CHECKPOINT_DIR
+    from training.export import MEMBERS_DIR
 
     console = Console()
     if restart:
         shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
+        shutil.rmtree(out / MEMBERS_DIR, ignore_errors=True)
     if nproc > 1:
         cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "-m", "training.run",
                "--dataset", dataset, "--out", str(out)]
@@ -69,7 +72,9 @@ def train_command(
             if m.get(split):
                 console.print(f"{split}: Recall@20 {m[split]['recall@20']:.4f}  NDCG@20 {m[split]['ndcg@20']:.4f}  "
                               f"Recall@10 {m[split]['recall@10']:.4f}  NDCG@10 {m[split]['ndcg@10']:.4f}")
-        console.print(f"best epoch {result.best_epoch}, {result.seconds:.0f} s -> {result.run_dir}")
+        epochs = ", ".join(str(m.state.best_epoch) for m in result.members) or str(result.best_epoch)
+        label = f"best epochs {epochs} ({len(result.members)} members)" if len(result.members) > 1 else f"best epoch {epochs}"
+        console.print(f"{label}, {result.seconds:.0f} s -> {result.run_dir}")
 
 
 def register(app: typer.Typer) -> None:

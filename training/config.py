@@ -43,6 +43,9 @@ class OptimConfig(_Strict):
         "Evaluate and export an exponential moving average of the weights (0 = off): smooths the "
         "epoch-to-epoch jumps of valid metrics at high learning rates."))
     seed: int = 0
+    ensemble: int = Field(1, ge=1, le=16, description=(
+        "Independently seeded towers (seeds seed..seed+K-1) whose vectors are concatenated: removes "
+        "seed noise; still one user vector · item vectors (recsys.models.ensemble). Costs K x the time."))
     patience: int = Field(5, ge=1, description="Epochs without a better valid metric before stopping.")
     select_metric: SelectMetric = "ndcg@20"
     eval_every: int = Field(1, ge=1)

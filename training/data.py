@@ -93,6 +93,8 @@ def _distinct_train_pairs(train: pl.DataFrame) -> pl.DataFrame:
 def build_training_data(config: DataConfig, dataset: Dataset | None = None) -> TrainingData:
     """Load (or take) the dataset, apply the configured split and build every training tensor."""
     ds = dataset if dataset is not None else load_dataset(config.dataset)
+    if config.split == "predefined" and "split" not in ds.interactions.columns:
+        raise ValueError(f"dataset {ds.name} has no predefined split; set data.split to leave-last-out or temporal")
     ds = apply_split(ds, config.split)
     train, valid, test = ds.split("train"), ds.split("valid"), ds.split("test")
     pairs = _distinct_train_pairs(train)

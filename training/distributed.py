@@ -61,10 +61,42 @@ def broadcast(value: Any, ctx: DistContext) -> Any:
     return box[0]
 
 
+def weights_digest(module: nn.Module) -> str:
+    """sha256 of every tensor in the state dict (name, dtype, bytes): equal digests = identical weights."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.float().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def gather(value: Any, ctx: DistContext) -> list[Any]:
+    """Every rank's `value`, in rank order (a one-element list when not distributed)."""
+    if not ctx.is_distributed:
+        return [value]
+    out: list[Any] = [None] * ctx.world_size
+    dist.all_gather_object(out, value)
+    return out
+
+
 def _table_names(module: nn.Module) -> list[str]:
     from torchrec import EmbeddingBagCollection
 
     return [t.name for m in module.modules() if isinstance(m, EmbeddingBagCollection) for t in m.embedding_bag_configs()]
+
+
+def _topology(world_size: int, compute_device: str) -> Any:
+    """The planner's topology, through TopologyFactory where this TorchRec has it (it warns otherwise)."""
+    from torchrec.distributed.planner import types
+
+    if hasattr(types, "TopologyFactory"):
+        return types.TopologyFactory.create_topology(trainer_config=types.TrainerConfig(world_size=world_size),
+                                                     kernel_config=types.KernelConfig(compute_device=compute_device))
+    return types.Topology(world_size=world_size, compute_device=compute_device)
 
 
 def wrap_model(task: nn.Module, ctx: DistContext, sharding: str = "data_parallel") -> nn.Module:
@@ -73,12 +105,11 @@ def wrap_model(task: nn.Module, ctx: DistContext, sharding: str = "data_parallel
         return task
     from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
     from torchrec.distributed.model_parallel import DefaultDataParallelWrapper, DistributedModelParallel
-    from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
+    from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints
 
     device = torch.device("cuda", ctx.rank % torch.cuda.device_count()) if torch.cuda.is_available() else torch.device("cpu")
     constraints = {name: ParameterConstraints(sharding_types=[sharding]) for name in _table_names(task)}
-    planner = EmbeddingShardingPlanner(topology=Topology(world_size=ctx.world_size, compute_device=device.type),
-                                       constraints=constraints)
+    planner = EmbeddingShardingPlanner(topology=_topology(ctx.world_size, device.type), constraints=constraints)
     sharders = [EmbeddingBagCollectionSharder()]
     plan = planner.collective_plan(task, sharders, dist.GroupMember.WORLD)
     # Some parameters (e.g. the alignment-only paths) may skip a step: let DDP tolerate that.

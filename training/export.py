@@ -4,9 +4,13 @@
   item lacks the medium), read by the cross-media evaluation;
 - `content_projection.pt`: the per-medium projection weights, so `recsys.models.project_content`
   can put a search query (encoder output) into the item space.
+
+An ensemble run (`train.ensemble > 1`) stores every one of these as the members' weighted
+concatenation (`recsys.models.ensemble`), so readers see one two-tower either way.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +19,17 @@ import polars as pl
 import torch
 
 from recsys.artifact import l2_normalise, save_run
-from recsys.models.serving import PROJECTION_FILE, encoder_payload, projection_payload
+from recsys.models.ensemble import concat_members, ensemble_payload, ensemble_temperature, member_weights
+from recsys.models.serving import PROJECTION_FILE, encoder_payload, ensemble_projection_payload, projection_payload
 from recsys.models.task import TwoTowerTrainTask
 from recsys.models.two_tower import TowerOutput
+from training.checkpoint import TrainState
 from training.config import TrainConfig
 from training.data import TrainingData
 
 MEDIA_VECTORS_FILE = "item_media_vectors.npz"
 MODEL_KIND = "two_tower"
+MEMBERS_DIR = "members"  # ensemble members' checkpoints: RUN_DIR/members/<k>/checkpoints/
 
 
 def _items_table(data: TrainingData) -> pl.DataFrame:
@@ -37,6 +44,22 @@ def _users_table(data: TrainingData) -> pl.DataFrame:
     return ids.with_columns(pl.Series("n_train", n_train[ids["user_index"].to_numpy()], dtype=pl.Int64))
 
 
+@dataclass
+class Member:
+    """One trained tower of a run (a single-tower run has one): its config, best weights and outputs."""
+
+    config: TrainConfig
+    task: TwoTowerTrainTask
+    output: TowerOutput
+    state: TrainState
+    wrapper: str = "TwoTowerTrainTask"
+    digests: list[str] = field(default_factory=list)
+
+    @property
+    def temperature(self) -> float:
+        return float(self.task.model.temperature.detach())
+
+
 def media_vectors(output: TowerOutput, data: TrainingData) -> dict[str, np.ndarray]:
     out = {}
     for j, medium in enumerate(data.catalog.media):
@@ -46,17 +69,49 @@ def media_vectors(output: TowerOutput, data: TrainingData) -> dict[str, np.ndarr
     return out
 
 
-def export_run(run_dir: Path, config: TrainConfig, data: TrainingData, task: TwoTowerTrainTask, output: TowerOutput,
+def _weights(members: list[Member]) -> np.ndarray:
+    return member_weights([m.temperature for m in members])
+
+
+def combined_vectors(members: list[Member]) -> tuple[np.ndarray, np.ndarray]:
+    """(user vectors, item vectors) of the run: the tower's own, or the members' weighted concatenation."""
+    if len(members) == 1:
+        return members[0].output.users.detach().numpy(), members[0].output.items.detach().numpy()
+    w = _weights(members)
+    return (concat_members([m.output.users.detach().numpy() for m in members], w),
+            concat_members([m.output.items.detach().numpy() for m in members], w))
+
+
+def _projection(member: Member) -> dict[str, Any]:
+    model, cfg = member.task.model, member.config.model
+    return projection_payload(dict(model.item_tower.projections), cfg.projection_hidden, cfg.dim,
+                              pad=model.output_dim - cfg.dim)
+
+
+def _encoder(member: Member) -> dict[str, Any]:
+    model = member.task.model
+    return encoder_payload(member.config.model, model, model.serving_tables(member.output, member.task.inputs.graphs))
+
+
+def export_run(run_dir: Path, config: TrainConfig, data: TrainingData, members: list[Member],
                metrics: dict[str, Any], model_version: str | None = None) -> Path:
     """Save everything serving and evaluation read; returns the run directory."""
     run_dir = Path(run_dir)
-    model = task.model
-    tables = model.serving_tables(output, task.inputs.graphs)
     run_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(projection_payload(dict(model.item_tower.projections), config.model.projection_hidden, config.model.dim,
-                                  pad=model.output_dim - config.model.dim),
-               run_dir / PROJECTION_FILE)
-    np.savez(run_dir / MEDIA_VECTORS_FILE, **media_vectors(output, data))
+    users, items = combined_vectors(members)
+    if len(members) == 1:
+        projection, encoder = _projection(members[0]), _encoder(members[0])
+        media = media_vectors(members[0].output, data)
+        temperature = members[0].temperature
+    else:
+        w = _weights(members)
+        projection = ensemble_projection_payload([_projection(m) for m in members], list(w))
+        encoder = ensemble_payload([_encoder(m) for m in members], w)
+        per_member = [media_vectors(m.output, data) for m in members]
+        media = {medium: concat_members([p[medium] for p in per_member], w) for medium in per_member[0]}
+        temperature = ensemble_temperature([m.temperature for m in members])
+    torch.save(projection, run_dir / PROJECTION_FILE)
+    np.savez(run_dir / MEDIA_VECTORS_FILE, **media)
     version = model_version or f"{MODEL_KIND}-{data.dataset.name}-{config.fingerprint()[:8]}"
     # run.json names what `load_dataset` accepts: the registered name, or the folder's absolute path
     ref = config.data.dataset
@@ -65,9 +120,9 @@ def export_run(run_dir: Path, config: TrainConfig, data: TrainingData, task: Two
     resolved["split_strategy"] = data.split_strategy
     return save_run(
         run_dir, model_version=version, dataset=dataset_ref, data_version=data.dataset.version, config=resolved,
-        items=_items_table(data), users=_users_table(data),
-        item_vectors=output.items.detach().numpy(), user_vectors=output.users.detach().numpy(),
-        user_encoder_payload=encoder_payload(config.model, model, tables), metrics=metrics,
+        items=_items_table(data), users=_users_table(data), item_vectors=items, user_vectors=users,
+        user_encoder_payload=encoder, metrics=metrics,
         extra_meta={"model_kind": MODEL_KIND, "split_strategy": data.split_strategy, "encoders": data.content.encoders,
-                    "cold_items": int((~data.warm).sum()), "temperature": float(model.temperature.detach()),
+                    "cold_items": int((~data.warm).sum()), "temperature": temperature,
+                    "ensemble": len(members), "member_temperatures": [m.temperature for m in members],
                     "media": list(data.catalog.media), "config_fingerprint": config.fingerprint()})

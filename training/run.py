@@ -1,5 +1,8 @@
 """`train(config, run_dir)`: data -> model -> (DMP) -> epochs -> best weights -> run directory.
 
+With `train.ensemble = K > 1` it trains K towers with seeds seed..seed+K-1 and exports the
+concatenation of their vectors (`recsys.models.ensemble`: still one user vector · item vectors).
+
 Also the torchrun entry point: `torchrun --nproc_per_node=2 -m training.run --dataset tiktok --out RUN_DIR`
 (`recsys train` forwards to the same function, in-process or under torchrun).
 """
@@ -13,14 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from recsys.metrics import dot_product_scorer, evaluate_scores
 from recsys.models import GraphContext, TaskInputs, TwoTowerTrainTask, build_model
 from recsys.models.popularity import prior_counts, standardised_log_counts
 from training.config import TrainConfig, load_config
 from training.data import TrainingData, build_training_data
-from training.distributed import DistContext, init_distributed, shutdown, wrap_model
-from training.export import MODEL_KIND, export_run
+from training.distributed import DistContext, broadcast, gather, init_distributed, shutdown, weights_digest, wrap_model
+from training.export import MEMBERS_DIR, MODEL_KIND, Member, combined_vectors, export_run
 from training.trainer import Trainer, summarise_history
 
 log = logging.getLogger(__name__)
@@ -35,6 +40,7 @@ class TrainResult:
     best_epoch: int
     seconds: float
     task: TwoTowerTrainTask | None = field(default=None, repr=False)
+    members: list[Member] = field(default_factory=list, repr=False)
 
 
 def build_task(config: TrainConfig, data: TrainingData) -> TwoTowerTrainTask:
@@ -51,12 +57,50 @@ def build_task(config: TrainConfig, data: TrainingData) -> TwoTowerTrainTask:
     return TwoTowerTrainTask(model, config.loss, TaskInputs(catalog, data.histories, graphs, data.item_counts))
 
 
+def member_config(config: TrainConfig, k: int) -> TrainConfig:
+    """Ensemble member k: the same config as a single run with seed `seed + k` (so member 0 is that run)."""
+    return config.model_copy(update={"train": config.train.model_copy(update={"seed": config.train.seed + k,
+                                                                               "ensemble": 1})})
+
+
+def member_dir(run_dir: Path, k: int, n_members: int) -> Path:
+    """Where member k checkpoints: the run directory itself for a single tower, else members/<k>/."""
+    return run_dir if n_members == 1 else run_dir / MEMBERS_DIR / str(k)
+
+
+def train_member(config: TrainConfig, data: TrainingData, run_dir: Path, resume: bool, progress: bool,
+                 ctx: DistContext) -> Member:
+    """One seeded tower: (DMP-wrapped) epochs with early stopping, ending on its best-on-valid weights."""
+    task = build_task(config, data)
+    wrapped = wrap_model(task, ctx)
+    trainer = Trainer(config, data, task, wrapped, ctx, run_dir, progress)
+    state = trainer.fit(resume=resume)
+    output = trainer.tower_output()
+    # Every rank must end with the same weights (DDP all-reduce, same seeds); record the proof.
+    digests = gather(weights_digest(task), ctx)
+    if len(set(digests)) > 1:
+        log.error("ranks disagree on the final weights: %s", digests)
+    return Member(config, task, output, state, type(wrapped).__name__, digests)
+
+
+def evaluate_vectors(data: TrainingData, users: np.ndarray, items: np.ndarray, split: str,
+                     ctx: DistContext) -> dict[str, Any]:
+    """Full-ranking metrics of user·item scores on `split` (mask = train items), on rank 0, shared."""
+    metrics: dict[str, Any] = {}
+    held_out = data.valid if split == "valid" else data.test
+    if ctx.is_main and held_out.height:
+        metrics = evaluate_scores(dot_product_scorer(users, items), held_out, data.train, data.n_items)
+    return broadcast(metrics, ctx)
+
+
 def train(config: TrainConfig, run_dir: Path | str, resume: bool = True, progress: bool = True,
           data: TrainingData | None = None, ctx: DistContext | None = None) -> TrainResult:
-    """Train, pick the best epoch on valid, evaluate it on test, write the run directory (rank 0).
+    """Train (`train.ensemble` seeded towers, one after another), evaluate on valid and test, write the run (rank 0).
 
     With `resume` (default) a checkpoint in RUN_DIR from the same config is continued; one from
-    another config is refused (ValueError) rather than silently mixed in.
+    another config is refused (ValueError) rather than silently mixed in. Ensemble members keep
+    their own checkpoints (RUN_DIR/members/<k>/), so a killed ensemble resumes at the member and
+    epoch where it stopped.
     """
     began = time.perf_counter()
     run_dir = Path(run_dir)
@@ -64,21 +108,35 @@ def train(config: TrainConfig, run_dir: Path | str, resume: bool = True, progres
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     data = data or build_training_data(config.data)
-    task = build_task(config, data)
-    trainer = Trainer(config, data, task, wrap_model(task, ctx), ctx, run_dir, progress)
-    state = trainer.fit(resume=resume)
-    output = trainer.tower_output()
-    valid = trainer.evaluate("valid", output)
-    test = trainer.evaluate("test", output) if data.test.height else {}
-    metrics = {"best_epoch": state.best_epoch, "select_metric": config.train.select_metric, "valid": valid,
-               "test": test, "training": {**summarise_history(state.history), "world_size": ctx.world_size},
-               "history": state.history, "data": data.describe()}
+    n = config.train.ensemble
+    members = []
+    for k in range(n):
+        if n > 1:
+            log.info("ensemble member %d/%d (seed %d)", k + 1, n, config.train.seed + k)
+        members.append(train_member(member_config(config, k), data, member_dir(run_dir, k, n), resume, progress, ctx))
+    users, items = combined_vectors(members)
+    valid = evaluate_vectors(data, users, items, "valid", ctx)
+    test = evaluate_vectors(data, users, items, "test", ctx)
+    first = members[0]
+    history = first.state.history if n == 1 else [h for m in members for h in m.state.history]
+    metrics = {"best_epoch": first.state.best_epoch, "select_metric": config.train.select_metric, "valid": valid,
+               "test": test, "training": {**summarise_history(history), "world_size": ctx.world_size,
+                                          "wrapper": first.wrapper, "rank_weight_digests": first.digests},
+               "history": first.state.history, "data": data.describe()}
+    if n > 1:
+        metrics["members"] = [{"seed": m.config.train.seed, "best_epoch": m.state.best_epoch,
+                               "valid": m.state.best_metrics, "history": m.state.history,
+                               "rank_weight_digests": m.digests} for m in members]
+        metrics["training"]["rank_weight_digests"] = [
+            "".join(d) for d in zip(*[m.digests for m in members])]  # per rank: every member's digest
     if ctx.is_main:
-        export_run(run_dir, config, data, task, output, metrics)
+        export_run(run_dir, config, data, members, metrics)
     seconds = time.perf_counter() - began
-    log.info("run %s: best epoch %d, valid %s, test %s (%.0f s)", run_dir, state.best_epoch,
+    log.info("run %s: %s, valid %s, test %s (%.0f s)", run_dir,
+             f"best epoch {first.state.best_epoch}" if n == 1 else
+             "best epochs " + ",".join(str(m.state.best_epoch) for m in members),
              _short(valid), _short(test), seconds)
-    return TrainResult(run_dir, metrics, state.best_epoch, seconds, task)
+    return TrainResult(run_dir, metrics, first.state.best_epoch, seconds, first.task, members)
 
 
 def _short(metrics: dict[str, Any]) -> str:

@@ -13,6 +13,7 @@ Public API:
 from recsys.baselines.registry import register_baseline
 from recsys.models.config import LossConfig, ModelConfig
 from recsys.models.content_baseline import ContentOnlyTwoTower, content_only_factory
+from recsys.models.ensemble import ENSEMBLE_KIND, EnsembleUserEncoder
 from recsys.models.item_tower import ItemCatalog, ItemTower
 from recsys.models.registry import MODEL_BUILDERS, build_model
 from recsys.models.serving import ENCODER_KIND, GraphUserEncoder, load_user_encoder, project_content
@@ -22,6 +23,7 @@ from recsys.models.user_tower import UserHistories, UserTower
 
 register_baseline(ContentOnlyTwoTower.name, content_only_factory)
 
-__all__ = ["ContentOnlyTwoTower", "ENCODER_KIND", "GraphContext", "GraphUserEncoder", "ItemCatalog", "ItemTower", "LossConfig", "MODEL_BUILDERS",
-           "ModelConfig", "TaskInputs", "TwoTower", "TwoTowerTrainTask", "UserHistories", "UserTower", "build_model",
-           "load_user_encoder", "project_content"]
+__all__ = ["ContentOnlyTwoTower", "ENCODER_KIND", "ENSEMBLE_KIND", "EnsembleUserEncoder", "GraphContext",
+           "GraphUserEncoder", "ItemCatalog", "ItemTower", "LossConfig", "MODEL_BUILDERS", "ModelConfig", "TaskInputs",
+           "TwoTower", "TwoTowerTrainTask", "UserHistories", "UserTower", "build_model", "load_user_encoder",
+           "project_content"]

@@ -1,0 +1,205 @@
+"""The training job end to end on a small real TikTok slice: reproducibility, resume, refusals,
+the run-directory contract, `recsys evaluate` on the run, the user encoder, the content-only baseline.
+
+Every run uses `training_slices.TEST_CONFIG` (dim 16, 3 epochs, one torch thread): about a
+second of training each, so the file is dominated by interpreter start-up of the CLI calls.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from commands.main import app
+from recsys.artifact import load_run
+from training.checkpoint import checkpoint_path
+from training.config import load_config
+from training.evaluation import evaluate_baseline
+from training.run import train
+from training_slices import write_test_config, write_tiktok_slice
+
+ROOT = Path(__file__).resolve().parents[1]
+RECSYS = [sys.executable, "-m", "commands.main"]
+HEADLINE = ("recall@10", "recall@20", "ndcg@10", "ndcg@20", "mrr", "hit_rate@20", "coverage@20")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("training")
+    folder = write_tiktok_slice(root / "tiktok-slice")
+    config = write_test_config(root / "test.toml")
+    return {"root": root, "folder": folder, "config": config}
+
+
+@pytest.fixture(scope="module")
+def reference(setup: dict) -> dict:
+    """One uninterrupted in-process run (3 epochs) that other tests compare against."""
+    cfg = load_config(setup["config"], str(setup["folder"]))
+    result = train(cfg, setup["root"] / "reference", resume=False, progress=False)
+    return {"dir": result.run_dir, "metrics": result.metrics, "config": cfg}
+
+
+def _scores(metrics: dict) -> dict:
+    return {split: {k: metrics[split][k] for k in ("recall@20", "ndcg@20", "recall@10", "ndcg@10", "mrr")}
+            for split in ("valid", "test")}
+
+
+def test_same_config_gives_the_same_metrics(setup: dict, reference: dict) -> None:
+    again = train(reference["config"], setup["root"] / "again", resume=False, progress=False)
+    assert _scores(again.metrics) == _scores(reference["metrics"])
+    assert np.array_equal(np.load(again.run_dir / "item_vectors.npy"), np.load(reference["dir"] / "item_vectors.npy"))
+    assert reference["metrics"]["valid"]["recall@20"] > 0.03  # it learned something (popularity alone: ~0.04)
+
+
+def test_epochs_split_over_two_invocations_end_where_one_run_ends(setup: dict, reference: dict) -> None:
+    run_dir = setup["root"] / "split"
+    first = load_config(setup["config"], str(setup["folder"]), ["train.epochs=1"])
+    train(first, run_dir, resume=False, progress=False)
+    assert torch.load(checkpoint_path(run_dir), weights_only=False)["state"]["epoch"] == 1
+    rest = train(reference["config"], run_dir, resume=True, progress=False)  # epochs=3: continues at 2
+    assert [h["epoch"] for h in rest.metrics["history"]] == [1, 2, 3]
+    assert _scores(rest.metrics) == _scores(reference["metrics"])
+
+
+def test_a_killed_run_resumes_to_the_same_metrics(setup: dict) -> None:
+    """SIGKILL `recsys train` right after its first checkpoint, rerun the same command: same numbers as uninterrupted."""
+    overrides = ["train.epochs=8"]
+    whole = train(load_config(setup["config"], str(setup["folder"]), overrides), setup["root"] / "whole",
+                  resume=False, progress=False)
+    killed_dir = setup["root"] / "killed"
+    command = [*RECSYS, "train", "--dataset", str(setup["folder"]), "--config", str(setup["config"]), "--no-progress",
+               "--out", str(killed_dir), *[a for o in overrides for a in ("--set", o)]]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    deadline = time.monotonic() + 90
+    while not checkpoint_path(killed_dir).exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    saved = torch.load(checkpoint_path(killed_dir), weights_only=False)["state"]["epoch"]
+    assert 1 <= saved < 8, f"the run was not interrupted mid-training (checkpoint after epoch {saved})"
+    assert not (killed_dir / "metrics.json").exists()
+    resumed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"after epoch {saved}" in resumed.stderr  # the log line of Trainer.resume
+    b = json.loads((killed_dir / "metrics.json").read_text())
+    assert _scores(whole.metrics) == _scores(b)
+    assert whole.best_epoch == b["best_epoch"] and len(b["history"]) == 8
+
+
+def test_a_checkpoint_from_another_config_is_refused(setup: dict, reference: dict) -> None:
+    other = load_config(setup["config"], str(setup["folder"]), ["train.lr=0.02"])
+    with pytest.raises(ValueError, match="different config"):
+        train(other, reference["dir"], resume=True, progress=False)
+    result = CliRunner().invoke(app, ["train", "--dataset", str(setup["folder"]), "--config", str(setup["config"]),
+                                      "--out", str(reference["dir"]), "--set", "train.lr=0.02", "--no-progress"])
+    assert result.exit_code == 1
+    assert "different config" in " ".join(result.output.split())
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize("override, words", [
+    ("model.no_such_knob=1", ["no_such_knob", "Extra inputs are not permitted"]),
+    ("train.lr=-1", ["train.lr", "greater than 0"]),
+    ("model.fusion=median", ["fusion", "weighted"]),
+    ("model.user_id_embedding=true", ["user_id_embedding", "not supported"]),
+    ("train.lr", ["not key=value"]),
+])
+def test_bad_config_is_a_clear_cli_error(setup: dict, override: str, words: list[str]) -> None:
+    runner = CliRunner()
+    result = runner.invoke(app, ["train", "--dataset", str(setup["folder"]), "--config", str(setup["config"]),
+                                 "--out", str(setup["root"] / "bad"), "--set", override, "--no-progress"])
+    text = " ".join(result.output.split())  # rich wraps long lines
+    assert result.exit_code == 2, text
+    assert "invalid config" in text and all(w in text for w in words), text
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    assert not (setup["root"] / "bad").exists()
+
+
+def test_run_directory_holds_the_artefact(reference: dict) -> None:
+    run_dir = reference["dir"]
+    for name in ("config.toml", "run.json", "metrics.json", "item_vectors.npy", "user_vectors.npy", "user_encoder.pt",
+                 "items.parquet", "users.parquet", "content_projection.pt", "item_media_vectors.npz"):
+        assert (run_dir / name).exists(), name
+    run = load_run(run_dir)
+    assert run.meta["data_version"] and run.meta["config_fingerprint"] == reference["config"].fingerprint()
+    assert run.config["model"]["dim"] == 16
+    dim = 16 + 1  # + popularity coordinate
+    assert run.item_vectors.shape == (run.items.height, dim)
+    assert np.allclose(np.linalg.norm(run.item_vectors, axis=1), 1, atol=1e-4)
+    reloaded = load_config(run_dir / "config.toml")  # the stored config reproduces the run's fingerprint
+    assert reloaded.fingerprint() == reference["config"].fingerprint()
+
+
+def test_evaluate_cli_reports_the_runs_metrics(reference: dict) -> None:
+    result = CliRunner().invoke(app, ["evaluate", "--run", str(reference["dir"]), "--split", "test", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    for key in HEADLINE:
+        assert isinstance(report[key], float), key
+    assert set(report["by_media"]) == {"image+audio"} and "recall@20" in report["by_media"]["image+audio"]
+    assert report["cold_start"]["n_interactions"] > 0 and "recall@20" in report["cold_start"]
+    for key in ("recall@20", "ndcg@20", "ndcg@10", "recall@10", "mrr"):  # same harness, same numbers
+        assert report[key] == pytest.approx(reference["metrics"]["test"][key], abs=1e-9)
+
+
+def test_user_encoder_reproduces_the_exported_user_vectors(reference: dict) -> None:
+    from training.data import build_training_data
+
+    run = load_run(reference["dir"])
+    data = build_training_data(reference["config"].data)
+    histories = data.train_histories()
+    encoded = run.user_encoder.encode(histories)
+    users = run.users.sort("user_index")
+    exported = run.user_vectors[users["user_index"].to_numpy()]
+    has_history = np.asarray([len(h) > 0 for h in histories])
+    assert has_history.sum() > 1000
+    assert np.abs(encoded[has_history] - exported[has_history]).max() < 1e-5
+    # a live history that grew by one item moves the vector, and unknown items are ignored
+    grown = run.user_encoder.encode([histories[0] + [histories[1][0]], histories[0] + [10**9]])
+    assert not np.allclose(grown[0], exported[0]) and np.allclose(grown[1], encoded[0], atol=1e-6)
+
+
+def test_content_only_baseline_runs_by_name(setup: dict) -> None:
+    report = evaluate_baseline("content-only", str(setup["folder"]), split="test", set=["train.epochs=2", "model.dim=16",
+                                                                                         "train.threads=1"])
+    assert report["model_version"] == "baseline:content-only"
+    assert 0 < report["recall@20"] < 1 and report["cold_start"]["n_interactions"] > 0
+    torch.set_num_threads(1)
+    out = CliRunner().invoke(app, ["evaluate", "--baseline", "content-only", "--dataset", str(setup["folder"]),
+                                   "--split", "valid", "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.stdout)["model_version"] == "baseline:content-only"
+
+
+def test_an_ensemble_is_one_two_tower(setup: dict, reference: dict) -> None:
+    """train.ensemble=2: member 0 is the single run, the run serves concatenated unit vectors end to end."""
+    from recsys.models import project_content
+    from training.data import build_training_data
+
+    cfg = load_config(setup["config"], str(setup["folder"]), ["train.ensemble=2"])
+    result = train(cfg, setup["root"] / "ensemble", resume=False, progress=False)
+    members = result.metrics["members"]
+    assert [m["seed"] for m in members] == [0, 1]
+    assert members[0]["valid"]["ndcg@20"] == reference["metrics"]["valid"]["ndcg@20"]  # member 0 = the seed-0 run
+    run = load_run(result.run_dir)
+    assert run.item_vectors.shape[1] == 2 * 17 and np.allclose(np.linalg.norm(run.item_vectors, axis=1), 1, atol=1e-4)
+    histories = build_training_data(cfg.data).train_histories()
+    has = np.asarray([len(h) > 0 for h in histories])
+    assert np.abs(run.user_encoder.encode(histories)[has] - run.user_vectors[has]).max() < 1e-5
+    query = np.load(Path(setup["folder"]) / "image_feat.npy")[:3].astype(np.float32)
+    projected = project_content(run, "image", query)
+    assert projected.shape == (3, 34) and np.allclose(np.linalg.norm(projected, axis=1), 1, atol=1e-5)
+    # the evaluation harness scores the concatenated vectors exactly as training did
+    report = CliRunner().invoke(app, ["evaluate", "--run", str(result.run_dir), "--split", "test", "--json"])
+    assert json.loads(report.stdout)["recall@20"] == pytest.approx(result.metrics["test"]["recall@20"], abs=1e-9)
