@@ -13,6 +13,7 @@ from serving.errors import install_error_handlers
 from serving.limits import BodyLimitMiddleware
 from serving.metrics import LatencyMiddleware
 from serving.state import build_state, load_models
+from serving.versions import freeze_loaded_objects
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,7 @@ def create_app(settings: ServingSettings | None = None, shared: Settings | None 
         faiss.omp_set_num_threads(1)  # one query per request: OpenMP threads only add contention
         torch.set_num_threads(1)  # same for the user tower: 1 ms per encode on one thread, ~50 ms on two under load
         app.state.serving = state
+        freeze_loaded_objects()  # what start-up built lives as long as the process: keep it out of GC passes
         try:
             yield
         finally:

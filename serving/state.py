@@ -51,7 +51,8 @@ class ServingState:
 
 
 def index_config(settings: ServingSettings) -> IndexConfig:
-    return IndexConfig(kind=settings.index_kind, exact_max_items=settings.exact_max_items, hnsw_m=settings.hnsw_m,
+    return IndexConfig(kind=settings.index_kind, exact_max_items=settings.exact_max_items,
+                       exact_max_scan=settings.exact_max_scan, hnsw_m=settings.hnsw_m,
                        hnsw_ef_construction=settings.hnsw_ef_construction, hnsw_ef_search=settings.hnsw_ef_search,
                        ivf_nlist=settings.ivf_nlist, ivf_nprobe=settings.ivf_nprobe, build_threads=settings.build_threads)
 

@@ -9,6 +9,7 @@ run directory raises `RunDirError` before anything is replaced.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -64,4 +65,17 @@ class LiveModels:
 
     def _install(self, variant: str, retriever: Retriever) -> None:
         self._by_variant[variant] = retriever  # the atomic swap
+        freeze_loaded_objects()
         set_index_size(variant, retriever.version, retriever.index.kind, retriever.n_items)
+
+
+def freeze_loaded_objects() -> None:
+    """Move everything alive now into the collector's permanent generation (`gc.freeze`, O(1)).
+
+    Why: a loaded catalogue is millions of small tracked containers (item id strings in object
+    arrays, per-item media lists); every full collection walked all of them, a 50-100 ms pause of
+    the event loop at 1M items that showed up as the feed's p99. Frozen objects are still freed by
+    reference counting when a version is replaced; only cycles among them would wait.
+    """
+    gc.freeze()
+

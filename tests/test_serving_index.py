@@ -83,3 +83,17 @@ def test_cold_start_list_is_popular_yet_more_diverse_than_pure_popularity(data):
 
     assert len(set(mmr)) == 20 and np.isin(mmr, np.argsort(-popularity, kind="stable")[:300]).all()
     assert mean_similarity(mmr) < mean_similarity(top)
+
+
+def test_auto_picks_hnsw_when_a_small_catalogues_vectors_are_wide():
+    """Exact scans cost n x d per query: wide vectors (an ensemble's concatenation) get HNSW."""
+    config = IndexConfig(kind="auto")
+    assert config.resolve(5_000, 64) == "flat"
+    assert config.resolve(6_710, 771) == "hnsw"
+    assert config.resolve(1_000_000, 64) == "ivf"
+    rng = np.random.default_rng(3)
+    wide = rng.normal(size=(3_000, 800)).astype(np.float32)
+    wide /= np.linalg.norm(wide, axis=1, keepdims=True)
+    queries = wide[rng.choice(3_000, 50, replace=False)] + 0.01 * rng.normal(size=(50, 800)).astype(np.float32)  # near an item
+    index = ItemIndex(wide, config)
+    assert index.kind == "hnsw" and recall_at(index, queries) >= 0.95
