@@ -75,8 +75,20 @@ def test_bulk_batches_use_the_torch_path_and_agree() -> None:
 def test_ensemble_of_numpy_members_matches_torch_members() -> None:
     members = [_encoder(s, True, user_pooling="mean", history_embedding=False) for s in (0, 1, 2)]
     weights = [1.0, 0.8, 1.2]
-    ensemble = EnsembleUserEncoder(members, weights).encode(HISTORIES)
+    encoder = EnsembleUserEncoder(members, weights)
+    assert encoder.fused is not None  # mean-pooled graph members share one gather
+    ensemble = encoder.encode(HISTORIES)
     parts = [m.encode_torch([m._clean(h) for h in HISTORIES]) for m in members]
     expected = np.concatenate([w * p for p, w in zip(parts, weights)], axis=1)
     expected /= np.maximum(np.linalg.norm(expected, axis=1, keepdims=True), 1e-12)
     np.testing.assert_allclose(ensemble, expected, atol=2e-6)
+
+
+def test_ensemble_with_attention_members_encodes_member_by_member() -> None:
+    members = [_encoder(s, True, user_pooling="attention", history_embedding=False) for s in (0, 1)]
+    encoder = EnsembleUserEncoder(members, [1.0, 1.0])
+    assert encoder.fused is None
+    parts = [m.encode_torch([m._clean(h) for h in HISTORIES]) for m in members]
+    expected = np.concatenate(parts, axis=1)
+    expected /= np.maximum(np.linalg.norm(expected, axis=1, keepdims=True), 1e-12)
+    np.testing.assert_allclose(encoder.encode(HISTORIES), expected, atol=2e-6)

@@ -45,8 +45,19 @@ class EnsembleUserEncoder:
     def __init__(self, members: list[UserEncoder], weights: np.ndarray | list[float]):
         assert len(members) == len(weights) and members, "one weight per member, at least one member"
         self.members, self.weights = members, np.asarray(weights, dtype=np.float64)
+        from recsys.models.serving import FusedMemberTowers, GraphUserEncoder
+
+        graph = all(isinstance(m, GraphUserEncoder) for m in members)
+        self.fused = FusedMemberTowers.fuse([m.fast for m in members], self.weights) if graph else None
 
     def encode(self, histories: list[list[int]], timestamps: list[list[float]] | None = None) -> np.ndarray:
+        """Request-sized batches of fusable graph members take one fused numpy pass (same numbers)."""
+        fused = self.fused
+        if fused is not None and len(histories) <= self.members[0].NUMPY_MAX_USERS:
+            cleaned = [self.members[0]._clean(h) for h in histories]
+            if not cleaned:
+                return np.zeros((0, fused.out_dim), np.float32)
+            return l2_normalise(np.stack([fused.encode_one(h) for h in cleaned]))
         return concat_members([m.encode(histories, timestamps) for m in self.members], self.weights)
 
 

@@ -139,12 +139,58 @@ class NumpyUserTower:
                 pooled = pooled + weights @ self.history_table[items]
             user = self.layer_scale * pooled + self.propagated[items].sum(axis=0) / np.float32(np.sqrt(len(items)))
             user = _normalise(user)
+        return self.finish(user)
+
+    def finish(self, user: np.ndarray) -> np.ndarray:
+        """The popularity coordinate (when the run has one) appended to a unit (or zero) user vector."""
         if self.popularity is None:
             return user.astype(np.float32, copy=False)
         head_w, head_b = self.popularity
         coordinate = np.tanh(user @ head_w + head_b)
         rest = np.sqrt(max(1.0 - float(coordinate) ** 2, 1e-6))
         return _normalise(np.append(user * rest, coordinate)).astype(np.float32)
+
+
+class FusedMemberTowers:
+    """Several members' `NumpyUserTower`s as one: one gather over concatenated item tables.
+
+    Why: an ensemble run's members differ only in weights, and with mean pooling their pooling
+    weights are the same, so gathering the history rows once from [inputs_1 | ... | inputs_K]
+    replaces K gathers and K softmaxes (the three-member TikTok default: 0.22 -> 0.1 ms per
+    user). Members with attention pooling or a history table are not fusable (`fuse` -> None).
+    """
+
+    def __init__(self, towers: list[NumpyUserTower], weights: np.ndarray):
+        first = towers[0]
+        self.decay = first.decay
+        self.inputs = np.ascontiguousarray(np.concatenate([t.item_inputs for t in towers], axis=1))
+        self.propagated = np.ascontiguousarray(np.concatenate([t.propagated for t in towers], axis=1))
+        bounds = np.cumsum([0] + [t.dim for t in towers])
+        self.slices = [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
+        self.towers, self.weights = towers, np.asarray(weights, dtype=np.float32)
+        self.out_dim = sum(t.out_dim for t in towers)
+
+    @classmethod
+    def fuse(cls, towers: list[NumpyUserTower], weights: np.ndarray) -> "FusedMemberTowers | None":
+        if len(towers) < 2 or any(t.attention is not None or t.history_table is not None for t in towers):
+            return None
+        if len({t.decay for t in towers}) != 1 or len({t.item_inputs.shape[0] for t in towers}) != 1:
+            return None
+        return cls(towers, weights)
+
+    def encode_one(self, history: list[int]) -> np.ndarray:
+        """[w_1 u_1 | ... | w_K u_K] for one cleaned history (not yet normalised as a whole)."""
+        first = self.towers[0]
+        if history:
+            items = np.asarray(history, dtype=np.int64)
+            pooled = first._weights(items, None) @ self.inputs[items]
+            spread = self.propagated[items].sum(axis=0) / np.float32(np.sqrt(len(items)))
+        parts = []
+        for tower, part, weight in zip(self.towers, self.slices, self.weights):
+            user = _normalise(tower.layer_scale * pooled[part] + spread[part]) if history \
+                else np.zeros(tower.dim, np.float32)
+            parts.append(weight * tower.finish(user))
+        return np.concatenate(parts)
 
 
 def _state(module: torch.nn.Module | None) -> dict[str, torch.Tensor] | None:
