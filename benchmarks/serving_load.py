@@ -44,6 +44,19 @@ def _counters(url: str) -> dict[str, float]:
     return out
 
 
+def _server_slow(url: str) -> dict[str, float]:
+    """Server-side feed durations (both outcomes) at or under 10 ms and 30 ms, and the total count."""
+    text = httpx.get(url + "/metrics").text
+    out = {"le_0.01": 0.0, "le_0.03": 0.0, "count": 0.0}
+    for outcome in ("hit", "miss"):
+        for bound in ("0.01", "0.03"):
+            m = re.search(rf'^recsys_feed_duration_seconds_bucket{{cache="{outcome}",le="{bound}"}} ([0-9.e+]+)$', text, re.M)
+            out[f"le_{bound}"] += float(m.group(1)) if m else 0.0
+        m = re.search(rf'^recsys_feed_duration_seconds_count{{cache="{outcome}"}} ([0-9.e+]+)$', text, re.M)
+        out["count"] += float(m.group(1)) if m else 0.0
+    return out
+
+
 async def run_phases(url: str, users: list[str], rate: float, duration: float, concurrency: int) -> dict:
     n = int(rate * duration)
     keys = [(users[i % len(users)], 10 + (i // len(users)) % 40) for i in range(n)]
@@ -56,10 +69,15 @@ async def run_phases(url: str, users: list[str], rate: float, duration: float, c
     phases = (("misses", [path.format(u, k) for u, k in keys]),
               ("hits", [path.format(u, k) for u, k in random.Random(1).choices(keys[: n // 2], k=n)]))
     for name, paths in phases:
-        before = _counters(url)
+        before, slow_before = _counters(url), _server_slow(url)
         results[name] = (await open_loop(host, port, paths, rate)).summary()
-        after = _counters(url)
+        after, slow_after = _counters(url), _server_slow(url)
         results[name]["server_cache"] = {k: int(after[k] - before[k]) for k in after}
+        # Where a slow request spent its time: in the handler (server-side histogram) or queued
+        # before it (event loop busy, or the machine's other processes holding the cores).
+        count = slow_after["count"] - slow_before["count"]
+        results[name]["server_side"] = {
+            f"over_{ms}ms": int(count - (slow_after[f"le_{b}"] - slow_before[f"le_{b}"])) for ms, b in ((10, "0.01"), (30, "0.03"))}
         print(name, json.dumps(results[name]), flush=True)
     hot = [path.format(u, k) for u, k in keys[: n // 2]]
     results["capacity_hits"] = (await closed_loop(host, port, hot, concurrency, min(duration, 10))).summary()
