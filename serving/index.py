@@ -151,11 +151,12 @@ class ItemIndex:
             if int(keep.sum()) >= want:
                 return ids[keep][:k].astype(np.int64), scores[keep][:k]
             fetch *= 4
-        return self._exact_subset(query[0], k, allowed, exclude)
+        return self._exact_masked(query[0], want, allowed, exclude)  # the approximate index ran short
 
     def _exact_masked(self, query: np.ndarray, want: int, allowed: "AllowedItems | None",
                       exclude: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top-`want` over the whole matrix with filtered items scored -inf.
+        """Exact top-`want` over the whole matrix with filtered items scored -inf: the flat index's
+        search, and the last resort when an approximate index comes back short.
 
         One BLAS matrix-vector product: at 6,710 x 771 (the TikTok ensemble) it takes half the
         time of `IndexFlatIP.search` for a single query, and masking needs no selector or over-fetch.
@@ -169,28 +170,16 @@ class ItemIndex:
         order = top[np.argsort(-scores[top], kind="stable")]
         return order.astype(np.int64), scores[order].astype(np.float32)
 
-    def _exact_subset(self, query: np.ndarray, k: int, allowed: "AllowedItems | None",
-                      exclude: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """Brute force over the allowed items only: the answer when the approximate index runs short."""
-        candidates = allowed.indexes if allowed is not None else np.arange(self.n_items)
-        if exclude is not None:
-            candidates = candidates[~np.isin(candidates, exclude)]
-        scores = self.vectors[candidates] @ query
-        top = np.argpartition(-scores, min(k, len(scores)) - 1)[:k] if len(scores) > k else np.arange(len(scores))
-        order = top[np.argsort(-scores[top], kind="stable")]
-        return candidates[order].astype(np.int64), scores[order].astype(np.float32)
-
 
 class AllowedItems:
     """A reusable filter: which items may be returned (e.g. those carrying one of some media).
 
-    Holds the boolean mask, the item indexes and a FAISS bitmap selector built once, so each
+    Holds the boolean mask, its count and a FAISS bitmap selector built once, so each
     request reuses it instead of rebuilding a selector over the whole catalogue.
     """
 
     def __init__(self, mask: np.ndarray):
         self.mask = np.asarray(mask, dtype=bool)
-        self.indexes = np.flatnonzero(self.mask)
-        self.count = int(self.indexes.size)
+        self.count = int(self.mask.sum())
         self._bitmap = np.packbits(self.mask, bitorder="little")  # kept alive: FAISS holds a raw pointer
         self.selector = faiss.IDSelectorBitmap(self.mask.size, faiss.swig_ptr(self._bitmap))

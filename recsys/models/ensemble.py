@@ -54,10 +54,7 @@ class EnsembleUserEncoder:
         """Request-sized batches of fusable graph members take one fused numpy pass (same numbers)."""
         fused = self.fused
         if fused is not None and len(histories) <= self.members[0].NUMPY_MAX_USERS:
-            cleaned = [self.members[0]._clean(h) for h in histories]
-            if not cleaned:
-                return np.zeros((0, fused.out_dim), np.float32)
-            return l2_normalise(np.stack([fused.encode_one(h) for h in cleaned]))
+            return fused.encode([self.members[0]._clean(h) for h in histories])
         return concat_members([m.encode(histories, timestamps) for m in self.members], self.weights)
 
 

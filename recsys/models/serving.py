@@ -66,8 +66,7 @@ class GraphUserEncoder:
     def encode(self, histories: list[list[int]], timestamps: list[list[float]] | None = None) -> np.ndarray:
         cleaned = [self._clean(h) for h in histories]
         if len(cleaned) <= self.NUMPY_MAX_USERS:
-            return l2_normalise(np.stack([self.fast.encode_one(h) for h in cleaned])) if cleaned \
-                else np.zeros((0, self.fast.out_dim), np.float32)
+            return self.fast.encode(cleaned)
         return self.encode_torch(cleaned)
 
     def encode_torch(self, cleaned: list[list[int]]) -> np.ndarray:
@@ -86,6 +85,18 @@ class GraphUserEncoder:
 def _normalise(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     """torch.nn.functional.normalize of one vector (x / max(|x|, eps))."""
     return x / max(float(np.linalg.norm(x)), eps)
+
+
+def propagation_term(propagated: np.ndarray, items: np.ndarray) -> np.ndarray:
+    """|h|^-1/2 · Σ_{i∈h} propagated[i] (columns may be several members' tables side by side)."""
+    return propagated[items].sum(axis=0) / np.float32(np.sqrt(len(items)))
+
+
+def _stack_users(encode_one, cleaned: list[list[int]], out_dim: int) -> np.ndarray:
+    """(n, out_dim) L2-normalised rows of `encode_one` over cleaned histories (n may be 0)."""
+    if not cleaned:
+        return np.zeros((0, out_dim), np.float32)
+    return l2_normalise(np.stack([encode_one(h) for h in cleaned]))
 
 
 class NumpyUserTower:
@@ -118,7 +129,8 @@ class NumpyUserTower:
         self.dim = self.item_inputs.shape[1]
         self.out_dim = self.dim + (1 if popularity is not None else 0)
 
-    def _weights(self, items: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    def _weights(self, items: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
+        """Pooling weights (sum 1); `rows` (the items' inputs) are only read by attention pooling."""
         age = np.arange(len(items) - 1, -1, -1, dtype=np.float32)
         logits = -age * self.decay if self.decay is not None else np.zeros(len(items), np.float32)
         if self.attention is not None:
@@ -126,6 +138,9 @@ class NumpyUserTower:
             logits = np.tanh(rows @ key_w + key_b) @ query + logits - slope * age
         e = np.exp(logits - logits.max())
         return e / e.sum()
+
+    def encode(self, cleaned: list[list[int]]) -> np.ndarray:
+        return _stack_users(self.encode_one, cleaned, self.out_dim)
 
     def encode_one(self, history: list[int]) -> np.ndarray:
         """Unit user vector (dim, or dim + 1 with the popularity coordinate); zeros stay zeros before it."""
@@ -137,9 +152,12 @@ class NumpyUserTower:
             pooled = weights @ rows
             if self.history_table is not None:
                 pooled = pooled + weights @ self.history_table[items]
-            user = self.layer_scale * pooled + self.propagated[items].sum(axis=0) / np.float32(np.sqrt(len(items)))
-            user = _normalise(user)
+            user = self.combine(pooled, propagation_term(self.propagated, items))
         return self.finish(user)
+
+    def combine(self, pooled: np.ndarray, propagation: np.ndarray) -> np.ndarray:
+        """normalise(scale · pooled history + propagation term): the graph user vector before the prior."""
+        return _normalise(self.layer_scale * pooled + propagation)
 
     def finish(self, user: np.ndarray) -> np.ndarray:
         """The popularity coordinate (when the run has one) appended to a unit (or zero) user vector."""
@@ -178,17 +196,19 @@ class FusedMemberTowers:
             return None
         return cls(towers, weights)
 
+    def encode(self, cleaned: list[list[int]]) -> np.ndarray:
+        return _stack_users(self.encode_one, cleaned, self.out_dim)
+
     def encode_one(self, history: list[int]) -> np.ndarray:
         """[w_1 u_1 | ... | w_K u_K] for one cleaned history (not yet normalised as a whole)."""
         first = self.towers[0]
         if history:
             items = np.asarray(history, dtype=np.int64)
             pooled = first._weights(items, None) @ self.inputs[items]
-            spread = self.propagated[items].sum(axis=0) / np.float32(np.sqrt(len(items)))
+            spread = propagation_term(self.propagated, items)
         parts = []
         for tower, part, weight in zip(self.towers, self.slices, self.weights):
-            user = _normalise(tower.layer_scale * pooled[part] + spread[part]) if history \
-                else np.zeros(tower.dim, np.float32)
+            user = tower.combine(pooled[part], spread[part]) if history else np.zeros(tower.dim, np.float32)
             parts.append(weight * tower.finish(user))
         return np.concatenate(parts)
 
