@@ -22,7 +22,9 @@ import numpy as np
 
 from recsys.artifact import l2_normalise, load_run
 from serving.index import AllowedItems, IndexConfig, ItemIndex
-from serving.sample_runs import synthetic_catalogue, synthetic_histories
+import sys as _sys
+_sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "tests"))  # test support: sample runs, local server
+from support.sample_runs import synthetic_catalogue, synthetic_histories
 
 
 def user_like_queries(vectors: np.ndarray, labels: np.ndarray | None, n: int, seed: int = 1) -> np.ndarray:

@@ -28,8 +28,10 @@ from pathlib import Path
 import httpx
 
 from serving_loadgen import closed_loop, open_loop  # benchmarks/ is on sys.path when run as a script
-from serving.local_server import LocalServer
-from serving.sample_runs import synthetic_run, tiktok_mean_pool_run
+import sys as _sys
+_sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "tests"))  # test support: sample runs, local server
+from support.local_server import LocalServer
+from support.sample_runs import synthetic_run, tiktok_mean_pool_run
 
 BENCH = Path("artifacts/bench")
 

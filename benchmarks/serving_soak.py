@@ -33,7 +33,9 @@ import numpy as np
 import psutil
 
 from serving_loadgen import Connection, PhaseResult, open_loop  # benchmarks/ is on sys.path when run as a script
-from serving.local_server import LocalServer
+import sys as _sys
+_sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1] / "tests"))  # test support: sample runs, local server
+from support.local_server import LocalServer
 
 BENCH = Path("artifacts/bench")
 API_KEY = "soak-api-key-0123456789abcdef"
@@ -155,7 +157,7 @@ def server_env(namespace: str, store_dir: Path, log_dir: Path) -> dict[str, str]
 
 def wait_for_events(store_root: Path, run_dir: Path, acked: set[str], within_s: float = 30.0) -> int:
     """How many acknowledged events are missing from the Parquet store after waiting for the flusher."""
-    from serving.event_sink import read_events
+    from serving.event_archive import read_events
 
     meta = json.loads((run_dir / "run.json").read_text())
     deadline = time.monotonic() + within_s
@@ -183,7 +185,7 @@ def main() -> None:
 
     from feature_store.materialize import materialize
     from feature_store.redis_server import connect_redis
-    from serving.sample_runs import tiktok_mean_pool_run
+    from support.sample_runs import tiktok_mean_pool_run
 
     run = args.run or (Path("runs/tiktok") if not args.tiktok and (Path("runs/tiktok") / "run.json").exists() else None)
     if run is None:

@@ -1,7 +1,7 @@
 """The durable record of accepted events: a Redis Stream read by a consumer group.
 
 An event is acknowledged to the client (HTTP 202) only once it is in the stream, and it leaves the
-stream only after the flusher (`serving.event_sink`) has written it to the offline Parquet store.
+stream only after the flusher (`serving.event_archive`) has written it to the offline Parquet store.
 Claiming the event id (`SET NX`, which makes retries harmless) and appending to the stream happen
 in one Lua script, so they cannot come apart: if the server dies after the script, the id is
 claimed *and* the event is recorded, and the client's retry, reported as a duplicate, is telling

@@ -24,9 +24,9 @@ from serving.cache import FeedCache
 from serving.errors import ServingError
 from serving.event_stream import EventStream
 from serving.exposure_log import EVENTS, JsonlLog
-from serving.history import HistoryUnavailable, UserHistory
+from serving.history import HistoryUnavailable, OnlineHistoryReader
 from serving.metrics import EVENTS as EVENT_COUNT
-from serving.models import Event, EventsAccepted
+from serving.schemas import Event, EventsAccepted
 from serving.redis_link import REDIS_ERRORS, RedisLink
 from serving.versions import LiveModels
 
@@ -38,7 +38,7 @@ def _unavailable(reason: str) -> ServingError:
 class EventIngest:
     """Validate, de-duplicate, record, store and log user events."""
 
-    def __init__(self, models: LiveModels, cache: FeedCache, history: UserHistory | None, link: RedisLink | None,
+    def __init__(self, models: LiveModels, cache: FeedCache, history: OnlineHistoryReader | None, link: RedisLink | None,
                  logs: JsonlLog, namespace: str, id_ttl_s: int):
         self.models, self.cache, self.history, self.link, self.logs = models, cache, history, link, logs
         self.stream = EventStream(link, namespace, id_ttl_s) if link is not None else None

@@ -18,7 +18,7 @@ from serving.cache import FeedCache
 from serving.errors import ServingError
 from serving.experiment import Experiment
 from serving.exposure_log import EXPOSURES, JsonlLog
-from serving.history import UserHistory
+from serving.history import OnlineHistoryReader
 from serving.metrics import EXPOSURES as EXPOSURE_COUNT
 from serving.metrics import FEED_COMPUTATIONS, FEED_LATENCY
 from serving.responses import dumps, loads
@@ -53,7 +53,7 @@ def items_payload(retriever: Retriever, hits: Hits) -> list[dict]:
 class Feed:
     """Personalised feed and similar items (the request-level logic behind the routes)."""
 
-    def __init__(self, models: LiveModels, experiment: Experiment, cache: FeedCache, history: UserHistory | None,
+    def __init__(self, models: LiveModels, experiment: Experiment, cache: FeedCache, history: OnlineHistoryReader | None,
                  logs: JsonlLog):
         self.models, self.experiment, self.cache, self.history, self.logs = models, experiment, cache, history, logs
 
@@ -83,7 +83,7 @@ class Feed:
         event loop; a thread hop would cost more than it saves."""
         FEED_COMPUTATIONS.labels(variant).inc()
         if prefetched is not None:
-            history = UserHistory.decode(prefetched)
+            history = OnlineHistoryReader.decode(prefetched)
         else:
             history = await self.history.read(user_id) if self.history is not None else None
         lookup = retriever.run.item_index_by_id

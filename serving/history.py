@@ -29,7 +29,7 @@ class HistoryUnavailable(RuntimeError):
     """The online store cannot take events now (Redis down, or no features materialised)."""
 
 
-class UserHistory:
+class OnlineHistoryReader:
     """Read (async `read`, or blocking `recent`) and extend (blocking) users' online histories.
 
     Args:

@@ -13,13 +13,13 @@ from recsys.config import Settings
 from serving.auth import KeyRing
 from serving.cache import FeedCache
 from serving.config import ServingSettings
-from serving.event_sink import EventFlusher
+from serving.event_archive import EventArchiver
 from serving.event_stream import stream_key
 from serving.events import EventIngest
 from serving.experiment import Experiment
 from serving.exposure_log import JsonlLog
 from serving.feed import Feed
-from serving.history import UserHistory
+from serving.history import OnlineHistoryReader
 from serving.index import IndexConfig
 from serving.redis_link import RedisLink
 from serving.retriever import Retriever
@@ -40,7 +40,7 @@ class ServingState:
     events: EventIngest
     search: ContentSearch
     keys: KeyRing
-    flusher: EventFlusher | None = None
+    flusher: EventArchiver | None = None
 
     async def close(self) -> None:
         self.logs.close()
@@ -77,11 +77,11 @@ def build_state(settings: ServingSettings, shared: Settings, models: LiveModels 
     experiment.write_manifest(settings.log_dir)
     link = RedisLink.connect(shared.redis_url, settings.redis_timeout_s, settings.redis_retry_after_s)
     namespace = shared.redis_namespace
-    history = UserHistory(link, namespace, shared.online_history_cap)
+    history = OnlineHistoryReader(link, namespace, shared.online_history_cap)
     cache = FeedCache(link if settings.cache_enabled else None, namespace, settings.cache_ttl_s, settings.lock_ttl_ms,
                       settings.lock_wait_ms)
     logs = JsonlLog(settings.log_dir, settings.log_flush_ms, settings.log_batch)
-    flusher = EventFlusher(link.dedicated, stream_key(namespace), settings.events_dir or shared.store_dir / "offline",
+    flusher = EventArchiver(link.dedicated, stream_key(namespace), settings.events_dir or shared.store_dir / "offline",
                            flush_s=settings.events_flush_ms / 1000, batch=settings.events_flush_batch,
                            claim_idle_s=settings.events_claim_idle_s, timeout_s=max(settings.redis_timeout_s, 1.0))
     return ServingState(settings=settings, models=models, experiment=experiment, link=link, logs=logs,

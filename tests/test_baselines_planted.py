@@ -8,7 +8,7 @@ import pytest
 from recsys.baselines import BASELINES, make_baseline, register_baseline
 from recsys.baselines.bpr import BPRMF, sample_negatives
 from recsys.baselines.itemknn import ItemKNN, similarity_top_k
-from recsys.baselines.popularity import MostPopular
+from recsys.baselines.most_popular import MostPopular
 from recsys.baselines.base import interaction_matrix
 from recsys.data.schema import Dataset
 

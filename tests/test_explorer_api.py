@@ -23,7 +23,7 @@ from recsys.data import load_dataset
 from serving.api.routes import explorer
 from serving.api.routes.explorer import MediaFiles
 from serving.config import ServingSettings
-from serving.local_server import redis_url_of
+from support.local_server import redis_url_of
 from serving.main import create_app
 from serving.retriever import Retriever
 

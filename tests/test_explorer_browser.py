@@ -26,8 +26,8 @@ from test_explorer_api import media_catalogue_run, write_media_catalogue
 
 from feature_store.materialize import materialize
 from recsys.data import load_dataset
-from serving.local_server import free_port, redis_url_of
-from serving.sample_runs import tiktok_mean_pool_run
+from support.local_server import free_port, redis_url_of
+from support.sample_runs import tiktok_mean_pool_run
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"

@@ -14,9 +14,9 @@ from feature_store.materialize import materialize
 from recsys.config import Settings
 from serving.auth import PAGE_COOKIE, page_key
 from serving.config import ServingConfigError, ServingSettings
-from serving.local_server import LocalServer, redis_url_of
+from support.local_server import LocalServer, redis_url_of
 from serving.main import create_app
-from serving.sample_runs import tiktok_mean_pool_run
+from support.sample_runs import tiktok_mean_pool_run
 
 pytestmark = pytest.mark.slow
 NAMESPACE = "test-reliability-auth"

@@ -19,11 +19,11 @@ import pytest
 import redis
 
 from feature_store.materialize import materialize
-from serving.event_sink import EventFlusher, read_events
+from serving.event_archive import EventArchiver, read_events
 from serving.event_stream import FIELD, GROUP, stream_key
-from serving.local_server import LocalServer, redis_url_of
+from support.local_server import LocalServer, redis_url_of
 from serving.responses import dumps
-from serving.sample_runs import tiktok_mean_pool_run
+from support.sample_runs import tiktok_mean_pool_run
 
 NAMESPACE = "test-reliability-events"
 
@@ -58,7 +58,7 @@ def test_flusher_acks_only_after_the_parquet_write(redis_client, tmp_path):
     stream = stream_key("flush-ack")
     blocker = tmp_path / "store"
     blocker.write_text("a file where the store's folder should be: every Parquet write fails")
-    flusher = EventFlusher(_client_factory(redis_client), stream, blocker, flush_s=0.05, claim_idle_s=60).start()
+    flusher = EventArchiver(_client_factory(redis_client), stream, blocker, flush_s=0.05, claim_idle_s=60).start()
     try:
         _add(redis_client, stream, 50, "a")
         _wait(lambda: redis_client.xpending(stream, GROUP)["pending"] == 50, what="entries read by the flusher")
@@ -80,7 +80,7 @@ def test_entries_of_a_dead_consumer_are_taken_over_and_withdrawn_ones_skipped(re
     ids = _add(redis_client, stream, 20, "b")
     redis_client.xreadgroup(GROUP, "dead-server", {stream: ">"}, count=100)  # read, never acked: then it died
     redis_client.xdel(stream, ids[0])  # withdrawn by the API after a failed online append
-    flusher = EventFlusher(_client_factory(redis_client), stream, tmp_path, flush_s=0.05, claim_idle_s=0.3).start()
+    flusher = EventArchiver(_client_factory(redis_client), stream, tmp_path, flush_s=0.05, claim_idle_s=0.3).start()
     try:
         _wait(lambda: redis_client.xpending(stream, GROUP)["pending"] == 0, what="pending entries taken over")
     finally:

@@ -23,9 +23,9 @@ from schemathesis.core.failures import Failure
 
 from feature_store.materialize import materialize
 from serving.config import ServingSettings
-from serving.local_server import LocalServer, redis_url_of
+from support.local_server import LocalServer, redis_url_of
 from serving.main import create_app
-from serving.sample_runs import tiktok_mean_pool_run
+from support.sample_runs import tiktok_mean_pool_run
 
 pytestmark = pytest.mark.slow
 NAMESPACE = "test-reliability-fuzz"

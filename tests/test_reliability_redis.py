@@ -18,8 +18,8 @@ import httpx
 import pytest
 
 from feature_store.materialize import materialize
-from serving.event_sink import read_events
-from serving.local_server import LocalServer
+from serving.event_archive import read_events
+from support.local_server import LocalServer
 
 pytestmark = pytest.mark.slow
 NAMESPACE = "test-reliability-redis"
@@ -99,7 +99,7 @@ class ChaosProxy:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, redis_server):
     root = tmp_path_factory.mktemp("reliability-redis")
-    from serving.sample_runs import tiktok_mean_pool_run
+    from support.sample_runs import tiktok_mean_pool_run
 
     run = tiktok_mean_pool_run(root / "run")
     materialize("tiktok", client=redis_server, namespace=NAMESPACE, offline_root=root / "offline", progress=False)

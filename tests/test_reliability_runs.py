@@ -15,8 +15,8 @@ import httpx
 import numpy as np
 import pytest
 
-from serving.local_server import REPO, LocalServer, free_port, redis_url_of
-from serving.sample_runs import tiktok_mean_pool_run
+from support.local_server import REPO, LocalServer, free_port, redis_url_of
+from support.sample_runs import tiktok_mean_pool_run
 
 pytestmark = pytest.mark.slow
 

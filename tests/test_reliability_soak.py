@@ -15,8 +15,8 @@ import polars as pl
 import pytest
 
 from feature_store.materialize import materialize
-from serving.local_server import REPO, LocalServer, redis_url_of
-from serving.sample_runs import tiktok_mean_pool_run
+from support.local_server import REPO, LocalServer, redis_url_of
+from support.sample_runs import tiktok_mean_pool_run
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 import serving_soak  # noqa: E402

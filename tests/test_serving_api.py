@@ -17,8 +17,8 @@ import pytest
 from feature_store.materialize import materialize
 from feature_store.online import OnlineStore
 from serving.experiment import Experiment
-from serving.local_server import LocalServer, redis_url_of
-from serving.sample_runs import tiktok_mean_pool_run
+from support.local_server import LocalServer, redis_url_of
+from support.sample_runs import tiktok_mean_pool_run
 
 pytestmark = pytest.mark.slow
 NAMESPACE = "test-serving-api"

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from serving.cache import FeedCache
-from serving.local_server import free_port, redis_url_of
+from support.local_server import free_port, redis_url_of
 from serving.redis_link import RedisLink
 
 

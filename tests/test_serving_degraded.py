@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from serving.local_server import LocalServer, free_port
-from serving.sample_runs import tiktok_mean_pool_run
+from support.local_server import LocalServer, free_port
+from support.sample_runs import tiktok_mean_pool_run
 
 pytestmark = pytest.mark.slow
 

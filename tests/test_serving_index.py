@@ -7,7 +7,7 @@ import pytest
 
 from serving.coldstart import cold_start_list
 from serving.index import AllowedItems, IndexConfig, ItemIndex
-from serving.sample_runs import synthetic_catalogue, synthetic_histories
+from support.sample_runs import synthetic_catalogue, synthetic_histories
 
 N, D = 10_000, 64
 

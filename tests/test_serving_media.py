@@ -6,8 +6,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from serving.local_server import LocalServer, redis_url_of
-from serving.sample_runs import synthetic_run
+from support.local_server import LocalServer, redis_url_of
+from support.sample_runs import synthetic_run
 
 pytestmark = pytest.mark.slow
 

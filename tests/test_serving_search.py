@@ -11,8 +11,8 @@ import importlib
 import httpx
 import pytest
 
-from serving.local_server import LocalServer, redis_url_of
-from serving.sample_runs import movielens_text_run
+from support.local_server import LocalServer, redis_url_of
+from support.sample_runs import movielens_text_run
 
 pytestmark = pytest.mark.slow
 

@@ -11,8 +11,8 @@ import torch
 
 from recsys.models.config import ModelConfig
 from recsys.models.ensemble import EnsembleUserEncoder
-from recsys.models.popularity import PopularityCoordinate
-from recsys.models.serving import GraphUserEncoder
+from recsys.models.popularity_prior import PopularityCoordinate
+from recsys.models.user_encoder import GraphUserEncoder
 from recsys.models.two_tower import ServingTables
 from recsys.models.user_tower import UserTower
 

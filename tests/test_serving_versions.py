@@ -10,8 +10,8 @@ import time
 import httpx
 import pytest
 
-from serving.local_server import LocalServer, redis_url_of
-from serving.sample_runs import tiktok_mean_pool_run
+from support.local_server import LocalServer, redis_url_of
+from support.sample_runs import tiktok_mean_pool_run
 
 pytestmark = pytest.mark.slow
 

@@ -78,6 +78,7 @@ def per_user_metrics(run_dir: Path, split: str = "test") -> pl.DataFrame:
 def evaluate_baseline(name: str, dataset: str | Dataset, split: str = "test", task: str = "ranking",
                       split_strategy: str | None = None, **overrides: Any) -> dict[str, Any]:
     """Fit baseline `name` (see `recsys.baselines.BASELINES`) on train and evaluate it like a run."""
+    import training.content_baseline  # noqa: F401  (registers the content-only baseline)
     from recsys.baselines import make_baseline
 
     _check_task(task)

@@ -20,7 +20,8 @@ import torch
 
 from recsys.artifact import l2_normalise, save_run
 from recsys.models.ensemble import concat_members, ensemble_payload, ensemble_temperature, member_weights
-from recsys.models.serving import PROJECTION_FILE, encoder_payload, ensemble_projection_payload, projection_payload
+from recsys.models.content_projection import PROJECTION_FILE, ensemble_projection_payload, projection_payload
+from recsys.models.user_encoder import encoder_payload
 from recsys.models.task import TwoTowerTrainTask
 from recsys.models.two_tower import TowerOutput
 from training.checkpoint import TrainState

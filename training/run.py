@@ -21,7 +21,7 @@ import torch
 
 from recsys.metrics import dot_product_scorer, evaluate_scores
 from recsys.models import GraphContext, TaskInputs, TwoTowerTrainTask, build_model
-from recsys.models.popularity import prior_counts, standardised_log_counts
+from recsys.models.popularity_prior import prior_counts, standardised_log_counts
 from training.config import TrainConfig, load_config
 from training.data import TrainingData, build_training_data
 from training.distributed import DistContext, broadcast, gather, init_distributed, shutdown, weights_digest, wrap_model

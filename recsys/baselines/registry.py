@@ -25,7 +25,7 @@ TUNED: dict[str, dict[str, dict[str, Any]]] = {
 
 
 def _most_popular(dataset: str | None = None, **overrides: Any) -> Baseline:
-    from recsys.baselines.popularity import MostPopular
+    from recsys.baselines.most_popular import MostPopular
 
     return MostPopular()
 

@@ -45,7 +45,7 @@ class EnsembleUserEncoder:
     def __init__(self, members: list[UserEncoder], weights: np.ndarray | list[float]):
         assert len(members) == len(weights) and members, "one weight per member, at least one member"
         self.members, self.weights = members, np.asarray(weights, dtype=np.float64)
-        from recsys.models.serving import FusedMemberTowers, GraphUserEncoder
+        from recsys.models.user_encoder import FusedMemberTowers, GraphUserEncoder
 
         graph = all(isinstance(m, GraphUserEncoder) for m in members)
         self.fused = FusedMemberTowers.fuse([m.fast for m in members], self.weights) if graph else None

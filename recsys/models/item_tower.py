@@ -15,7 +15,7 @@ from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTens
 
 from recsys.models.config import ModelConfig
 from recsys.models.fusion import MediumProjection, build_fusion
-from recsys.models.popularity import standardised_log_counts
+from recsys.models.popularity_prior import standardised_log_counts
 
 ITEM_ID_FEATURE = "item_id"
 

@@ -15,7 +15,7 @@ from torch import nn
 from recsys.models.config import ModelConfig
 from recsys.models.graph import FrozenSparse, InteractionGraph, propagate
 from recsys.models.item_tower import ItemCatalog, ItemEncoding, ItemTower
-from recsys.models.popularity import PopularityCoordinate
+from recsys.models.popularity_prior import PopularityCoordinate
 from recsys.models.user_tower import UserHistories, UserTower
 
 

@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import Depends, Query, Request
 
 from serving.errors import ServingError
-from serving.models import MediumName
+from serving.schemas import MediumName
 from serving.state import ServingState
 
 

@@ -7,7 +7,7 @@ from recsys.artifact import RunDirError
 from serving.api.deps import State
 from serving.auth import require_admin
 from serving.errors import ServingError
-from serving.models import ErrorBody, ModelInfo, ModelSwitch, ModelSwitched
+from serving.schemas import ErrorBody, ModelInfo, ModelSwitch, ModelSwitched
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 

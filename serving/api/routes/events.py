@@ -5,7 +5,7 @@ from fastapi import APIRouter, Depends
 
 from serving.api.deps import State
 from serving.auth import require_write
-from serving.models import ErrorBody, Event, EventBatch, EventsAccepted
+from serving.schemas import ErrorBody, Event, EventBatch, EventsAccepted
 
 router = APIRouter(prefix="/v1", tags=["events"], dependencies=[Depends(require_write)])
 

@@ -37,7 +37,7 @@ from recsys.config import get_settings
 from serving.api.deps import State
 from serving.auth import require_read, set_page_cookie
 from serving.errors import ServingError
-from serving.models import ErrorBody, MediumName
+from serving.schemas import ErrorBody, MediumName
 from serving.retriever import Retriever
 
 log = logging.getLogger(__name__)

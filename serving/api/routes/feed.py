@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from serving.api.deps import MediaFilter, State, check_k
 from serving.auth import require_read
 from serving.config import API_MAX_K
-from serving.models import MAX_ID_LENGTH, ErrorBody, Recommendations
+from serving.schemas import MAX_ID_LENGTH, ErrorBody, Recommendations
 from serving.responses import JSONBytes
 
 router = APIRouter(prefix="/v1/users", tags=["feed"], dependencies=[Depends(require_read)])

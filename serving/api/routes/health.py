@@ -5,7 +5,7 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from serving.api.deps import State
-from serving.models import Health, ModelInfo, Readiness
+from serving.schemas import Health, ModelInfo, Readiness
 
 router = APIRouter(tags=["health"])
 

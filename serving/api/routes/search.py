@@ -13,7 +13,7 @@ from serving.auth import require_read
 from serving.errors import ServingError
 from serving.feed import check_media, items_payload
 from serving.limits import check_upload_type
-from serving.models import ErrorBody, SearchResults, TextQuery
+from serving.schemas import ErrorBody, SearchResults, TextQuery
 from serving.responses import JSONBytes, dumps
 
 router = APIRouter(prefix="/v1", tags=["search"], dependencies=[Depends(require_read)])

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from recsys.baselines.registry import register_baseline
 from recsys.data.schema import Dataset
 
 CONTENT_ONLY = ("model.id_embedding=false", "model.history_embedding=false", "model.user_id_embedding=false",
@@ -78,3 +79,6 @@ class ContentOnlyTwoTower:
 
 def content_only_factory(dataset: str | None = None, **overrides: Any) -> ContentOnlyTwoTower:
     return ContentOnlyTwoTower(dataset, **overrides)
+
+
+register_baseline(ContentOnlyTwoTower.name, content_only_factory)

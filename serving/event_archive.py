@@ -81,7 +81,7 @@ def _stream_sort_key(entry_id: bytes) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-class EventFlusher:
+class EventArchiver:
     """Background thread moving stream entries to Parquet.
 
     Args:
@@ -107,7 +107,7 @@ class EventFlusher:
         self._thread = threading.Thread(target=self._run, name="event-flusher", daemon=True)
         self.flushed = 0  # events written (for tests and logs)
 
-    def start(self) -> "EventFlusher":
+    def start(self) -> "EventArchiver":
         self._thread.start()
         return self
 
