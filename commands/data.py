@@ -32,6 +32,9 @@ def validate(
     media = {m: int(v.sum()) for m, v in ds.feature_mask.items()}
     console.print(f"[green]{folder}: OK[/green] — {ds.n_items} items, {ds.n_users} users, "
                   f"{ds.interactions.height} interactions, items per medium {media}, version {ds.version}")
+    if ds.timestamps_synthetic:
+        console.print("  no timestamps: the interactions file's row order is used as time order "
+                      "(leave-last-out and history windows follow it)", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -6,7 +6,6 @@ FastAPI) happen inside the commands so `recsys --help` stays instant.
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 
 import typer
@@ -22,8 +21,9 @@ COMMAND_MODULES = ("data", "features", "embed", "train", "evaluate", "serve", "a
 
 @app.callback()
 def _main(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages.")) -> None:
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from recsys.logs import configure_logging
+
+    configure_logging(verbose)
 
 
 for _name in COMMAND_MODULES:

@@ -149,3 +149,35 @@ def test_leave_last_out_holds_out_each_users_latest_events():
 def test_global_temporal_cut_puts_no_training_event_after_a_test_event():
     inter = global_temporal(load_dataset("ml-100k").interactions, 0.1, 0.1)
     assert inter.filter(pl.col("split") == "train")["timestamp"].max() <= inter.filter(pl.col("split") == "test")["timestamp"].min()
+
+
+def _integer_id_catalogue(folder: Path, with_user_column: bool = True) -> Path:
+    """Parquet tables with integer ids and a split label but no timestamp (a common export)."""
+    folder.mkdir()
+    inter = {"item_id": [10, 11, 10, 12, 11], "split": ["train", "test", "train", "valid", "train"]}
+    if with_user_column:
+        inter = {"user_id": [1, 1, 2, 2, 3], **inter}
+    pl.DataFrame(inter).write_parquet(folder / "interactions.parquet")
+    pl.DataFrame({"item_id": [10, 11, 12], "title": ["Alpha", "Beta", "Gamma"]}).write_parquet(folder / "items.parquet")
+    return folder
+
+
+def test_integer_ids_without_timestamps_load_in_row_order(tmp_path):
+    ds = load_path(_integer_id_catalogue(tmp_path / "shop"))
+    assert ds.timestamps_synthetic and ds.interactions["timestamp"].to_list() == [1, 2, 3, 4, 5]
+    assert ds.interactions["item_id"].to_list() == ["10", "11", "10", "12", "11"]
+    done = run_cli("data", "validate", str(tmp_path / "shop"))
+    assert done.returncode == 0, done.stderr
+    assert "OK" in done.stdout and "row order" in done.stdout and "Traceback" not in done.stderr
+
+
+def test_missing_id_column_is_reported_not_a_traceback(tmp_path):
+    done = run_cli("data", "validate", str(_integer_id_catalogue(tmp_path / "shop", with_user_column=False)))
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert "interactions.parquet" in done.stdout and "user_id" in done.stdout and "required column is missing" in done.stdout
+
+
+def test_unknown_dataset_name_lists_the_known_ones():
+    done = run_cli("data", "validate", "--dataset", "ml100k")
+    assert done.returncode == 1
+    assert "did you mean 'ml-100k'" in done.stdout and "tiktok" in done.stdout

@@ -17,10 +17,31 @@ def dataset_path(name: str) -> Path:
     return get_settings().data_dir / name
 
 
+def available_datasets() -> list[str]:
+    """Dataset folders under RECSYS_DATA_DIR (what a name may be), registered ones first."""
+    root = get_settings().data_dir
+    found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
+    return [n for n in REGISTERED if n in found] + [n for n in found if n not in REGISTERED]
+
+
+def _not_found(text: str, path: Path) -> DataValidationError:
+    import difflib
+
+    known = available_datasets()
+    close = difflib.get_close_matches(text, known, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    listing = ", ".join(known) or "none"
+    return DataValidationError([DataProblem(str(path), None, None,
+                                            f"dataset '{text}' not found{hint} (known under RECSYS_DATA_DIR="
+                                            f"{get_settings().data_dir}: {listing}; or give a folder path)")])
+
+
 def load_path(path: Path, name: str | None = None) -> Dataset:
     """Detect the layout of a folder and load it (every problem reported in one error)."""
     path = Path(path)
     if not path.is_dir():
+        if not path.parent.exists() or path.parent == get_settings().data_dir:
+            raise _not_found(path.name, path)
         raise DataValidationError([DataProblem(str(path), None, None, "dataset folder does not exist")])
     name = name or path.name
     if is_tiktok_layout(path):
@@ -44,8 +65,7 @@ def load_dataset(name_or_path: str | Path) -> Dataset:
     text = str(name_or_path)
     path = dataset_path(text) if text in REGISTERED or not Path(text).exists() else Path(text)
     if not path.exists():
-        raise DataValidationError([DataProblem(str(path), None, None,
-                                               f"dataset '{text}' not found (RECSYS_DATA_DIR={get_settings().data_dir})")])
+        raise _not_found(text, path)
     key = (str(path.resolve()), max(f.stat().st_mtime for f in path.iterdir()))
     if key not in _CACHE:
         _CACHE[key] = load_path(path, name=path.name)

@@ -7,6 +7,9 @@ and optional `dataset.toml` whose `[columns]` table maps canonical names to the 
     user_id = "customer"
     item_id = "sku"
     timestamp = "ts"
+
+`timestamp` is optional: without it the interactions file's row order is the time order
+(`Dataset.timestamps_synthetic`, reported by `recsys data validate`), as for TikTok.
 """
 from __future__ import annotations
 
@@ -47,13 +50,19 @@ def load_tabular(path: Path, name: str | None = None) -> Dataset:
     assert inter_file and item_file, f"{path}: needs items.* and interactions.*"
     inter = _read(inter_file).rename({v: k for k, v in mapping.items() if v in _read(inter_file).columns})
     items = _read(item_file).rename({v: k for k, v in mapping.items() if v in _read(item_file).columns})
-    if require_columns(inter, ["user_id", "item_id", "timestamp"], inter_file, log):
+    timestamps_synthetic = False
+    if require_columns(inter, ["user_id", "item_id"], inter_file, log):
         inter = cast_checked(inter, "user_id", pl.String(), inter_file, log)
         inter = cast_checked(inter, "item_id", pl.String(), inter_file, log)
-        inter = cast_checked(inter, "timestamp", pl.Int64(), inter_file, log)
+        if "timestamp" in inter.columns:
+            inter = cast_checked(inter, "timestamp", pl.Int64(), inter_file, log)
+        else:  # allowed: the file's row order is the time order (said by `recsys data validate`)
+            inter = inter.with_columns(pl.col(ROW).cast(pl.Int64).alias("timestamp"))
+            timestamps_synthetic = True
         if "weight" in inter.columns:
             inter = cast_checked(inter, "weight", pl.Float32(), inter_file, log)
     if require_columns(items, ["item_id"], item_file, log):
         items = cast_checked(items, "item_id", pl.String(), item_file, log)
     features = load_feature_files(path, log)
-    return assemble(name or path.name, items, item_file, inter, inter_file, log, features=features)
+    return assemble(name or path.name, items, item_file, inter, inter_file, log, features=features,
+                    timestamps_synthetic=timestamps_synthetic)
