@@ -5,6 +5,7 @@ import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline  # /docs and /redoc from local files: they work offline
 
 from recsys.config import Settings, get_settings
 from serving.api.routes import admin, events, explorer, feed, health, items, search
@@ -55,7 +56,7 @@ def create_app(settings: ServingSettings | None = None, shared: Settings | None 
         finally:
             await state.close()
 
-    app = FastAPI(title="recsys feed API", version="1.0", lifespan=lifespan,
+    app = FastAPIOffline(title="recsys feed API", version="1.0", lifespan=lifespan,
                   description="Multimodal recommendations: personalised feed, similar items, content search, events.")
     install_error_handlers(app)
     for module in (feed, items, search, events, admin, health, explorer):

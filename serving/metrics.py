@@ -35,16 +35,25 @@ def _hit_ratio() -> float:
     return hits / (hits + misses) if hits + misses else 0.0
 
 
+# Kept for dashboards that read it; a ratio over a window is rate(hit) / rate(hit + miss) of the counter.
 CACHE_HIT_RATIO = Gauge("recsys_cache_hit_ratio", "Share of feed lookups answered from the cache (since start)")
 CACHE_HIT_RATIO.set_function(_hit_ratio)
+MODEL_INFO = Gauge("recsys_model_info", "1 for the model version each A/B variant serves (info-style gauge)",
+                   ["variant", "model_version", "dataset"])
 
 
-def set_index_size(variant: str, model_version: str, kind: str, n_items: int) -> None:
-    """Replace the variant's index-size series (the old version's label must not linger)."""
-    for labels in list(INDEX_SIZE._metrics):
+def _replace_variant_series(gauge: Gauge, variant: str) -> None:
+    for labels in list(gauge._metrics):
         if labels[0] == variant:
-            INDEX_SIZE.remove(*labels)
+            gauge.remove(*labels)
+
+
+def set_index_size(variant: str, model_version: str, kind: str, n_items: int, dataset: str = "") -> None:
+    """Replace the variant's index-size and model-info series (the old version's labels must not linger)."""
+    _replace_variant_series(INDEX_SIZE, variant)
     INDEX_SIZE.labels(variant, model_version, kind).set(n_items)
+    _replace_variant_series(MODEL_INFO, variant)
+    MODEL_INFO.labels(variant, model_version, dataset).set(1)
 
 
 class LatencyMiddleware:

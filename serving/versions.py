@@ -66,7 +66,7 @@ class LiveModels:
     def _install(self, variant: str, retriever: Retriever) -> None:
         self._by_variant[variant] = retriever  # the atomic swap
         freeze_loaded_objects()
-        set_index_size(variant, retriever.version, retriever.index.kind, retriever.n_items)
+        set_index_size(variant, retriever.version, retriever.index.kind, retriever.n_items, retriever.run.dataset)
 
 
 def freeze_loaded_objects() -> None:

@@ -222,3 +222,21 @@ def test_health_readiness_and_metrics(env):
     assert 'recsys_http_request_duration_seconds_bucket{le="0.005",method="GET",route="/v1/users/{user_id}/recommendations"' in text
     assert "recsys_cache_hit_ratio" in text and 'recsys_index_items{kind="flat"' in text
     assert "Traceback" not in env["log_file"].read_text()
+
+
+def test_docs_are_served_offline_and_the_model_is_labelled(env):
+    """/docs and /redoc load their scripts from this server (no CDN: they work offline), /docs is a
+    labelled route in the latency metric, and `recsys_model_info` names what each variant serves."""
+    client = env["client"]
+    for page, asset in (("/docs", "swagger-ui-bundle.js"), ("/redoc", "redoc.standalone.js")):
+        html = client.get(page).text
+        assert asset in html and "cdn." not in html and "unpkg" not in html
+        src = next(part.split('"')[0] for part in html.split('src="')[1:] if asset in part.split('"')[0])
+        script = client.get(src)
+        assert script.status_code == 200 and len(script.content) > 100_000, src
+    text = client.get("/metrics").text
+    assert 'route="/docs"' in text and 'route="unmatched"' not in text.split("recsys_http_request_duration_seconds_count")[0]
+    info = [line for line in text.splitlines() if line.startswith("recsys_model_info{")]
+    assert {line.split('variant="')[1].split('"')[0] for line in info} == {"A", "B"}
+    assert all('dataset="tiktok"' in line and line.endswith(" 1.0") for line in info)
+    assert 'recsys_cache_lookups_total{result="hit"}' in text and 'recsys_cache_lookups_total{result="miss"}' in text
