@@ -18,7 +18,7 @@ def validate(
     from recsys.data import DataValidationError, load_path
     from recsys.data.registry import dataset_path
 
-    console = Console()
+    console = Console(soft_wrap=True)  # one line per finding, whatever the terminal width
     if (path is None) == (dataset is None):
         raise typer.BadParameter("give either PATH or --dataset NAME")
     folder = dataset_path(dataset) if dataset else path

@@ -19,11 +19,22 @@ ROW = "_row"
 
 def read_delimited(path: Path, separator: str, columns: list[str] | None = None, has_header: bool = True,
                    encoding: str = "utf8") -> pl.DataFrame:
-    """Read a text table with every column as a string (types are checked later, per row)."""
-    frame = pl.read_csv(
-        path, separator=separator, has_header=has_header, new_columns=columns, infer_schema=False,
-        quote_char=None, encoding=encoding, truncate_ragged_lines=False,
-    )
+    """Read a text table with every column as a string (types are checked later, per row).
+
+    Comma-separated files follow RFC 4180 (a field with a comma is quoted); tab-separated ones
+    (GroupLens, RecBole) take quotes literally, as movie titles carry them. A file that cannot be
+    parsed is one reported problem naming the file and what the parser said, not a traceback.
+    """
+    try:
+        frame = pl.read_csv(
+            path, separator=separator, has_header=has_header, new_columns=columns, infer_schema=False,
+            quote_char='"' if separator == "," else None, encoding=encoding, truncate_ragged_lines=False,
+        )
+    except (pl.exceptions.ComputeError, pl.exceptions.NoDataError) as err:
+        from recsys.data.errors import DataProblem, DataValidationError
+
+        reason = str(err).splitlines()[0]
+        raise DataValidationError([DataProblem(str(path), None, None, f"cannot be parsed as a table: {reason}")]) from None
     return frame.with_row_index(ROW, offset=1)
 
 
