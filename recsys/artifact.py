@@ -27,6 +27,8 @@ from typing import Any, Callable, Protocol
 import numpy as np
 import polars as pl
 
+from recsys.provenance import run_provenance
+
 REQUIRED_FILES = ("run.json", "items.parquet", "users.parquet", "item_vectors.npy", "user_vectors.npy", "user_encoder.pt")
 
 
@@ -148,7 +150,8 @@ def save_run(run_dir: Path, *, model_version: str, dataset: str, data_version: s
     if metrics is not None:
         (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
     meta = {"model_version": model_version, "dataset": dataset, "data_version": data_version,
-            "created_at": time.time(), "user_encoder": user_encoder_payload.get("kind"), **(extra_meta or {})}
+            "created_at": time.time(), "user_encoder": user_encoder_payload.get("kind"), **run_provenance(),
+            **(extra_meta or {})}
     tmp = run_dir / "run.json.tmp"
     tmp.write_text(json.dumps(meta, indent=2))
     tmp.replace(run_dir / "run.json")
