@@ -16,7 +16,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 app = typer.Typer(help="Multimodal two-tower recommender: data, features, embeddings, training, evaluation, serving.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 
-COMMAND_MODULES = ("init", "data", "features", "embed", "train", "evaluate", "serve", "ab_report")
+COMMAND_MODULES = ("init", "data", "features", "embed", "train", "evaluate", "compare", "serve", "ab_report")
 
 
 @app.callback()

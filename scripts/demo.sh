@@ -25,10 +25,9 @@ step "4/7 train the two-tower model on TikTok (tuned default config)"
 $RECSYS train --dataset tiktok --out "$RUN_DIR"
 
 step "5/7 evaluate on the test split (published protocol) and against baselines"
-$RECSYS evaluate --run "$RUN_DIR" --split test --json
-$RECSYS evaluate --run "$RUN_DIR" --split test --json --task cross-media
-$RECSYS evaluate --run "$RUN_DIR" --split test --json --task cold-start
-$RECSYS evaluate --baseline most-popular --dataset tiktok --split test --json
+# one table (the run next to its baselines); every report is saved in $RUN_DIR/evaluations/ and
+# summarised in $RUN_DIR/MODEL_CARD.md
+$RECSYS compare --run "$RUN_DIR" --split test --baselines most-popular,itemknn --tasks cross-media,cold-start
 
 step "6/7 serve the model (index + Redis cache) on port $PORT"
 $RECSYS serve --run "$RUN_DIR" --port "$PORT" > "$RUN_DIR/serve.log" 2>&1 &
