@@ -14,7 +14,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 app = typer.Typer(help="Multimodal two-tower recommender: data, features, embeddings, training, evaluation, serving.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+                  no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None)  # plain help: descriptions wrap at the terminal width, nothing truncated
 
 COMMAND_MODULES = ("init", "data", "features", "embed", "train", "evaluate", "compare", "serve", "ab_report")
 
