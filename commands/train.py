@@ -55,7 +55,13 @@ def train_command(
 
     try:
         cfg = load_config(config, dataset, overrides)
-    except (ValidationError, ValueError, FileNotFoundError) as err:
+    except ValidationError as err:
+        from training.config import TrainConfig
+        from training.config_errors import describe_config_error
+
+        console.print(f"[red]invalid config:[/red] {describe_config_error(err, TrainConfig)}", highlight=False)
+        raise typer.Exit(2)
+    except (ValueError, FileNotFoundError) as err:
         console.print(f"[red]invalid config:[/red] {err}")
         raise typer.Exit(2)
     ctx = init_distributed()  # `torchrun ... recsys train ...` works too

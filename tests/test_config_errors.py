@@ -1,0 +1,31 @@
+"""A typo'd config key gets the nearest valid key suggested, from `--set` and from a config file."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from training.config import TrainConfig, load_config
+from training.config_errors import describe_config_error
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_typo_suggests_the_nearest_key():
+    with pytest.raises(ValidationError) as err:
+        load_config(None, "ml-100k", ["train.lrr=0.1", "model.dimm=32"])
+    message = describe_config_error(err.value, TrainConfig)
+    assert "train.lrr: unknown key; did you mean 'lr'?" in message
+    assert "model.dimm: unknown key; did you mean 'dim'?" in message
+
+
+def test_cli_prints_the_suggestion_not_a_pydantic_dump(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "commands.main", "train", "--dataset", "ml-100k", "--out", str(tmp_path / "r"),
+                           "--set", "train.lrr=0.1"], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": "200"}, timeout=300)
+    assert done.returncode == 2
+    assert "did you mean 'lr'?" in done.stdout and "errors.pydantic.dev" not in done.stdout and "Traceback" not in done.stderr
