@@ -18,7 +18,7 @@ venv: .venv/.installed
 	touch $@
 
 demo: venv
-	bash scripts/demo.sh
+	FAST=$(FAST) bash scripts/demo.sh
 
 test: venv
 	$(PY) -m pytest -q tests

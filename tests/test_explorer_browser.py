@@ -262,6 +262,15 @@ def test_feed_history_click_similar_and_search_in_headless_chromium(tiktok_serve
         page.locator("#media-filter input[value='audio']").uncheck()
     assert filtered.value.status == 200
     page.wait_for_function("document.querySelectorAll('#feed .card').length === 12")
+
+    # Another user: the previous user's click note does not stay on screen.
+    assert "recorded" in page.locator("#status").inner_text()
+    other = examples["users"][1]["user_id"]
+    page.fill("#user-id", other)
+    page.press("#user-id", "Enter")
+    page.wait_for_function(f"new URLSearchParams(location.search).get('user') === {other!r}")
+    page.wait_for_function("document.querySelectorAll('#feed .card').length === 12")
+    assert page.locator("#status").inner_text() == ""
     watched.check_clean()
     page.close()
 

@@ -187,6 +187,10 @@ function emptyNote(text) {
 
 async function loadUser(userId, { previousFeed = null } = {}) {
   const token = ++state.loadToken;
+  if (userId !== state.user) {  // another user: the previous one's click note and errors do not apply
+    setStatus("");
+    for (const id of ["#feed-error", "#history-error"]) showError(id, null);
+  }
   state.user = userId;
   $("#user-id").value = userId;
   const url = new URL(window.location.href);
