@@ -80,6 +80,9 @@ class ServingSettings(BaseSettings):
 
     log_flush_ms: int = Field(default=50, ge=1)
     log_batch: int = Field(default=1024, ge=1)
+    log_max_bytes: int = Field(default=256 * 1024 * 1024, ge=4096, description="exposures/events logs rotate to a "
+                               "numbered part when the active file would pass this size")
+    log_keep_parts: int = Field(default=20, ge=1, description="rotated parts kept per log; older ones are deleted")
 
     events_dir: Path | None = Field(default=None, description="offline store root accepted events are flushed to "
                                     "(default: <RECSYS_STORE_DIR>/offline)")

@@ -17,7 +17,7 @@ import numpy as np
 from serving.cache import FeedCache
 from serving.errors import ServingError
 from serving.experiment import Experiment
-from serving.exposure_log import EXPOSURES, JsonlLog
+from serving.exposure_log import EXPOSURES, JsonlLog, exposure_record
 from serving.history import OnlineHistoryReader
 from serving.metrics import EXPOSURES as EXPOSURE_COUNT
 from serving.metrics import FEED_COMPUTATIONS, FEED_LATENCY
@@ -69,8 +69,9 @@ class Feed:
             user_id, scope, lambda history: self._compute(retriever, variant, user_id, k, media, exclude_seen, history),
             prefetch)
         ids_line, body = value.split(b"\n", 1)
-        self.logs.write(EXPOSURES, {"exposure_id": f"{_ID_PREFIX}{next(_EXPOSURE_IDS)}", "ts": time.time(), "user_id": user_id,
-                                    "variant": variant, "model_version": retriever.version, "items": loads(ids_line)})
+        self.logs.write(EXPOSURES, exposure_record(f"{_ID_PREFIX}{next(_EXPOSURE_IDS)}", time.time(), user_id, variant,
+                                                   retriever.version, loads(ids_line),
+                                                   latency_ms=round(1000 * (time.perf_counter() - started), 3)))
         EXPOSURE_COUNT.labels(variant).inc()
         FEED_LATENCY.labels("hit" if outcome in ("hit", "coalesced") else "miss").observe(time.perf_counter() - started)
         return body

@@ -80,7 +80,8 @@ def build_state(settings: ServingSettings, shared: Settings, models: LiveModels 
     history = OnlineHistoryReader(link, namespace, shared.online_history_cap)
     cache = FeedCache(link if settings.cache_enabled else None, namespace, settings.cache_ttl_s, settings.lock_ttl_ms,
                       settings.lock_wait_ms)
-    logs = JsonlLog(settings.log_dir, settings.log_flush_ms, settings.log_batch)
+    logs = JsonlLog(settings.log_dir, settings.log_flush_ms, settings.log_batch, settings.log_max_bytes,
+                    settings.log_keep_parts)
     flusher = EventArchiver(link.dedicated, stream_key(namespace), settings.events_dir or shared.store_dir / "offline",
                            flush_s=settings.events_flush_ms / 1000, batch=settings.events_flush_batch,
                            claim_idle_s=settings.events_claim_idle_s, timeout_s=max(settings.redis_timeout_s, 1.0))

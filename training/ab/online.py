@@ -122,9 +122,11 @@ def analyse_online(log_dir: Path, config: OnlineConfig = OnlineConfig()) -> Repo
                     {"experiment": str(log_dir), "control": control, "attribution_window_s": config.attribution_window_s,
                      "target_lift": target}, alpha, [], [])
 
+    for note in logs.notes:
+        report.warn("LOG_GAP", "warning", note)
     raw_exp, raw_ev = logs.exposures.height, logs.events.height
     logs = ExperimentLogs(logs.log_dir, logs.exposures.unique("exposure_id", keep="first", maintain_order=True),
-                          logs.events.unique("event_id", keep="first", maintain_order=True), logs.spec)
+                          logs.events.unique("event_id", keep="first", maintain_order=True), logs.spec, logs.notes)
     if raw_exp > logs.exposures.height or raw_ev > logs.events.height:
         report.notes.append(f"Dropped duplicate log lines: {raw_exp - logs.exposures.height} exposures, "
                             f"{raw_ev - logs.events.height} events (same id logged twice).")
