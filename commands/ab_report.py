@@ -34,6 +34,7 @@ def ab_report(
         raise typer.BadParameter(f"--out must end in .html (got {out.name}); the .json and .md are written beside it")
 
     from training.ab.errors import ReportInputError
+    from training.ab.render import console_lines, write_report
     try:
         if offline:
             from training.ab.offline import analyse_runs
@@ -41,7 +42,6 @@ def ab_report(
         else:
             from training.ab.online import analyse_online
             report = analyse_online(experiment)
-        from training.ab.render import write_report
         paths = write_report(report, out)
     except (ReportInputError, OSError) as problem:
         err.print(f"[red]ab-report: {problem}[/red]", highlight=False, soft_wrap=True)
@@ -56,11 +56,8 @@ def ab_report(
     for w in report.warnings:
         style = "bold red" if w.severity == "error" else "yellow"
         console.print(f"[{style}]{w.code}[/{style}]: {w.message}", highlight=False, soft_wrap=True)
-    for c in report.comparisons:
-        src = c.cuped or c
-        console.print(f"{c.metric:<16} {c.treatment} vs {c.control}: {100 * src.rel_lift:+.2f}% "
-                      f"[{100 * src.rel_ci_low:+.2f}%, {100 * src.rel_ci_high:+.2f}%] p={src.p_value:.3g} "
-                      f"-> {c.verdict(report.alpha)}", highlight=False)
+    for line in console_lines(report):
+        console.print(line, highlight=False)
     console.print(f"[green]wrote[/green] {paths['html']}, {paths['json']}, {paths['md']}", highlight=False, soft_wrap=True)
 
 

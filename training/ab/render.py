@@ -82,6 +82,17 @@ def render_markdown(report: Report, html_name: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def console_lines(report: Report) -> list[str]:
+    """What `recsys ab-report` prints: one line per headline comparison (undefined numbers as '—', never nan)."""
+    lines = []
+    for c in report.comparisons:
+        h = headline(c)
+        lines.append(f"{c.metric:<16} {c.treatment} vs {c.control}: {fmt_pct(h['rel_lift'])} "
+                     f"[{fmt_pct(h['rel_ci_low'])}, {fmt_pct(h['rel_ci_high'])}] p={fmt_p(h['p_value'])} "
+                     f"-> {c.verdict(report.alpha)}")
+    return lines
+
+
 def write_report(report: Report, out_html: Path) -> dict[str, Path]:
     """Write `out_html` plus `<stem>.json` and `<stem>.md` beside it; returns the three paths."""
     out_html = Path(out_html)
