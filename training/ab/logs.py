@@ -18,12 +18,13 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 
 from training.ab.errors import ReportInputError
+from training.ab.guardrails import Guardrail, parse_guardrails
 
 EXPOSURES_FILE, EVENTS_FILE, SPEC_FILE = "exposures.jsonl", "events.jsonl", "experiment.json"
 
@@ -55,6 +56,9 @@ class ExperimentSpec:
     variants: dict[str, float]
     start_ts: float | None = None
     target_lift: float | None = None
+    guardrails: dict[str, Guardrail] = field(default_factory=dict)
+    mode: str = "ab"  # "ab": users split between variants; "interleave": every slate mixes them (team draft)
+    catalogue_size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -181,7 +185,8 @@ def _line_problem(line: str, required: tuple[str, ...]) -> str | None:
 
 
 def read_spec(path: Path) -> ExperimentSpec | None:
-    """Parse experiment.json if present: {"name", "variants": {name: weight}, "start_ts", "target_lift"?}."""
+    """Parse experiment.json if present: {"name", "variants": {name: weight}, "start_ts", "target_lift"?,
+    "guardrails"?, "mode"?, "catalogue_size"?}."""
     if not path.is_file():
         return None
     try:
@@ -198,5 +203,11 @@ def read_spec(path: Path) -> ExperimentSpec | None:
     for key, value in (("start_ts", start), ("target_lift", target)):
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
             raise ReportInputError(f"{path}: '{key}' must be a number, got {value!r}")
+    mode, size = raw.get("mode", "ab"), raw.get("catalogue_size")
+    if mode not in ("ab", "interleave"):
+        raise ReportInputError(f"{path}: 'mode' must be \"ab\" or \"interleave\", got {mode!r}")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
+        raise ReportInputError(f"{path}: 'catalogue_size' must be a positive integer, got {size!r}")
     return ExperimentSpec(str(raw.get("name") or path.parent.name), {str(k): float(v) for k, v in variants.items()},
-                          None if start is None else float(start), None if target is None else float(target))
+                          None if start is None else float(start), None if target is None else float(target),
+                          parse_guardrails(raw.get("guardrails"), path), mode, size)

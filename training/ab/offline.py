@@ -19,12 +19,14 @@ import numpy as np
 import polars as pl
 from statsmodels.stats.multitest import multipletests
 
+from training.ab.decision import decide_report
 from training.ab.errors import ReportInputError
 from training.ab.results import Comparison, Interval, Report, VariantSummary
 from training.ab.stats import ALPHA, PairedResult, paired_compare
 from training.ab.validity import DEFAULT_TARGET_LIFT, paired_power
 
 METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20", "mrr", "hit_rate@20")
+PRIMARY_METRIC = "ndcg@10"  # the decision line's goal metric
 
 
 @dataclass(frozen=True)
@@ -138,6 +140,7 @@ def analyse_runs(run_a: Path, run_b: Path, split: str, config: OfflineConfig = O
                             config)
     if Path(run_a).resolve() == Path(run_b).resolve() and not any(w.code == "AA" for w in report.warnings):
         report.warn("AA", "info", f"A/A comparison: A and B are the same run directory ({run_a}).")
+        decide_report(report, PRIMARY_METRIC)
     return report
 
 
@@ -223,6 +226,7 @@ def compare_frames(frame_a: pl.DataFrame, frame_b: pl.DataFrame, name_a: str, na
             {"run_dir": name, "evaluated_users": (frame_a if role == "control" else frame_b).height}))
     report.segments = _segments(paired, metrics, config, compare, method, report)
     report.methods = _methods(config)
+    decide_report(report, PRIMARY_METRIC)
     return report
 
 
