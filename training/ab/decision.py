@@ -98,7 +98,9 @@ def decide_report(report: Report, primary: str) -> None:
 def _interleaving(report: Report) -> tuple[Decision, list[str]]:
     il = report.interleaving
     treatment = il["treatment"]
-    block, reasons = _guardrail_block(report, treatment)
+    blocks = [_guardrail_block(report, v) for v in dict.fromkeys(g["variant"] for g in report.guardrails)]
+    block = DONT_SHIP if any(b == DONT_SHIP for b, _ in blocks) else KEEP_RUNNING if any(b for b, _ in blocks) else None
+    reasons = [r for _, rs in blocks for r in rs]
     line = (f"interleaving preference for {treatment} over {il['control']}: {il['preference']:+.3f} "
             f"[{il['ci_low']:+.3f}, {il['ci_high']:+.3f}], p = {il['p_value']:.3g} ({il['users']:,} users)")
     if il["p_value"] < report.alpha and il["preference"] > 0:

@@ -132,10 +132,12 @@ def analyse_online(log_dir: Path, config: OnlineConfig = OnlineConfig()) -> Repo
     raw_exp, raw_ev = logs.exposures.height, logs.events.height
     logs = ExperimentLogs(logs.log_dir, logs.exposures.unique("exposure_id", keep="first", maintain_order=True),
                           logs.events.unique("event_id", keep="first", maintain_order=True), logs.spec, logs.notes)
-    _guardrails(report, logs, names)
+    interleaved = (logs.spec is not None and logs.spec.mode == "interleave") or \
+        logs.exposures["teams"].null_count() < logs.exposures.height
+    _guardrails(report, logs, sorted(logs.exposures["variant"].unique().to_list()) if interleaved else names)
     served = pl.col("status").is_null() | (pl.col("status") < 400)
     logs = ExperimentLogs(logs.log_dir, logs.exposures.filter(served), logs.events, logs.spec, logs.notes)
-    if logs.spec and logs.spec.mode == "interleave" or logs.exposures["teams"].null_count() < logs.exposures.height:
+    if interleaved:
         from training.ab.interleaving_report import analyse_interleaving
 
         analyse_interleaving(report, logs, control, treatments, alpha, config.attribution_window_s)
