@@ -35,6 +35,8 @@ class ServingSettings(BaseSettings):
     split_b: float = Field(default=0.5, ge=0.0, le=1.0, description="share of users assigned to variant B")
     experiment_name: str = "feed-ab"
     experiment_salt: str = Field(default="feed-ab-1", description="change it to reshuffle users between variants")
+    experiment_mode: Literal["ab", "interleave"] = Field(default="ab", description="interleave: every feed is a team "
+                                                         "draft of both runs' rankings (needs run_dir_b)")
     log_dir: Path = Path("artifacts/serving")
 
     host: str = "127.0.0.1"

@@ -73,7 +73,8 @@ def load_models(settings: ServingSettings) -> LiveModels:
 def build_state(settings: ServingSettings, shared: Settings, models: LiveModels | None = None) -> ServingState:
     """Load the model(s) unless given, connect Redis (degraded if it is down), open the logs, start the flusher."""
     models = models or load_models(settings)
-    experiment = Experiment(settings.experiment_name, settings.experiment_salt, settings.variant_weights)
+    experiment = Experiment(settings.experiment_name, settings.experiment_salt, settings.variant_weights,
+                            settings.experiment_mode)
     experiment.write_manifest(settings.log_dir)
     link = RedisLink.connect(shared.redis_url, settings.redis_timeout_s, settings.redis_retry_after_s)
     namespace = shared.redis_namespace
