@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import Literal
 
+import numpy as np
+
 from training.ab.results import Report
 from training.ab.sequential import FUTILE, SIGNIFICANT
 
@@ -30,11 +32,15 @@ SHIP, DONT_SHIP, KEEP_RUNNING = "ship", "dont_ship", "keep_running"
 def _guardrail_block(report: Report, treatment: str) -> tuple[str | None, list[str]]:
     failed = [g for g in report.guardrails if g["variant"] == treatment and g["status"] == "fail"]
     unmeasured = [g for g in report.guardrails if g["variant"] == treatment and g["status"] == "not measured"]
-    reasons = [f"guardrail {g['name']} failed for {treatment}: {g['value']:.4g} "
-               f"({'> max ' + format(g['max'], 'g') if g['max'] is not None and g['value'] > g['max'] else '< min ' + format(g['min'], 'g')})"
-               for g in failed]
+    reasons = [f"guardrail {g['name']} failed for {treatment}: {g['value']:.4g} ({_broken_bound(g)})" for g in failed]
     reasons += [f"guardrail {g['name']} is declared but the logs do not measure it for {treatment}" for g in unmeasured]
     return (DONT_SHIP if failed else KEEP_RUNNING if unmeasured else None), reasons
+
+
+def _broken_bound(g: dict) -> str:
+    if g["max"] is not None and g["value"] > g["max"]:
+        return f"> max {g['max']:g}"
+    return f"< min {g['min']:g}"
 
 
 def _online_treatment(report: Report, treatment: str, primary: str) -> tuple[Decision, list[str]]:
@@ -47,7 +53,8 @@ def _online_treatment(report: Report, treatment: str, primary: str) -> tuple[Dec
     if goal is None:
         return (block or KEEP_RUNNING), reasons + [f"no sequential result for {primary} ({treatment})"]
     seq = goal.sequential
-    p, lift = seq["always_valid_p"], f"[{seq['rel_cs_low']:+.1%}, {seq['rel_cs_high']:+.1%}]" if seq["rel_cs_low"] is not None else ""
+    p = seq["always_valid_p"]
+    lift = f"[{seq['rel_cs_low']:+.1%}, {seq['rel_cs_high']:+.1%}]" if np.isfinite(seq["rel_cs_low"]) else "unbounded"
     if seq["decision"] == SIGNIFICANT and seq["cs_low"] > 0:
         verdict, why = SHIP, f"{primary} is significantly better for {treatment}: always-valid p = {p:.3g}, lift CS {lift}"
     elif seq["decision"] == SIGNIFICANT:
