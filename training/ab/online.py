@@ -132,20 +132,21 @@ def analyse_online(log_dir: Path, config: OnlineConfig = OnlineConfig()) -> Repo
     raw_exp, raw_ev = logs.exposures.height, logs.events.height
     logs = ExperimentLogs(logs.log_dir, logs.exposures.unique("exposure_id", keep="first", maintain_order=True),
                           logs.events.unique("event_id", keep="first", maintain_order=True), logs.spec, logs.notes)
+    if raw_exp > logs.exposures.height or raw_ev > logs.events.height:
+        report.notes.append(f"Dropped duplicate log lines: {raw_exp - logs.exposures.height} exposures, "
+                            f"{raw_ev - logs.events.height} events (same id logged twice).")
     interleaved = (logs.spec is not None and logs.spec.mode == "interleave") or \
         logs.exposures["teams"].null_count() < logs.exposures.height
     _guardrails(report, logs, sorted(logs.exposures["variant"].unique().to_list()) if interleaved else names)
     served = pl.col("status").is_null() | (pl.col("status") < 400)
     logs = ExperimentLogs(logs.log_dir, logs.exposures.filter(served), logs.events, logs.spec, logs.notes)
+    _ope_note(report, logs)
     if interleaved:
         from training.ab.interleaving_report import analyse_interleaving
 
         analyse_interleaving(report, logs, control, treatments, alpha, config.attribution_window_s)
         decide_report(report, PRIMARY_METRIC)
         return report
-    if raw_exp > logs.exposures.height or raw_ev > logs.events.height:
-        report.notes.append(f"Dropped duplicate log lines: {raw_exp - logs.exposures.height} exposures, "
-                            f"{raw_ev - logs.events.height} events (same id logged twice).")
     if logs.spec and logs.spec.start_ts is not None:
         early = logs.exposures.filter(pl.col("ts") < logs.spec.start_ts).height
         if early:
@@ -174,6 +175,19 @@ def analyse_online(log_dir: Path, config: OnlineConfig = OnlineConfig()) -> Repo
     report.methods = _methods(config, alpha, target)
     decide_report(report, PRIMARY_METRIC)
     return report
+
+
+def _ope_note(report: Report, logs: ExperimentLogs) -> None:
+    """Say whether these logs support off-policy evaluation (the estimate itself needs a candidate run)."""
+    probs = logs.exposures.filter(pl.col("teams").is_null()).select(pl.col("propensities").explode().fill_null(1.0))
+    if probs.is_empty():
+        return
+    if probs.select((pl.col("propensities") >= 1.0).all()).item():
+        report.notes.append("Off-policy evaluation is impossible for these logs: every logged propensity is 1 "
+                            "(deterministic ranking), so they say nothing about items that were never shown.")
+    else:
+        report.notes.append(f"These logs carry propensities below 1: estimate a candidate run off-policy with "
+                            f"`recsys ab-report --ope --logs {logs.log_dir} --policy RUN_DIR`.")
 
 
 def _guardrails(report: Report, logs: ExperimentLogs, names: list[str]) -> None:
