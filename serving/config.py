@@ -35,6 +35,8 @@ class ServingSettings(BaseSettings):
     split_b: float = Field(default=0.5, ge=0.0, le=1.0, description="share of users assigned to variant B")
     experiment_name: str = "feed-ab"
     experiment_salt: str = Field(default="feed-ab-1", description="change it to reshuffle users between variants")
+    experiment_mode: Literal["ab", "interleave"] = Field(default="ab", description="interleave: every feed is a team "
+                                                         "draft of both runs' rankings (needs run_dir_b)")
     log_dir: Path = Path("artifacts/serving")
 
     host: str = "127.0.0.1"
@@ -80,6 +82,9 @@ class ServingSettings(BaseSettings):
 
     log_flush_ms: int = Field(default=50, ge=1)
     log_batch: int = Field(default=1024, ge=1)
+    log_max_bytes: int = Field(default=256 * 1024 * 1024, ge=4096, description="exposures/events logs rotate to a "
+                               "numbered part when the active file would pass this size")
+    log_keep_parts: int = Field(default=20, ge=1, description="rotated parts kept per log; older ones are deleted")
 
     events_dir: Path | None = Field(default=None, description="offline store root accepted events are flushed to "
                                     "(default: <RECSYS_STORE_DIR>/offline)")

@@ -16,8 +16,8 @@ import numpy as np
 
 from serving.cache import FeedCache
 from serving.errors import ServingError
-from serving.experiment import Experiment
-from serving.exposure_log import EXPOSURES, JsonlLog
+from serving.experiment import Experiment, interleaved_feed
+from serving.exposure_log import EXPOSURES, JsonlLog, exposure_record
 from serving.history import OnlineHistoryReader
 from serving.metrics import EXPOSURES as EXPOSURE_COUNT
 from serving.metrics import FEED_COMPUTATIONS, FEED_LATENCY
@@ -57,10 +57,14 @@ class Feed:
                  logs: JsonlLog):
         self.models, self.experiment, self.cache, self.history, self.logs = models, experiment, cache, history, logs
 
-    async def recommend(self, user_id: str, k: int, media: frozenset[str] | None, exclude_seen: bool) -> bytes:
+    async def recommend(self, user_id: str, k: int, media: frozenset[str] | None, exclude_seen: bool,
+                        variant: str | None = None) -> bytes:
         """JSON bytes of the `Recommendations` for this user, from the cache when possible."""
-        started = time.perf_counter()
-        variant = self.experiment.assign(user_id)
+        if variant is None and self.experiment.mode == "interleave":  # both variants, team-drafted (serving.experiment)
+            return await interleaved_feed(self.experiment, self.logs, user_id, k,
+                                          lambda v: self.recommend(user_id, k, media, exclude_seen, variant=v))
+        started, log_exposure = time.perf_counter(), variant is None
+        variant = variant or self.experiment.assign(user_id)
         retriever = self.models.get(variant)
         check_media(retriever, media)
         scope = f"{retriever.version}:{variant}:{k}:{','.join(sorted(media or ()))}:{int(exclude_seen)}"
@@ -69,8 +73,10 @@ class Feed:
             user_id, scope, lambda history: self._compute(retriever, variant, user_id, k, media, exclude_seen, history),
             prefetch)
         ids_line, body = value.split(b"\n", 1)
-        self.logs.write(EXPOSURES, {"exposure_id": f"{_ID_PREFIX}{next(_EXPOSURE_IDS)}", "ts": time.time(), "user_id": user_id,
-                                    "variant": variant, "model_version": retriever.version, "items": loads(ids_line)})
+        if log_exposure:
+            self.logs.write(EXPOSURES, exposure_record(f"{_ID_PREFIX}{next(_EXPOSURE_IDS)}", time.time(), user_id,
+                                                       variant, retriever.version, loads(ids_line),
+                                                       latency_ms=round(1000 * (time.perf_counter() - started), 3)))
         EXPOSURE_COUNT.labels(variant).inc()
         FEED_LATENCY.labels("hit" if outcome in ("hit", "coalesced") else "miss").observe(time.perf_counter() - started)
         return body

@@ -73,14 +73,16 @@ def load_models(settings: ServingSettings) -> LiveModels:
 def build_state(settings: ServingSettings, shared: Settings, models: LiveModels | None = None) -> ServingState:
     """Load the model(s) unless given, connect Redis (degraded if it is down), open the logs, start the flusher."""
     models = models or load_models(settings)
-    experiment = Experiment(settings.experiment_name, settings.experiment_salt, settings.variant_weights)
+    experiment = Experiment(settings.experiment_name, settings.experiment_salt, settings.variant_weights,
+                            settings.experiment_mode)
     experiment.write_manifest(settings.log_dir)
     link = RedisLink.connect(shared.redis_url, settings.redis_timeout_s, settings.redis_retry_after_s)
     namespace = shared.redis_namespace
     history = OnlineHistoryReader(link, namespace, shared.online_history_cap)
     cache = FeedCache(link if settings.cache_enabled else None, namespace, settings.cache_ttl_s, settings.lock_ttl_ms,
                       settings.lock_wait_ms)
-    logs = JsonlLog(settings.log_dir, settings.log_flush_ms, settings.log_batch)
+    logs = JsonlLog(settings.log_dir, settings.log_flush_ms, settings.log_batch, settings.log_max_bytes,
+                    settings.log_keep_parts)
     flusher = EventArchiver(link.dedicated, stream_key(namespace), settings.events_dir or shared.store_dir / "offline",
                            flush_s=settings.events_flush_ms / 1000, batch=settings.events_flush_batch,
                            claim_idle_s=settings.events_claim_idle_s, timeout_s=max(settings.redis_timeout_s, 1.0))

@@ -94,6 +94,7 @@ def test_cli_offline_report_end_to_end(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "training.evaluation", stub)
     for name in runs:
         (tmp_path / name).mkdir()
+        (tmp_path / name / "run.json").write_text(json.dumps({"dataset": "synthetic", "data_version": "v1"}))
     out = tmp_path / "out" / "offline.html"
     result = CliRunner().invoke(app, ["ab-report", "--a", str(tmp_path / "run-a"), "--b", str(tmp_path / "run-b"),
                                       "--split", "test", "--out", str(out)])

@@ -56,7 +56,7 @@ def test_report_renders_plots_and_warnings_in_headless_chromium(online_report):
             page.goto(online_report.as_uri(), wait_until="load")
 
             plots = page.locator("figure svg")
-            assert plots.count() == 3  # metric bars, lift forest, cumulative lift
+            assert plots.count() == 4  # metric bars, lift forest, confidence sequences, cumulative lift
             for i in range(plots.count()):
                 box = plots.nth(i).bounding_box()
                 assert box and box["width"] > 300 and box["height"] > 100, f"plot {i} rendered at {box}"
@@ -64,9 +64,13 @@ def test_report_renders_plots_and_warnings_in_headless_chromium(online_report):
             bars = page.locator("#fig-metrics svg path").first.bounding_box()
             assert bars and bars["width"] > 0 and bars["height"] > 0
 
+            decision = page.locator('[data-decision="dont_ship"]')
+            assert decision.is_visible() and "DON'T SHIP" in decision.inner_text()
+
             alert = page.locator('[data-code="SRM"]')
             assert alert.is_visible() and "SAMPLE RATIO MISMATCH" in alert.inner_text()
             assert alert.bounding_box()["y"] < page.locator("#figures").bounding_box()["y"]  # warnings come first
+            assert decision.bounding_box()["y"] < alert.bounding_box()["y"]  # ... after the decision line
             assert page.locator("#comparisons tbody tr").count() == 4  # raw + CUPED rows for 2 metrics
 
             page.screenshot(path=str(shot), full_page=True)

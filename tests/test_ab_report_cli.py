@@ -37,10 +37,14 @@ def test_online_report_writes_html_json_and_markdown(srm_logs, tmp_path):
     assert data["kind"] == "online" and {c["metric"] for c in data["comparisons"]} == {"ctr", "conversion_rate"}
     assert data["srm"]["mismatch"] and data["warnings"][0]["code"] == "SRM"  # errors come first
     html = out.read_text()
-    assert 'data-code="SRM"' in html and "SAMPLE RATIO MISMATCH" in html and html.count("<svg") == 3
+    assert 'data-code="SRM"' in html and "SAMPLE RATIO MISMATCH" in html and html.count("<svg") == 4
+    assert 'id="fig-sequential"' in html
+    # The decision leads every output: SRM means nothing can be trusted, so do not ship.
+    assert data["decision"] == "dont_ship" and data["reasons"][0].startswith("sample ratio mismatch")
+    assert html.index('data-decision="dont_ship"') < html.index('data-code="SRM"')
     md = out.with_suffix(".md").read_text()
-    assert "**SRM**" in md and "| ctr (CUPED) |" in md
-    assert "SRM" in run.stdout and "wrote" in run.stdout
+    assert md.startswith("**DECISION: DON'T SHIP") and "**SRM**" in md and "| ctr (CUPED) |" in md
+    assert run.stdout.startswith("DECISION: DON'T SHIP") and "SRM" in run.stdout and "wrote" in run.stdout
 
 
 def _bad_logs(tmp_path: Path) -> Path:
@@ -75,5 +79,7 @@ def test_real_process_prints_no_traceback_for_a_malformed_log(tmp_path):
 def test_usage_mistakes_exit_2(tmp_path):
     both = invoke("ab-report", "--experiment", str(tmp_path), "--a", "x", "--b", "y", "--out", str(tmp_path / "r.html"))
     wrong_suffix = invoke("ab-report", "--experiment", str(tmp_path), "--out", str(tmp_path / "r.json"))
-    assert both.exit_code == 2 and "either --a RUN_A --b RUN_B" in both.output
+    assert both.exit_code == 2 and "--a RUN_A --b RUN_B (offline)" in both.output
+    half_ope = invoke("ab-report", "--ope", "--logs", str(tmp_path), "--out", str(tmp_path / "r.html"))
+    assert half_ope.exit_code == 2 and "--ope --logs LOG_DIR --policy RUN_DIR" in half_ope.output
     assert wrong_suffix.exit_code == 2 and ".html" in wrong_suffix.output

@@ -33,7 +33,7 @@ def test_single_variant_gets_everyone():
 def test_manifest_keeps_its_start_time_until_the_experiment_changes(tmp_path):
     experiment = Experiment("feed-ab", "s", {"A": 0.5, "B": 0.5})
     first = json.loads(experiment.write_manifest(tmp_path).read_text())
-    assert set(first) == {"name", "variants", "start_ts"} and first["variants"] == {"A": 0.5, "B": 0.5}
+    assert set(first) == {"name", "variants", "start_ts", "mode"} and first["variants"] == {"A": 0.5, "B": 0.5}
     assert json.loads(experiment.write_manifest(tmp_path).read_text())["start_ts"] == first["start_ts"]
     changed = json.loads(Experiment("feed-ab", "s", {"A": 0.8, "B": 0.2}).write_manifest(tmp_path).read_text())
     assert changed["start_ts"] >= first["start_ts"] and changed["variants"] == {"A": 0.8, "B": 0.2}
@@ -49,3 +49,24 @@ def test_log_lines_reach_disk_in_order_and_close_drains_the_queue(tmp_path):
         logs.write(EXPOSURES, {"n": n})
     logs.close()
     assert [json.loads(line)["n"] for line in (tmp_path / EXPOSURES).read_text().splitlines()] == list(range(150))
+
+
+def test_manifest_keeps_hand_declared_guardrails_and_records_the_mode(tmp_path):
+    path = Experiment("feed-ab", "s", {"A": 0.5, "B": 0.5}).write_manifest(tmp_path)
+    declared = {**json.loads(path.read_text()), "guardrails": {"error_rate": {"max": 0.01}}, "catalogue_size": 6710}
+    path.write_text(json.dumps(declared))
+    rewritten = json.loads(Experiment("feed-ab", "s", {"A": 0.5, "B": 0.5}, "interleave").write_manifest(tmp_path).read_text())
+    assert rewritten["guardrails"] == {"error_rate": {"max": 0.01}} and rewritten["catalogue_size"] == 6710
+    assert rewritten["mode"] == "interleave" and rewritten["start_ts"] >= declared["start_ts"]
+
+
+def test_interleaving_is_reproducible_per_request_and_needs_two_variants():
+    experiment = Experiment("feed-il", "s", {"A": 0.5, "B": 0.5}, "interleave")
+    ranked = {"A": [f"a{i}" for i in range(10)], "B": [f"b{i}" for i in range(10)]}
+    first = experiment.interleave("u1", "req-1", ranked, 6)
+    assert first == experiment.interleave("u1", "req-1", ranked, 6)
+    assert len({tuple(experiment.interleave("u1", f"req-{n}", ranked, 6)[1]) for n in range(50)}) > 1
+    items, teams = first
+    assert all(i.startswith(t.lower()) for i, t in zip(items, teams)) and teams.count("A") == 3
+    with pytest.raises(ValueError, match="exactly two variants"):
+        Experiment("x", "s", {"A": 1.0}, "interleave")

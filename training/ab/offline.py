@@ -11,6 +11,7 @@ light = 5-49, heavy = 50 and more. Change them with `SegmentRule`.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,12 +19,14 @@ import numpy as np
 import polars as pl
 from statsmodels.stats.multitest import multipletests
 
+from training.ab.decision import decide_report
 from training.ab.errors import ReportInputError
 from training.ab.results import Comparison, Interval, Report, VariantSummary
 from training.ab.stats import ALPHA, PairedResult, paired_compare
 from training.ab.validity import DEFAULT_TARGET_LIFT, paired_power
 
 METRICS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20", "mrr", "hit_rate@20")
+PRIMARY_METRIC = "ndcg@10"  # the decision line's goal metric
 
 
 @dataclass(frozen=True)
@@ -74,9 +77,71 @@ def load_per_user(run_dir: Path, split: str) -> pl.DataFrame:
     return frame
 
 
+@dataclass(frozen=True)
+class RunIdentity:
+    """What a run was trained and evaluated on, from its run.json (and config.toml for older runs).
+
+    Two runs are comparable user by user only when all three agree: user ids of different
+    datasets, data versions or splits are different people or different held-out sets, and
+    pairing them gives confident nonsense.
+    """
+
+    dataset: str
+    data_version: str | None
+    split_strategy: str | None
+    model_version: str | None
+
+
+def run_identity(run_dir: Path) -> RunIdentity:
+    """Read the identity fields of a run directory (raises ReportInputError naming the file)."""
+    import tomllib
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise ReportInputError(f"run directory not found: {run_dir}")
+    meta_path = run_dir / "run.json"
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ReportInputError(f"{meta_path}: missing; not a run directory (recsys train writes it)") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ReportInputError(f"{meta_path}: unreadable ({err})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("dataset"), str):
+        raise ReportInputError(f"{meta_path}: has no 'dataset' field; cannot tell what the run was trained on")
+    strategy = meta.get("split_strategy")
+    if strategy is None and (run_dir / "config.toml").is_file():
+        try:
+            strategy = tomllib.loads((run_dir / "config.toml").read_text(encoding="utf-8")).get("split_strategy")
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            strategy = None
+    return RunIdentity(meta["dataset"], meta.get("data_version"),
+                       str(strategy).replace("_", "-") if strategy else None, meta.get("model_version"))
+
+
+def check_comparable(run_a: Path, run_b: Path) -> tuple[RunIdentity, RunIdentity]:
+    """Refuse runs whose users cannot be paired: different dataset, data version or split strategy."""
+    a, b = run_identity(run_a), run_identity(run_b)
+    for field_name, label in (("dataset", "datasets"), ("data_version", "data versions"),
+                              ("split_strategy", "split strategies")):
+        va, vb = getattr(a, field_name), getattr(b, field_name)
+        if va != vb and va is not None and vb is not None:
+            raise ReportInputError(f"runs are not comparable: their {label} differ (A {run_a}: {va!r}, B {run_b}: {vb!r}); "
+                                   "users are paired by id, so both runs must be trained and evaluated on the same data")
+        if va != vb:
+            raise ReportInputError(f"runs are not comparable: {label} recorded for one run only (A: {va!r}, B: {vb!r}); "
+                                   "retrain or evaluate both on the same data")
+    return a, b
+
+
 def analyse_runs(run_a: Path, run_b: Path, split: str, config: OfflineConfig = OfflineConfig()) -> Report:
-    """Load both runs and compare them (A = control, B = treatment)."""
-    return compare_frames(load_per_user(run_a, split), load_per_user(run_b, split), str(run_a), str(run_b), split, config)
+    """Check both runs are comparable, load them and compare them (A = control, B = treatment)."""
+    check_comparable(run_a, run_b)
+    report = compare_frames(load_per_user(run_a, split), load_per_user(run_b, split), str(run_a), str(run_b), split,
+                            config)
+    if Path(run_a).resolve() == Path(run_b).resolve() and not any(w.code == "AA" for w in report.warnings):
+        report.warn("AA", "info", f"A/A comparison: A and B are the same run directory ({run_a}).")
+        decide_report(report, PRIMARY_METRIC)
+    return report
 
 
 def _pair(frame_a: pl.DataFrame, frame_b: pl.DataFrame, metrics: list[str], report: Report) -> pl.DataFrame:
@@ -124,6 +189,12 @@ def compare_frames(frame_a: pl.DataFrame, frame_b: pl.DataFrame, name_a: str, na
         report.warn("MISSING_METRICS", "warning", f"metrics not produced by both runs, left out: {', '.join(missing)}")
     paired = _pair(frame_a, frame_b, metrics, report)
     a_cols, b_cols = [f"{m}|a" for m in metrics], [f"{m}|b" for m in metrics]
+    identical = paired.select(a_cols).to_numpy().tolist() == paired.select(b_cols).to_numpy().tolist()
+    if identical:
+        report.warn("AA", "info", f"A/A comparison: both runs give identical metrics for all {paired.height:,} users "
+                    "(the same run twice?). Every difference is exactly zero; there is nothing to test and no power "
+                    "question to ask.")
+    a_cols, b_cols = [f"{m}|a" for m in metrics], [f"{m}|b" for m in metrics]
     method = f"paired bootstrap CI ({config.n_resamples} resamples of users), paired t-test"
 
     def compare(frame: pl.DataFrame) -> PairedResult:
@@ -138,7 +209,7 @@ def compare_frames(frame_a: pl.DataFrame, frame_b: pl.DataFrame, name_a: str, na
         comp.p_adjusted = float(adjusted[i])
         power = paired_power(float(overall.sd_diff[i]), overall.n, comp.control_value, config.alpha, config.target_lift)
         comp.mde, comp.mde_rel = power.mde, power.mde_rel
-        if power.underpowered:
+        if power.underpowered and not identical:
             weak.append(f"{comp.metric} ±{power.mde_rel:.1%} (needs ~{power.users_needed:,.0f} users)"
                         if np.isfinite(power.mde_rel) else f"{comp.metric} (no per-user variation: power unknown)")
     if weak:
@@ -155,6 +226,7 @@ def compare_frames(frame_a: pl.DataFrame, frame_b: pl.DataFrame, name_a: str, na
             {"run_dir": name, "evaluated_users": (frame_a if role == "control" else frame_b).height}))
     report.segments = _segments(paired, metrics, config, compare, method, report)
     report.methods = _methods(config)
+    decide_report(report, PRIMARY_METRIC)
     return report
 
 

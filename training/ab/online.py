@@ -23,9 +23,13 @@ import polars as pl
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
+from training.ab.decision import decide_report
 from training.ab.errors import ReportInputError
+from training.ab.guardrails import check, measure
 from training.ab.logs import ExperimentLogs, read_experiment
 from training.ab.results import Comparison, CupedResult, Interval, Report, TimelinePoint, VariantSummary
+from training.ab.sequential import decide, msprt
+
 from training.ab.stats import ALPHA, RatioComparison, compare_ratio
 from training.ab.validity import DEFAULT_TARGET_LIFT, SRM_ALPHA, PowerCheck, sample_ratio_check, two_sample_power
 
@@ -35,6 +39,7 @@ METRICS: dict[str, tuple[str, str, str]] = {
     "conversion_rate": ("converted", "one", "pre_conversions"),
 }
 PRIMARY_METRIC = "ctr"
+DAY = 86_400.0
 
 
 @dataclass(frozen=True)
@@ -122,12 +127,26 @@ def analyse_online(log_dir: Path, config: OnlineConfig = OnlineConfig()) -> Repo
                     {"experiment": str(log_dir), "control": control, "attribution_window_s": config.attribution_window_s,
                      "target_lift": target}, alpha, [], [])
 
+    for note in logs.notes:
+        report.warn("LOG_GAP", "warning", note)
     raw_exp, raw_ev = logs.exposures.height, logs.events.height
     logs = ExperimentLogs(logs.log_dir, logs.exposures.unique("exposure_id", keep="first", maintain_order=True),
-                          logs.events.unique("event_id", keep="first", maintain_order=True), logs.spec)
+                          logs.events.unique("event_id", keep="first", maintain_order=True), logs.spec, logs.notes)
     if raw_exp > logs.exposures.height or raw_ev > logs.events.height:
         report.notes.append(f"Dropped duplicate log lines: {raw_exp - logs.exposures.height} exposures, "
                             f"{raw_ev - logs.events.height} events (same id logged twice).")
+    interleaved = (logs.spec is not None and logs.spec.mode == "interleave") or \
+        logs.exposures["teams"].null_count() < logs.exposures.height
+    _guardrails(report, logs, sorted(logs.exposures["variant"].unique().to_list()) if interleaved else names)
+    served = pl.col("status").is_null() | (pl.col("status") < 400)
+    logs = ExperimentLogs(logs.log_dir, logs.exposures.filter(served), logs.events, logs.spec, logs.notes)
+    _ope_note(report, logs)
+    if interleaved:
+        from training.ab.interleaving_report import analyse_interleaving
+
+        analyse_interleaving(report, logs, control, treatments, alpha, config.attribution_window_s)
+        decide_report(report, PRIMARY_METRIC)
+        return report
     if logs.spec and logs.spec.start_ts is not None:
         early = logs.exposures.filter(pl.col("ts") < logs.spec.start_ts).height
         if early:
@@ -152,8 +171,34 @@ def analyse_online(log_dir: Path, config: OnlineConfig = OnlineConfig()) -> Repo
     _check_sample_ratio(report, counts, weights, "experiment.json" if logs.spec else "equal split (no experiment.json)")
     _variants_and_comparisons(report, users, control, treatments, counts, weights, alpha, target)
     report.timeline = _timeline(logs.exposures, clicks, users, control, treatments, alpha, config.timeline_points)
+    _sequential(report, logs, clicks, users, control, alpha, target)
     report.methods = _methods(config, alpha, target)
+    decide_report(report, PRIMARY_METRIC)
     return report
+
+
+def _ope_note(report: Report, logs: ExperimentLogs) -> None:
+    """Say whether these logs support off-policy evaluation (the estimate itself needs a candidate run)."""
+    probs = logs.exposures.filter(pl.col("teams").is_null()).select(pl.col("propensities").explode().fill_null(1.0))
+    if probs.is_empty():
+        return
+    if probs.select((pl.col("propensities") >= 1.0).all()).item():
+        report.notes.append("Off-policy evaluation is impossible for these logs: every logged propensity is 1 "
+                            "(deterministic ranking), so they say nothing about items that were never shown.")
+    else:
+        report.notes.append(f"These logs carry propensities below 1: estimate a candidate run off-policy with "
+                            f"`recsys ab-report --ope --logs {logs.log_dir} --policy RUN_DIR`.")
+
+
+def _guardrails(report: Report, logs: ExperimentLogs, names: list[str]) -> None:
+    declared = logs.spec.guardrails if logs.spec else {}
+    values = measure(logs.exposures, names, logs.spec.catalogue_size if logs.spec else None)
+    report.guardrails = [g.to_dict() for g in check(declared, values)]
+    for variant, measured in values.items():
+        failed = logs.exposures.filter((pl.col("variant") == variant) & (pl.col("status") >= 400)).height
+        if failed:
+            report.notes.append(f"{failed} failed requests of {variant} (status >= 400) count toward its error rate and "
+                                "nowhere else.")
 
 
 def _check_sample_ratio(report: Report, counts: dict[str, int], weights: dict[str, float], source: str) -> None:
@@ -241,6 +286,60 @@ def _timeline(exposures: pl.DataFrame, clicks: pl.DataFrame, users: pl.DataFrame
     return out
 
 
+def daily_cuts(exposures: pl.DataFrame, start_ts: float | None, max_looks: int = 366) -> list[float]:
+    """Cut-off times of the daily looks: start + 1 day, + 2 days, ..., and the last log time."""
+    t0 = start_ts if start_ts is not None else float(exposures["ts"].min())
+    t1 = float(exposures["ts"].max())
+    days = int(np.ceil(max(t1 - t0, 0.0) / DAY))
+    cuts = [t0 + d * DAY for d in range(1, min(days, max_looks) + 1)]
+    return [c for c in cuts if c < t1] + [t1]
+
+
+def _sequential(report: Report, logs: ExperimentLogs, clicks: pl.DataFrame, users: pl.DataFrame, control: str,
+                alpha: float, target: float) -> None:
+    """Always-valid p-value and confidence sequence per metric over the daily looks (see `sequential`)."""
+    cuts = daily_cuts(logs.exposures, logs.spec.start_ts if logs.spec else None)
+    variant_of = users.select("user_id", "variant", "first_ts", "pre_clicks", "pre_conversions")
+    exposures = logs.exposures.select("user_id", "ts").join(variant_of, on="user_id", how="inner")
+    clicks = clicks.join(variant_of.select("user_id"), on="user_id", how="inner")
+    conversions = (logs.events.filter(pl.col("event_type") == "conversion").select("user_id", "ts")
+                   .join(variant_of.select("user_id", "first_ts"), on="user_id", how="inner")
+                   .filter(pl.col("ts") >= pl.col("first_ts")))
+    series: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+    for cut in cuts:
+        seen = (exposures.filter(pl.col("ts") <= cut)
+                .group_by("user_id").agg(pl.col("variant", "pre_clicks", "pre_conversions").first(), exposures=pl.len()))
+        per_user = (seen.join(clicks.filter(pl.col("ts") <= cut).group_by("user_id").agg(clicks=pl.len()),
+                              on="user_id", how="left")
+                    .join(conversions.filter(pl.col("ts") <= cut).group_by("user_id").agg(converted=pl.lit(1).first()),
+                          on="user_id", how="left")
+                    .with_columns(pl.col("clicks", "converted").fill_null(0), one=pl.lit(1)))
+        for comp in report.comparisons:
+            cols = METRICS[comp.metric]
+            y_c, x_c, pre_c = _arm(per_user, control, cols)
+            y_t, x_t, pre_t = _arm(per_user, comp.treatment, cols)
+            key = (comp.metric, comp.treatment)
+            if min(len(y_c), len(y_t)) < 2:
+                series.setdefault(key, []).append((cut, float("nan"), float("nan")))
+                continue
+            res = compare_ratio(y_c, x_c, y_t, x_t, pre_c, pre_t, alpha).primary
+            series.setdefault(key, []).append((cut, float(res.diff), float(res.se ** 2)))
+    for comp in report.comparisons:
+        ts, diff, var = (np.array(v) for v in zip(*series[(comp.metric, comp.treatment)]))
+        tau = target * abs(comp.control_value)
+        if not tau > 0:
+            tau = float(np.sqrt(np.nanmax(var))) if np.isfinite(var).any() else 1.0
+        res = msprt(diff, var, tau, alpha)
+        p, low, high = float(res.always_valid_p[-1]), float(res.cs_low[-1]), float(res.cs_high[-1])
+        base = abs(comp.control_value) or float("nan")
+        comp.sequential = {
+            "always_valid_p": p, "decision": decide(p, high, alpha, target * abs(comp.control_value)),
+            "cs_low": low, "cs_high": high, "rel_cs_low": low / base, "rel_cs_high": high / base,
+            "looks": len(cuts), "tau": tau,
+            "history": [{"ts": float(t), "always_valid_p": float(pv), "cs_low": float(lo), "cs_high": float(hi)}
+                        for t, pv, lo, hi in zip(ts, res.always_valid_p, res.cs_low, res.cs_high)]}
+
+
 def _methods(config: OnlineConfig, alpha: float, target: float) -> list[str]:
     return [
         f"Unit: user. CTR = attributed clicks / exposures (click on an item shown to the same user at most "
@@ -254,4 +353,9 @@ def _methods(config: OnlineConfig, alpha: float, target: float) -> list[str]:
         f"SRM: chi-square of users per variant vs configured weights; flagged when p < {SRM_ALPHA}.",
         f"Power: minimum detectable effect at alpha {alpha}, power 0.8 for the observed users (statsmodels NormalIndPower); "
         f"under-powered when it exceeds the target lift of {target:.0%}.",
+        "Sequential monitoring (safe to look every day): at each daily cut the same estimator (CUPED where applied) is fed "
+        "to a normal-mixture SPRT (mSPRT, Johari et al. 2017) with mixture scale tau = target lift x control value. "
+        f"The always-valid p-value and the confidence sequence hold at every look at once (level {1 - alpha:.0%}). "
+        "'stop: significant' when the always-valid p < alpha; 'stop: futile' when the whole sequence lies below the "
+        "target effect; else 'keep going'. rel_cs_* divide the sequence by the control value (approximate).",
     ]

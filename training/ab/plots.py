@@ -34,9 +34,20 @@ class Plot:
 def figures(report: Report) -> list[Plot]:
     """All figures for `report`, in page order."""
     with matplotlib.rc_context(_RC):
-        plots = [Plot("metrics", "Metric per variant with 95% CI", _svg(_metric_bars(report))),
-                 Plot("lift", "Relative lift of each metric vs control (95% CI; CUPED where applied)",
-                      _svg(_lift_forest(report)))]
+        plots = []
+        if report.comparisons:
+            plots += [Plot("metrics", "Metric per variant with 95% CI", _svg(_metric_bars(report))),
+                      Plot("lift", "Relative lift of each metric vs control (95% CI; CUPED where applied)",
+                           _svg(_lift_forest(report)))]
+        if any(c.sequential and len(c.sequential["history"]) > 1 for c in report.comparisons):
+            plots.append(Plot("sequential", "Always-valid 95% confidence sequence of the difference, look by look "
+                              "(safe to read every day)", _svg(_confidence_sequences(report))))
+        if report.interleaving:
+            plots.append(Plot("interleaving", "Interleaving: users preferring each variant, and the preference with its 95% CI",
+                              _svg(_interleaving(report))))
+        if report.ope and report.ope.get("possible"):
+            plots.append(Plot("ope", "Off-policy estimates of the candidate's click rate vs the logged policy (95% CI)",
+                              _svg(_ope(report))))
         if report.timeline:
             plots.append(Plot("timeline", "Cumulative CTR lift over time (95% CI band)", _svg(_cumulative_lift(report))))
         if report.segments:
@@ -138,4 +149,52 @@ def _segment_deltas(report: Report) -> Figure:
         ax.set_yticks(range(len(rows)), [f"{c.segment} n={c.n_control}" for c in rows] if i % cols == 0 else [""] * len(rows))
         ax.invert_yaxis()
         ax.set_title(metric)
+    return fig
+
+
+def _confidence_sequences(report: Report) -> Figure:
+    rows = [c for c in report.comparisons if c.sequential and len(c.sequential["history"]) > 1]
+    fig, axes = _grid(len(rows), row_height=2.6)
+    for ax, c in zip(axes, rows):
+        hist = c.sequential["history"]
+        t = [datetime.fromtimestamp(h["ts"], tz=timezone.utc) for h in hist]
+        finite = [h for h in hist if h["cs_low"] is not None and math.isfinite(h["cs_low"]) and math.isfinite(h["cs_high"])]
+        if finite:
+            tf = [datetime.fromtimestamp(h["ts"], tz=timezone.utc) for h in finite]
+            ax.fill_between(tf, [h["cs_low"] for h in finite], [h["cs_high"] for h in finite], color=_COLORS[0], alpha=0.3)
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_title(f"{c.metric} ({c.treatment}): {c.sequential['decision']}")
+        locator = AutoDateLocator()
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(ConciseDateFormatter(locator))
+        ax.set_xlim(t[0], t[-1])
+    return fig
+
+
+def _interleaving(report: Report) -> Figure:
+    il = report.interleaving
+    fig = Figure(figsize=(9.0, 2.4), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    left.barh([f"prefer {il['treatment']}", "tie", f"prefer {il['control']}"], [il["wins"], il["ties"], il["losses"]],
+              color=[_COLORS[1], "#999999", _COLORS[0]])
+    left.set_xlabel("users")
+    right.errorbar(il["preference"], 0, xerr=[[il["preference"] - il["ci_low"]], [il["ci_high"] - il["preference"]]],
+                   fmt="o", color="#2e7d32" if il["ci_low"] > 0 else "#c62828" if il["ci_high"] < 0 else "#555555", capsize=4)
+    right.axvline(0, color="black", lw=0.8)
+    right.set_yticks([])
+    right.set_xlabel(f"preference for {il['treatment']} (wins - losses) / users")
+    return fig
+
+
+def _ope(report: Report) -> Figure:
+    keys = [("ips", "IPS"), ("snips", "SNIPS"), ("dr", "DR"), ("logged", "logged policy")]
+    fig = Figure(figsize=(9.0, 2.2), layout="constrained")
+    ax = fig.subplots()
+    for y, (key, label) in enumerate(keys):
+        e = report.ope[key]
+        ax.errorbar(e["estimate"], y, xerr=[[e["estimate"] - e["ci_low"]], [e["ci_high"] - e["estimate"]]], fmt="o",
+                    color=_COLORS[3] if key == "logged" else _COLORS[0], capsize=4)
+    ax.set_yticks(range(len(keys)), [label for _, label in keys])
+    ax.invert_yaxis()
+    ax.set_xlabel("click rate per shown item")
     return fig

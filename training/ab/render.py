@@ -52,12 +52,13 @@ def _environment() -> Environment:
 
 
 def render_html(report: Report) -> str:
-    return _environment().get_template(TEMPLATE).render(report=report, figures=figures(report))
+    return _environment().get_template(TEMPLATE).render(
+        report=report, figures=figures(report), decision_label=DECISION_LABELS.get(report.decision or "", "none"))
 
 
 def render_markdown(report: Report, html_name: str) -> str:
     """A PR-sized summary: warnings first, then one line per headline metric."""
-    lines = [f"### {report.title}", ""]
+    lines = [f"**{decision_line(report)}**", "", f"### {report.title}", ""]
     if report.srm and report.srm["mismatch"]:
         lines += ["**Sample ratio mismatch: the verdicts below are not trustworthy until it is explained.**", ""]
     for w in report.warnings:
@@ -67,9 +68,10 @@ def render_markdown(report: Report, html_name: str) -> str:
     if report.warnings:
         lines[-1] = ""
     sizes = ", ".join(f"{v.name}: {v.users:,} users" for v in report.variants)
-    lines += [f"{sizes}; alpha {report.alpha}.", "",
-              "| metric | control | treatment | Δ (95% CI) | lift (95% CI) | p | p (Holm) | verdict |",
-              "|---|---:|---:|---|---|---:|---:|---|"]
+    lines += [f"{sizes}; alpha {report.alpha}." if sizes else f"alpha {report.alpha}.", ""]
+    if report.comparisons:
+        lines += ["| metric | control | treatment | Δ (95% CI) | lift (95% CI) | p | p (Holm) | verdict | always-valid p | monitor |",
+                  "|---|---:|---:|---|---|---:|---:|---|---:|---|"]
     for c in report.comparisons:
         h = headline(c)
         tag = " (CUPED)" if c.cuped else ""
@@ -77,9 +79,63 @@ def render_markdown(report: Report, html_name: str) -> str:
         lines.append(f"| {name}{tag} | {fmt_num(c.control_value)} | {fmt_num(c.treatment_value)} | "
                      f"{fmt_num(h['diff'])} [{fmt_num(h['ci_low'])}, {fmt_num(h['ci_high'])}] | "
                      f"{fmt_pct(h['rel_lift'])} [{fmt_pct(h['rel_ci_low'])}, {fmt_pct(h['rel_ci_high'])}] | "
-                     f"{fmt_p(h['p_value'])} | {fmt_p(c.p_adjusted)} | {c.verdict(report.alpha)} |")
+                     f"{fmt_p(h['p_value'])} | {fmt_p(c.p_adjusted)} | {c.verdict(report.alpha)} | "
+                     f"{fmt_p(c.sequential['always_valid_p']) if c.sequential else '—'} | "
+                     f"{c.sequential['decision'] if c.sequential else '—'} |")
+    if report.interleaving:
+        il = report.interleaving
+        lines += ["", f"Interleaving ({il['users']:,} users): preference for {il['treatment']} "
+                  f"{fmt_num(il['preference'], 3)} [{fmt_num(il['ci_low'], 3)}, {fmt_num(il['ci_high'], 3)}], "
+                  f"p = {fmt_p(il['p_value'])}; wins {il['wins']:,} / losses {il['losses']:,} / ties {il['ties']:,}."]
+    if report.ope and report.ope.get("possible"):
+        lines += ["", "| estimator | click rate | 95% CI |", "|---|---:|---|"]
+        for key in ("ips", "snips", "dr", "logged"):
+            e = report.ope[key]
+            lines.append(f"| {key} | {fmt_num(e['estimate'])} | [{fmt_num(e['ci_low'])}, {fmt_num(e['ci_high'])}] |")
+        lines += ["", f"Effective sample size {report.ope['effective_sample_size']:,.0f}; support "
+                  f"{fmt_pct(report.ope['support']['estimate'], signed=False)}."]
+    failing = [g for g in report.guardrails if g["status"] != "pass"]
+    if report.guardrails:
+        lines += ["", "Guardrails: " + ("all pass." if not failing else "; ".join(
+            f"{g['name']} ({g['variant']}) {g['status']}" for g in failing) + ".")]
     lines += ["", f"Full report with plots: `{html_name}` (numbers in `{Path(html_name).with_suffix('.json').name}`)."]
     return "\n".join(lines) + "\n"
+
+
+DECISION_LABELS = {"ship": "SHIP", "dont_ship": "DON'T SHIP", "keep_running": "KEEP RUNNING"}
+
+
+def decision_line(report: Report) -> str:
+    """The first line of every output: the decision and its reasons."""
+    label = DECISION_LABELS.get(report.decision or "", "NO DECISION")
+    return f"DECISION: {label}" + (f" — {'; '.join(report.reasons)}" if report.reasons else "")
+
+
+def console_lines(report: Report) -> list[str]:
+    """What `recsys ab-report` prints: the decision, then one line per headline comparison (undefined
+    numbers as '—', never nan), the sequential monitor, interleaving and off-policy estimates."""
+    lines = [decision_line(report)]
+    for c in report.comparisons:
+        h = headline(c)
+        seq = f" | always-valid p={fmt_p(c.sequential['always_valid_p'])}: {c.sequential['decision']}" if c.sequential else ""
+        lines.append(f"{c.metric:<16} {c.treatment} vs {c.control}: {fmt_pct(h['rel_lift'])} "
+                     f"[{fmt_pct(h['rel_ci_low'])}, {fmt_pct(h['rel_ci_high'])}] p={fmt_p(h['p_value'])} "
+                     f"-> {c.verdict(report.alpha)}{seq}")
+    if report.interleaving:
+        il = report.interleaving
+        lines.append(f"interleaving     {il['treatment']} vs {il['control']}: preference {fmt_num(il['preference'], 3)} "
+                     f"[{fmt_num(il['ci_low'], 3)}, {fmt_num(il['ci_high'], 3)}] p={fmt_p(il['p_value'])} "
+                     f"(wins {il['wins']:,}, losses {il['losses']:,}, ties {il['ties']:,})")
+    if report.ope and report.ope.get("possible"):
+        for key in ("ips", "snips", "dr", "logged"):
+            e = report.ope[key]
+            lines.append(f"{key:<16} {fmt_num(e['estimate'])} [{fmt_num(e['ci_low'])}, {fmt_num(e['ci_high'])}]")
+        lines.append(f"effective sample size {report.ope['effective_sample_size']:,.0f}; support "
+                     f"{fmt_pct(report.ope['support']['estimate'], signed=False)}")
+    for g in report.guardrails:
+        if g["status"] != "pass":
+            lines.append(f"guardrail {g['name']} ({g['variant']}): {g['status']} (value {fmt_num(g['value'])})")
+    return lines
 
 
 def write_report(report: Report, out_html: Path) -> dict[str, Path]:

@@ -75,6 +75,8 @@ class Comparison:
     mde: float | None = None
     mde_rel: float | None = None
     cuped: CupedResult | None = None
+    # Always-valid monitoring over daily looks (online): always_valid_p, decision, cs_low/high, history.
+    sequential: dict[str, Any] | None = None
 
     @property
     def primary_p(self) -> float:
@@ -117,7 +119,7 @@ class TimelinePoint:
 class Report:
     """Everything one A/B report says; `to_json` is the report.json contract."""
 
-    kind: Literal["offline", "online"]
+    kind: Literal["offline", "online", "ope"]
     title: str
     inputs: dict[str, Any]
     alpha: float
@@ -129,6 +131,12 @@ class Report:
     warnings: list[Finding] = field(default_factory=list)
     methods: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # The first line of every output: "ship" | "dont_ship" | "keep_running", and why (see `decision`).
+    decision: str | None = None
+    reasons: list[str] = field(default_factory=list)
+    guardrails: list[dict[str, Any]] = field(default_factory=list)
+    interleaving: dict[str, Any] | None = None  # team-draft logs: preference, ci_low, ci_high, p_value, ...
+    ope: dict[str, Any] | None = None  # off-policy estimates: ips, snips, dr (estimate, ci_low, ci_high), ...
 
     @property
     def control(self) -> VariantSummary:
@@ -140,10 +148,11 @@ class Report:
         self.warnings.sort(key=lambda f: _SEVERITY_RANK[f.severity])
 
     def to_dict(self) -> dict[str, Any]:
+        """report.json: `decision` and `reasons` first, then everything else."""
         out = _finite(asdict(self))
         for src, dst in zip(self.comparisons + self.segments, out["comparisons"] + out["segments"]):
             dst["verdict"] = src.verdict(self.alpha)
-        return out
+        return {"decision": out.pop("decision"), "reasons": out.pop("reasons"), **out}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, allow_nan=False)

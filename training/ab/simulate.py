@@ -93,6 +93,31 @@ def simulate_arms(cfg: SimulationConfig, reps: int, seed: int = 0) -> dict[str, 
     return {v: draw_users(rng, (reps, n), cfg, v) for v, n in arm_sizes(cfg).items()}
 
 
+def simulate_daily_cuts(cfg: SimulationConfig, reps: int, looks: int, seed: int = 0):
+    """`reps` experiments inspected at `looks` evenly spaced cuts: yields, per look, cumulative per-user
+    (clicks, exposures) of shape (reps, users in arm) per variant.
+
+    Every user arrives at the start with one exposure (as in `draw_users`); the remaining
+    exposures spread evenly over the looks. The same latent users persist across looks, so the
+    looks are as correlated as the daily cuts of a real experiment.
+    """
+    rng = np.random.default_rng(seed)
+    arms = {}
+    for variant, n in arm_sizes(cfg).items():
+        rate, propensity = _latent(rng, (reps, n), cfg)
+        p_click = np.minimum(propensity * (1 + cfg.ctr_lift.get(variant, 0.0)), 1.0)
+        arms[variant] = [rate, p_click, np.zeros((reps, n)), np.zeros((reps, n))]
+    for look in range(looks):
+        out = {}
+        for variant, state in arms.items():
+            rate, p_click, clicks, exposures = state
+            new = rng.poisson(rate / looks) + (1 if look == 0 else 0)
+            exposures += new
+            clicks += rng.binomial(new, p_click)
+            out[variant] = (clicks.copy(), exposures.copy())
+        yield out
+
+
 def true_metrics(cfg: SimulationConfig, n: int = 400_000, seed: int = 12_345) -> dict[str, dict[str, float]]:
     """Population CTR and user conversion rate per variant, the values a CI should cover.
 
