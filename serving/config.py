@@ -52,7 +52,7 @@ class ServingSettings(BaseSettings):
 
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, description="request bodies above this get 413 "
                                 "(except /v1/search uploads)")
-    max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, description="largest /v1/search body (413)")
+    max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, description="largest /v1/search or PUT /v1/items body (413)")
 
     default_k: int = 20
     max_k: int = Field(default=API_MAX_K, ge=1, le=API_MAX_K)
@@ -77,6 +77,12 @@ class ServingSettings(BaseSettings):
 
     cold_start_pool: int = Field(default=500, description="most popular items the cold-start list is picked from")
     mmr_lambda: float = Field(default=0.7, ge=0.0, le=1.0, description="1 = popularity only, 0 = diversity only")
+
+    explore_share: float = Field(default=0.1, ge=0.0, le=0.5, description="share of feed positions given to items "
+                                 "added live within explore_window_s (drawn by content match; propensity logged)")
+    explore_window_s: float = Field(default=7 * 86400.0, gt=0, description="how long a live-added item counts as new")
+    explore_temperature: float = Field(default=0.05, gt=0, description="softmax temperature of exploration draws")
+    new_item_boost: float = Field(default=0.0, ge=0.0, le=1.0, description="new-item prior: added to a new item's score")
 
     log_flush_ms: int = Field(default=50, ge=1)
     log_batch: int = Field(default=1024, ge=1)

@@ -3,7 +3,9 @@
 Everything a request needs that does not depend on the user is computed here once, when the
 version is loaded (index, per-media masks, item metadata, popularity order), so the request path
 does a dictionary lookup, one encoder call and one index search, never a loop over the catalogue.
-A `Retriever` is immutable once built; switching versions swaps the whole object.
+The trained part is immutable once built; items added or taken down while serving live in
+`self.live` (`serving.catalogue.LiveCatalogue`), searched beside the index and merged by score.
+Switching versions swaps the whole object (its live part replayed from the durable log).
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from recsys.artifact import RunArtifact, RunDirError, load_run
+from recsys.models.content_projection import ContentPath, load_content_path
+from serving.catalogue import LiveCatalogue, LiveSnapshot
 from serving.coldstart import cold_start_list
 from serving.index import AllowedItems, IndexConfig, ItemIndex
 
@@ -48,6 +52,8 @@ class Retriever:
         self.run = run
         self.version = run.model_version
         self.encoder = run.user_encoder  # loaded now: a broken user_encoder.pt must fail the load, not a request
+        # Loaded and checked now too: a corrupt content_projection.pt fails the load, never a search.
+        self.content: ContentPath | None = load_content_path(run.run_dir)
         self.index = ItemIndex(run.item_vectors, index_config)
         self.item_ids = np.asarray(run.items["item_id"].to_list(), dtype=object)
         self.item_media: list[list[str]] = [list(m or []) for m in run.items["media"].to_list()]
@@ -62,6 +68,7 @@ class Retriever:
         self._cold: dict[frozenset[str], np.ndarray] = {}
         self._lock = threading.Lock()
         self._cold_pool, self._mmr_lambda, self._max_k = cold_start_pool, mmr_lambda, max_k
+        self.live = LiveCatalogue(len(self.item_ids), self.index.dim, run.item_index_by_id)
         self.cold_start(None)  # the unfiltered list is the common case: build it eagerly
 
     @classmethod
@@ -75,6 +82,9 @@ class Retriever:
             if column not in run.items.columns:
                 raise RunDirError(f"{run.run_dir / 'items.parquet'}: missing column '{column}'")
         retriever = cls(run, index_config, **kwargs)
+        from serving.catalogue_sync import replay_log
+
+        replay_log(retriever)  # items added / taken down while serving, re-embedded for this version
         log.info("loaded model %s from %s (%d items, %s index) in %.2fs", retriever.version, run_dir,
                  retriever.index.n_items, retriever.index.kind, time.perf_counter() - started)
         return retriever
@@ -121,16 +131,57 @@ class Retriever:
         row = self.run.user_index_by_id.get(user_id)
         return self.run.user_vectors[row] if row is not None else None
 
-    def search(self, query: np.ndarray, k: int, media: frozenset[str] | None = None,
-               exclude: np.ndarray | None = None) -> Hits:
-        ids, scores = self.index.search(query, k, self.allowed(media), exclude)
-        return Hits(ids, scores)
+    # ---- items, trained or live, by global index ----
+    def lookup(self, item_id: str) -> int | None:
+        """Global index of a servable item (trained and not taken down, or added live)."""
+        return self.live.lookup(item_id)
 
-    def cold_hits(self, k: int, media: frozenset[str] | None, exclude: np.ndarray | None = None) -> Hits:
+    def item_id(self, index: int, snap: LiveSnapshot | None = None) -> str:
+        return self.item_ids[index] if index < self.n_items else (snap or self.live.snapshot).ids[index - self.n_items]
+
+    def item_media_of(self, index: int, snap: LiveSnapshot | None = None) -> list[str]:
+        return self.item_media[index] if index < self.n_items else list((snap or self.live.snapshot).media[index - self.n_items])
+
+    def item_title(self, index: int, snap: LiveSnapshot | None = None) -> str | None:
+        return self.item_titles[index] if index < self.n_items else (snap or self.live.snapshot).titles[index - self.n_items]
+
+    def item_vector(self, index: int, snap: LiveSnapshot | None = None) -> np.ndarray:
+        if index < self.n_items:
+            return self.run.item_vectors[index]
+        return (snap or self.live.snapshot).vectors[index - self.n_items]
+
+    def search(self, query: np.ndarray, k: int, media: frozenset[str] | None = None,
+               exclude: np.ndarray | None = None, snap: LiveSnapshot | None = None, boost: float = 0.0,
+               fresh_after: float | None = None) -> Hits:
+        """Top-k over the trained index and the live items, minus take-downs and `exclude` (global indexes).
+
+        `boost` is the new-item prior: added to the score of live items added after `fresh_after`."""
+        snap = snap or self.live.snapshot
+        exclude = np.asarray(exclude, np.int64) if exclude is not None and len(exclude) else np.zeros(0, np.int64)
+        base_exclude = exclude[exclude < self.n_items]
+        if len(snap.base_deleted_ids):
+            base_exclude = np.concatenate([base_exclude, snap.base_deleted_ids])
+        ids, scores = self.index.search(query, k, self.allowed(media), base_exclude if len(base_exclude) else None)
+        if snap.count == 0:
+            return Hits(ids, scores)
+        live_ids, live_scores = self.live.top_k(query, k, snap, media, exclude[exclude >= self.n_items] - self.n_items,
+                                                boost, fresh_after)
+        if not len(live_ids):
+            return Hits(ids, scores)
+        all_ids, all_scores = np.concatenate([ids, live_ids]), np.concatenate([scores, live_scores])
+        order = np.argsort(-all_scores, kind="stable")[:k]
+        return Hits(all_ids[order], all_scores[order])
+
+    def cold_hits(self, k: int, media: frozenset[str] | None, exclude: np.ndarray | None = None,
+                  snap: LiveSnapshot | None = None) -> Hits:
         """The cold-start list as hits; its score is the item's popularity share (not a similarity)."""
+        snap = snap or self.live.snapshot
         cold = self.cold_start(media)
+        drop = snap.base_deleted_ids
         if exclude is not None and len(exclude):
-            cold = cold[~np.isin(cold, exclude)]
+            drop = np.concatenate([drop, np.asarray(exclude, np.int64)])
+        if len(drop):
+            cold = cold[~np.isin(cold, drop)]
         cold = cold[:k]
         total = max(float(self.popularity.sum()), 1.0)
         return Hits(cold, (self.popularity[cold] / total).astype(np.float32))

@@ -21,6 +21,7 @@ import torch
 from recsys.artifact import l2_normalise, save_run
 from recsys.models.ensemble import concat_members, ensemble_payload, ensemble_temperature, member_weights
 from recsys.models.content_projection import PROJECTION_FILE, ensemble_projection_payload, projection_payload
+from recsys.models.popularity_prior import prior_counts
 from recsys.models.user_encoder import encoder_payload
 from recsys.models.task import TwoTowerTrainTask
 from recsys.models.two_tower import TowerOutput
@@ -83,10 +84,25 @@ def combined_vectors(members: list[Member]) -> tuple[np.ndarray, np.ndarray]:
             concat_members([m.output.items.detach().numpy() for m in members], w))
 
 
-def _projection(member: Member) -> dict[str, Any]:
+def _new_item_coordinate(member: Member) -> float | None:
+    """The popularity coordinate an item with no train interaction gets (what a live new item carries)."""
     model, cfg = member.task.model, member.config.model
-    return projection_payload(dict(model.item_tower.projections), cfg.projection_hidden, cfg.dim,
-                              pad=model.output_dim - cfg.dim)
+    if model.popularity is None:
+        return None
+    counts = prior_counts(member.task.inputs.item_counts, cfg.cold_item_prior)
+    logs = torch.log1p(torch.as_tensor(counts, dtype=torch.float32))
+    z = (torch.log1p(torch.tensor(float(cfg.cold_item_prior))) - logs.mean()) / logs.std().clamp(min=1e-6)
+    with torch.no_grad():
+        return float(torch.tanh(model.popularity.item_slope * z + model.popularity.item_offset))
+
+
+def _projection(member: Member) -> dict[str, Any]:
+    """The item tower's content path: per-medium projections, the fusion and the new-item prior coordinate."""
+    model, cfg = member.task.model, member.config.model
+    tower = model.item_tower
+    return projection_payload(dict(tower.projections), cfg.projection_hidden, cfg.dim, pad=model.output_dim - cfg.dim,
+                              fusion=tower.fusion, fusion_kind=cfg.fusion, media_order=list(tower.media),
+                              new_item_coordinate=_new_item_coordinate(member))
 
 
 def _encoder(member: Member) -> dict[str, Any]:
