@@ -40,10 +40,10 @@ _EXPOSURE_IDS = itertools.count()
 
 def check_media(retriever: Retriever, media: frozenset[str] | None) -> None:
     """A filter naming only media this model has no items of would silently return nothing: refuse it."""
-    if media and not media & set(retriever.media):
+    if media and not media & retriever.media_now():
         raise ServingError(422, "medium_not_available",
                            f"model {retriever.version} has no items of media {sorted(media)}; "
-                           f"its catalogue has: {', '.join(retriever.media)}")
+                           f"its catalogue has: {', '.join(sorted(retriever.media_now()))}")
 
 
 def items_payload(retriever: Retriever, hits: Hits, snap: LiveSnapshot | None = None) -> list[dict]:

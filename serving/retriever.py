@@ -19,7 +19,7 @@ import numpy as np
 
 from recsys.artifact import RunArtifact, RunDirError, load_run
 from recsys.models.content_projection import ContentPath, load_content_path
-from serving.catalogue import LiveCatalogue, LiveSnapshot
+from serving.catalogue import MEDIUM_BITS, LiveCatalogue, LiveSnapshot
 from serving.coldstart import cold_start_list
 from serving.index import AllowedItems, IndexConfig, ItemIndex
 
@@ -130,6 +130,15 @@ class Retriever:
         """The vector computed at training time, for a known user whose online history is unavailable."""
         row = self.run.user_index_by_id.get(user_id)
         return self.run.user_vectors[row] if row is not None else None
+
+    def media_now(self, snap: LiveSnapshot | None = None) -> set[str]:
+        """Media of the trained catalogue and of the live items now."""
+        snap = snap or self.live.snapshot
+        media = set(self.media)
+        if snap.count:
+            bits = int(np.bitwise_or.reduce(snap.media_bits[snap.alive])) if snap.alive.any() else 0
+            media |= {m for m, bit in MEDIUM_BITS.items() if bits & bit}
+        return media
 
     # ---- items, trained or live, by global index ----
     def lookup(self, item_id: str) -> int | None:

@@ -74,7 +74,7 @@ class ContentSearch:
 
     def query_vector(self, retriever: Retriever, medium: str, payload: str | bytes) -> np.ndarray:
         """Embed one query into `retriever`'s item space (blocking: call from a worker thread)."""
-        if medium not in retriever.media and not retriever.live.snapshot.row_of:
+        if medium not in retriever.media_now():
             raise _unsupported(retriever, medium, f"its catalogue has no {medium} items "
                                                   f"(it has: {', '.join(retriever.media) or 'none'})")
         spec = recorded_spec(retriever.run, medium)
