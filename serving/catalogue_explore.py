@@ -1,8 +1,7 @@
 """Getting new items in front of people: exploration slots and the new-item prior.
 
-A new item has no interactions, so a model trained before it existed has no collaborative
-signal for it, and a popularity prior ranks it last. Two levers, both configurable
-(`RECSYS_SERVE_EXPLORE_*`, `RECSYS_SERVE_NEW_ITEM_BOOST`):
+The policy is defined once in `recsys.new_items` (shared with the offline evaluation); here it
+is applied to a request, configurable with `RECSYS_SERVE_EXPLORE_*` and `RECSYS_SERVE_NEW_ITEM_BOOST`:
 
 * **new-item prior**: `boost` is added to the score of live items younger than `window_s`, so a
   good content match enters the ranked list on merit (deterministic: propensity 1);
@@ -18,33 +17,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from recsys.new_items import NewItemPolicy, slot_positions
 from serving.catalogue import LiveSnapshot, media_bits
 
 
 @dataclass(frozen=True)
-class ExplorationPolicy:
-    """Args:
-        share: fraction of feed positions reserved for fresh items (0 disables slots).
-        window_s: an item is fresh for this long after it was added.
-        temperature: softmax temperature over content match (cosine); small = greedy.
-        boost: new-item prior added to fresh items' scores in the ranked part.
-    """
-
-    share: float = 0.1
-    window_s: float = 7 * 86400.0
-    temperature: float = 0.05
-    boost: float = 0.0
+class ExplorationPolicy(NewItemPolicy):
+    """`recsys.new_items.NewItemPolicy` for live items: fresh = added within `window_s`."""
 
     def fresh_after(self, now: float | None = None) -> float:
         return (time.time() if now is None else now) - self.window_s
 
     def slots(self, k: int) -> list[int]:
-        """Positions (0-based) given to exploration: evenly spaced, the first after the top results."""
-        if self.share <= 0 or k <= 0:
-            return []
-        n = max(1, int(round(k * self.share)))
-        period = k / n
-        return sorted({min(k - 1, int(period * (i + 1)) - 1) for i in range(n)})
+        return slot_positions(k, self.share)
 
 
 def explore(policy: ExplorationPolicy, snap: LiveSnapshot, n_base: int, ranked: np.ndarray, scores: np.ndarray,

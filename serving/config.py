@@ -12,7 +12,10 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from recsys.new_items import NewItemPolicy
+
 IndexKind = Literal["auto", "flat", "hnsw", "ivf"]
+_NEW = NewItemPolicy()  # defaults shared with the offline cold-start evaluation
 API_MAX_K = 200  # the largest `k` the API documents (OpenAPI bounds are static)
 
 
@@ -78,11 +81,11 @@ class ServingSettings(BaseSettings):
     cold_start_pool: int = Field(default=500, description="most popular items the cold-start list is picked from")
     mmr_lambda: float = Field(default=0.7, ge=0.0, le=1.0, description="1 = popularity only, 0 = diversity only")
 
-    explore_share: float = Field(default=0.1, ge=0.0, le=0.5, description="share of feed positions given to items "
+    explore_share: float = Field(default=_NEW.share, ge=0.0, le=0.5, description="share of feed positions given to items "
                                  "added live within explore_window_s (drawn by content match; propensity logged)")
-    explore_window_s: float = Field(default=7 * 86400.0, gt=0, description="how long a live-added item counts as new")
-    explore_temperature: float = Field(default=0.05, gt=0, description="softmax temperature of exploration draws")
-    new_item_boost: float = Field(default=0.0, ge=0.0, le=1.0, description="new-item prior: added to a new item's score")
+    explore_window_s: float = Field(default=_NEW.window_s, gt=0, description="how long a live-added item counts as new")
+    explore_temperature: float = Field(default=_NEW.temperature, gt=0, description="softmax temperature of exploration draws")
+    new_item_boost: float = Field(default=_NEW.boost, ge=0.0, le=1.0, description="new-item prior: added to a new item's score")
 
     log_flush_ms: int = Field(default=50, ge=1)
     log_batch: int = Field(default=1024, ge=1)
