@@ -66,6 +66,7 @@ class Retriever:
                              for m in self.media}
         self._allowed: dict[frozenset[str], AllowedItems | None] = {}
         self._cold: dict[frozenset[str], np.ndarray] = {}
+        self._tombstoned: dict[frozenset[str], tuple[np.ndarray, AllowedItems]] = {}
         self._lock = threading.Lock()
         self._cold_pool, self._mmr_lambda, self._max_k = cold_start_pool, mmr_lambda, max_k
         self.live = LiveCatalogue(len(self.item_ids), self.index.dim, run.item_index_by_id)
@@ -105,6 +106,21 @@ class Retriever:
                     mask |= self._media_masks[medium]
                 self._allowed[key] = None if mask.all() else AllowedItems(mask)
         return self._allowed[key]
+
+    def _allowed_now(self, media: frozenset[str] | None, snap: LiveSnapshot) -> AllowedItems | None:
+        """The media filter minus taken-down items, as one FAISS selector (rebuilt once per take-down,
+        not per request: over-fetching past thousands of tombstones would cost every query)."""
+        allowed = self.allowed(media)
+        if not len(snap.base_deleted_ids):
+            return allowed
+        key = frozenset(media or ())
+        cached = self._tombstoned.get(key)
+        if cached is None or cached[0] is not snap.base_deleted:
+            mask = (allowed.mask if allowed is not None else np.ones(self.n_items, bool)) & ~snap.base_deleted
+            cached = (snap.base_deleted, AllowedItems(mask))
+            with self._lock:
+                self._tombstoned[key] = cached
+        return cached[1]
 
     def cold_start(self, media: frozenset[str] | None) -> np.ndarray:
         """Popular + diverse item indexes (max_k long) for users with no history."""
@@ -168,9 +184,8 @@ class Retriever:
         snap = snap or self.live.snapshot
         exclude = np.asarray(exclude, np.int64) if exclude is not None and len(exclude) else np.zeros(0, np.int64)
         base_exclude = exclude[exclude < self.n_items]
-        if len(snap.base_deleted_ids):
-            base_exclude = np.concatenate([base_exclude, snap.base_deleted_ids])
-        ids, scores = self.index.search(query, k, self.allowed(media), base_exclude if len(base_exclude) else None)
+        ids, scores = self.index.search(query, k, self._allowed_now(media, snap),
+                                        base_exclude if len(base_exclude) else None)
         if snap.count == 0:
             return Hits(ids, scores)
         live_ids, live_scores = self.live.top_k(query, k, snap, media, exclude[exclude >= self.n_items] - self.n_items,
