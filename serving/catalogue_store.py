@@ -46,7 +46,10 @@ class CatalogueLog:
         self.path = root / "ops.jsonl"
         self.media_dir = root / "media"
         self._lock = threading.Lock()
-        self.ops: list[dict[str, Any]] = self._read()
+        self._offset = 0  # bytes of ops.jsonl read so far
+        self._size = -1
+        self.ops: list[dict[str, Any]] = []
+        self.refresh()
 
     @classmethod
     def open(cls, store_dir: Path, dataset: str) -> "CatalogueLog":
@@ -57,20 +60,30 @@ class CatalogueLog:
                 cls._open[root] = cls(root)
             return cls._open[root]
 
-    def _read(self) -> list[dict[str, Any]]:
-        if not self.path.exists():
-            return []
-        ops = []
-        with open(self.path, "rb") as f:
-            for number, line in enumerate(f, 1):
+    def refresh(self) -> None:
+        """Read operations appended since the last read, by this process or another one (`recsys items
+        add` next to a running server). A stat per call; the file is read only when it grew."""
+        try:
+            size = self.path.stat().st_size
+        except FileNotFoundError:
+            return
+        if size == self._size:
+            return
+        with self._lock:
+            with open(self.path, "rb") as f:
+                f.seek(self._offset)
+                chunk = f.read()
+            complete = chunk[: chunk.rfind(b"\n") + 1]  # a line still being written waits for the next call
+            for line in complete.splitlines():
                 try:
                     op = json.loads(line)
                 except ValueError:
-                    log.warning("%s:%d: unreadable line skipped (torn write?)", self.path, number)
+                    log.warning("%s: unreadable line skipped (torn write?)", self.path)
                     continue
                 if isinstance(op, dict) and op.get("op") in ("put", "delete") and isinstance(op.get("item_id"), str):
-                    ops.append(op)
-        return ops
+                    self.ops.append(op)
+            self._offset += len(complete)
+            self._size = self._offset if len(complete) == len(chunk) else -1
 
     def __len__(self) -> int:
         return len(self.ops)
@@ -94,14 +107,18 @@ class CatalogueLog:
 
     def append(self, op: dict[str, Any]) -> dict[str, Any]:
         """Durably append one operation (fsync) and return it with its sequence number."""
+        self.refresh()
         with self._lock:
             op = {**op, "seq": len(self.ops)}
+            line = json.dumps(op, separators=(",", ":")).encode() + b"\n"
             self.root.mkdir(parents=True, exist_ok=True)
             with open(self.path, "ab") as f:
-                f.write(json.dumps(op, separators=(",", ":")).encode() + b"\n")
+                f.write(line)
                 f.flush()
                 os.fsync(f.fileno())
             self.ops.append(op)
+            self._offset += len(line)
+            self._size = self._offset
             return op
 
     def current(self) -> dict[str, dict[str, Any]]:

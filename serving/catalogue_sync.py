@@ -123,6 +123,7 @@ def sync(retriever: Retriever, precomputed: dict[int, np.ndarray] | None = None)
     media_log = getattr(retriever, "catalogue_log", None)
     if media_log is None:
         return
+    media_log.refresh()
     while retriever.live.snapshot.generation < len(media_log):
         op = media_log.ops[retriever.live.snapshot.generation]
         apply_op(retriever, op, media_log, (precomputed or {}).get(op["seq"]))

@@ -80,7 +80,7 @@ def check_input(item: ItemInput) -> None:
         raise _bad("invalid_item", "metadata.title: must be a string")
 
 
-def _encoder_outputs(retriever: Retriever, item: ItemInput, made: dict[str, np.ndarray]) -> dict[str, tuple[str, np.ndarray]]:
+def encoder_outputs(retriever: Retriever, item: ItemInput, made: dict[str, np.ndarray]) -> dict[str, tuple[str, np.ndarray]]:
     """medium -> (feature key, encoder output) for this version; `made` caches outputs by key across versions."""
     from recsys.encoders import EncoderInputError
 
@@ -110,12 +110,19 @@ def _encoder_outputs(retriever: Retriever, item: ItemInput, made: dict[str, np.n
     return out
 
 
-def _digest(item: ItemInput, features: dict[str, dict[str, list[float]]]) -> str:
+def item_digest(item: ItemInput, features: dict[str, dict[str, list[float]]]) -> str:
     payload = json.dumps({"metadata": item.metadata, "media": item.media,
                           "features": {m: sorted(f) for m, f in features.items()},
                           "vectors": {m: hashlib.sha256(np.asarray(v[sorted(v)[0]], np.float32).tobytes()).hexdigest()
                                       for m, v in features.items()}}, sort_keys=True, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def put_op(item_id: str, item: ItemInput, features: dict[str, dict[str, list[float]]], files: dict[str, str],
+           digest: str, **extra: Any) -> dict[str, Any]:
+    """The log record of a put (see `serving.catalogue_store`)."""
+    return {"op": "put", "item_id": item_id, "ts": time.time(), "media": item.media, "title": item.metadata.get("title"),
+            "metadata": item.metadata, "features": features, "files": files, "digest": digest, **extra}
 
 
 class CatalogueWriter:
@@ -139,7 +146,7 @@ class CatalogueWriter:
         vectors: dict[int, np.ndarray] = {}
         features: dict[str, dict[str, list[float]]] = {}
         for _, retriever in self._served():
-            outputs = _encoder_outputs(retriever, item, made)
+            outputs = encoder_outputs(retriever, item, made)
             try:
                 vectors[id(retriever)] = item_vector(retriever, {m: v for m, (_, v) in outputs.items()})
             except Unembeddable as err:
@@ -154,7 +161,7 @@ class CatalogueWriter:
         async with self._lock:
             vectors, features = await asyncio.to_thread(self._embed, item)
             served = self._served()
-            digest = _digest(item, features)
+            digest = item_digest(item, features)
             log = served[0][1].catalogue_log
             current = log.current().get(item_id)
             created = all(r.lookup(item_id) is None for _, r in served)
@@ -163,9 +170,7 @@ class CatalogueWriter:
             else:
                 files = await asyncio.to_thread(
                     lambda: {m: log.save_media(d.encode("utf-8") if isinstance(d, str) else d) for m, d in item.files.items()})
-                op = log.append({"op": "put", "item_id": item_id, "ts": time.time(), "media": item.media,
-                                 "title": item.metadata.get("title"), "metadata": item.metadata, "features": features,
-                                 "files": files, "digest": digest})
+                op = log.append(put_op(item_id, item, features, files, digest))
                 for _, retriever in served:
                     sync(retriever, {op["seq"]: vectors[id(retriever)]} if id(retriever) in vectors else None)
                 await mirror_online(self.link, self.namespace, served[0][1].run.dataset, op)
