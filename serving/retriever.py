@@ -61,6 +61,8 @@ class Retriever:
         self.item_titles: list[str | None] = titles
         pop = run.items["popularity"].to_numpy() if "popularity" in run.items.columns else np.zeros(len(self.item_ids))
         self.popularity = np.nan_to_num(pop.astype(np.float64))
+        # trained items nobody interacted with in train: new items too, for the new-item prior
+        self.unseen = np.flatnonzero(self.popularity == 0) if "popularity" in run.items.columns else np.zeros(0, np.int64)
         self.media = sorted({m for media in self.item_media for m in media})
         self._media_masks = {m: np.fromiter((m in media for media in self.item_media), bool, len(self.item_media))
                              for m in self.media}
@@ -186,15 +188,39 @@ class Retriever:
         base_exclude = exclude[exclude < self.n_items]
         ids, scores = self.index.search(query, k, self._allowed_now(media, snap),
                                         base_exclude if len(base_exclude) else None)
-        if snap.count == 0:
+        parts = [(ids, scores)]
+        if boost and len(self.unseen):
+            parts.append(self._boosted_unseen(query, k, media, base_exclude, snap, boost))
+        if snap.count:
+            parts.append(self.live.top_k(query, k, snap, media, exclude[exclude >= self.n_items] - self.n_items,
+                                         boost, fresh_after))
+        if len(parts) == 1:
             return Hits(ids, scores)
-        live_ids, live_scores = self.live.top_k(query, k, snap, media, exclude[exclude >= self.n_items] - self.n_items,
-                                                boost, fresh_after)
-        if not len(live_ids):
-            return Hits(ids, scores)
-        all_ids, all_scores = np.concatenate([ids, live_ids]), np.concatenate([scores, live_scores])
-        order = np.argsort(-all_scores, kind="stable")[:k]
-        return Hits(all_ids[order], all_scores[order])
+        all_ids = np.concatenate([p[0] for p in parts])
+        all_scores = np.concatenate([p[1] for p in parts])
+        best: dict[int, float] = {}
+        for index, score in zip(all_ids.tolist(), all_scores.tolist()):  # an unseen item may come twice: keep its boost
+            if score > best.get(index, -np.inf):
+                best[index] = score
+        order = sorted(best, key=lambda i: -best[i])[:k]
+        return Hits(np.asarray(order, np.int64), np.asarray([best[i] for i in order], np.float32))
+
+    def _boosted_unseen(self, query: np.ndarray, k: int, media: frozenset[str] | None, exclude: np.ndarray,
+                        snap: LiveSnapshot, boost: float) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k of the trained items without train interactions, with the new-item prior added."""
+        candidates = self.unseen
+        keep = ~snap.base_deleted[candidates]
+        allowed = self.allowed(media)
+        if allowed is not None:
+            keep &= allowed.mask[candidates]
+        if len(exclude):
+            keep &= ~np.isin(candidates, exclude)
+        candidates = candidates[keep]
+        if not len(candidates):
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        scores = self.run.item_vectors[candidates] @ np.asarray(query, np.float32) + np.float32(boost)
+        top = np.argsort(-scores, kind="stable")[:k]
+        return candidates[top].astype(np.int64), scores[top].astype(np.float32)
 
     def cold_hits(self, k: int, media: frozenset[str] | None, exclude: np.ndarray | None = None,
                   snap: LiveSnapshot | None = None) -> Hits:
