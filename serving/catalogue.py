@@ -62,6 +62,7 @@ class LiveCatalogue:
     def __init__(self, n_base: int, dim: int, base_index_by_id: dict[str, int], capacity: int = 1024):
         self.n_base, self.dim, self._base = n_base, dim, base_index_by_id
         self._lock = threading.Lock()
+        self.sync_lock = threading.Lock()  # held by `serving.catalogue_sync.sync` while it applies the log
         self._buffer = np.zeros((capacity, dim), np.float32)
         self.snapshot = LiveSnapshot(vectors=self._buffer, base_deleted=np.zeros(n_base, bool))
 
@@ -76,9 +77,6 @@ class LiveCatalogue:
         if index is None or snap.base_deleted[index]:
             return None
         return index
-
-    def is_live(self, item_id: str) -> bool:
-        return item_id in self.snapshot.row_of
 
     # ---- writes (serialised) ----
     def put(self, item_id: str, vector: np.ndarray, media: list[str], title: str | None, vector_version: str,
@@ -138,13 +136,6 @@ class LiveCatalogue:
                 ids=snap.ids, media=snap.media, titles=snap.titles, vector_versions=snap.vector_versions,
                 row_of=row_of, base_deleted=base_deleted, base_deleted_ids=deleted_ids, generation=snap.generation + 1)
             return found
-
-    def skip(self) -> None:
-        """Count an operation this version could not apply (e.g. a medium it cannot embed), so the
-        generation still matches the log's length."""
-        with self._lock:
-            snap = self.snapshot
-            self.snapshot = LiveSnapshot(**{**snap.__dict__, "generation": snap.generation + 1})
 
     # ---- search over the live rows ----
     def top_k(self, query: np.ndarray, k: int, snap: LiveSnapshot, media: frozenset[str] | None,

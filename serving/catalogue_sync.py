@@ -124,9 +124,12 @@ def sync(retriever: Retriever, precomputed: dict[int, np.ndarray] | None = None)
     if media_log is None:
         return
     media_log.refresh()
-    while retriever.live.snapshot.generation < len(media_log):
-        op = media_log.ops[retriever.live.snapshot.generation]
-        apply_op(retriever, op, media_log, (precomputed or {}).get(op["seq"]))
+    if retriever.live.snapshot.generation >= len(media_log):
+        return  # the common case: no lock taken
+    with retriever.live.sync_lock:  # one thread applies each operation exactly once
+        while retriever.live.snapshot.generation < len(media_log):
+            op = media_log.ops[retriever.live.snapshot.generation]
+            apply_op(retriever, op, media_log, (precomputed or {}).get(op["seq"]))
 
 
 def replay_log(retriever: Retriever) -> None:
