@@ -17,7 +17,8 @@ The defaults were chosen on TikTok's valid split with the default run (BENCHMARK
 catalogue"): boost 0.35 puts the natural cold items at 10.5x random among all items for a 1.8 %
 relative loss of warm Recall@20; one exploration slot in 20 alone costs 2.1 %, so slots are off by
 default (`RECSYS_SERVE_EXPLORE_SHARE` turns them on). The boost is in the run's score units
-(cosine): another model may want another value.
+(cosine): another model may want another value, so `recsys train` records the policy in run.json
+and serving reads it from there (runs that record none get no boost).
 """
 from __future__ import annotations
 

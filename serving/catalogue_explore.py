@@ -23,7 +23,11 @@ from serving.catalogue import LiveSnapshot, media_bits
 
 @dataclass(frozen=True)
 class ExplorationPolicy(NewItemPolicy):
-    """`recsys.new_items.NewItemPolicy` for live items: fresh = added within `window_s`."""
+    """`recsys.new_items.NewItemPolicy` for live items: fresh = added within `window_s`. A negative
+    `boost` means "the run's own" (`Retriever.new_item_boost`, recorded in run.json)."""
+
+    def boost_for(self, run_boost: float) -> float:
+        return run_boost if self.boost < 0 else self.boost
 
     def fresh_after(self, now: float | None = None) -> float:
         return (time.time() if now is None else now) - self.window_s

@@ -85,7 +85,9 @@ class ServingSettings(BaseSettings):
                                  "added live within explore_window_s (drawn by content match; propensity logged)")
     explore_window_s: float = Field(default=_NEW.window_s, gt=0, description="how long a live-added item counts as new")
     explore_temperature: float = Field(default=_NEW.temperature, gt=0, description="softmax temperature of exploration draws")
-    new_item_boost: float = Field(default=_NEW.boost, ge=0.0, le=1.0, description="new-item prior: added to a new item's score")
+    new_item_boost: float | None = Field(default=None, ge=0.0, le=1.0, description="new-item prior added to the score "
+                                         "of items nobody interacted with yet; default: the value the run records "
+                                         "(`new_item_policy` in run.json), else 0")
 
     log_flush_ms: int = Field(default=50, ge=1)
     log_batch: int = Field(default=1024, ge=1)

@@ -124,7 +124,8 @@ class Feed:
         if cold:
             hits = retriever.cold_hits(k, media, exclude, snap)
         else:
-            hits = retriever.search(query, k, media, exclude, snap, boost=policy.boost, fresh_after=policy.fresh_after())
+            hits = retriever.search(query, k, media, exclude, snap, boost=policy.boost_for(retriever.new_item_boost),
+                                    fresh_after=policy.fresh_after())
         indexes, scores, propensities = explore(policy, snap, retriever.n_items, hits.indexes, hits.scores,
                                                 None if cold else query, k, media, exclude, self._rng)
         hits = Hits(indexes, scores)

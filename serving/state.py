@@ -87,7 +87,8 @@ def build_state(settings: ServingSettings, shared: Settings, models: LiveModels 
     flusher = EventArchiver(link.dedicated, stream_key(namespace), settings.events_dir or shared.store_dir / "offline",
                            flush_s=settings.events_flush_ms / 1000, batch=settings.events_flush_batch,
                            claim_idle_s=settings.events_claim_idle_s, timeout_s=max(settings.redis_timeout_s, 1.0))
-    exploration = ExplorationPolicy(boost=settings.new_item_boost, share=settings.explore_share,
+    exploration = ExplorationPolicy(boost=-1.0 if settings.new_item_boost is None else settings.new_item_boost,
+                                    share=settings.explore_share,
                                     temperature=settings.explore_temperature, window_s=settings.explore_window_s)
     return ServingState(settings=settings, models=models, experiment=experiment, link=link, logs=logs,
                         feed=Feed(models, experiment, cache, history, logs, exploration),

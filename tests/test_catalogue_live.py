@@ -46,7 +46,7 @@ def world(tmp_path_factory, redis_server):
     env = {"REDIS_URL": redis_url_of(redis_server), "RECSYS_REDIS_NAMESPACE": "test-catalogue-live",
            "RECSYS_STORE_DIR": str(root / "store"), "RECSYS_SERVE_LOG_DIR": str(root / "logs"),
            "RECSYS_SERVE_API_KEY": API_KEY, "RECSYS_SERVE_LOG_FLUSH_MS": "10", "HF_HUB_OFFLINE": "1",
-           "RECSYS_SERVE_EXPLORE_SHARE": "0.1"}
+           "RECSYS_SERVE_EXPLORE_SHARE": "0.1", "RECSYS_SERVE_NEW_ITEM_BOOST": "0.35"}
     return {"root": root, "a": run_a, "b": run_b, "ds": ds, "env": env, "redis": redis_server}
 
 

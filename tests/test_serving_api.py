@@ -164,7 +164,7 @@ def test_exposures_and_events_are_logged_as_json_lines(env):
             break
         time.sleep(0.05)
     mine = [e for e in exposures if e["user_id"] == "101"][-1]
-    assert set(mine) == {"exposure_id", "ts", "user_id", "variant", "model_version", "items"}
+    assert set(mine) == {"exposure_id", "ts", "user_id", "variant", "model_version", "items", "propensities"}
     assert mine["items"] == [i["item_id"] for i in body["items"]] and mine["variant"] == body["variant"]
     assert mine["model_version"] == body["model_version"] and isinstance(mine["ts"], float)
     while time.time() < deadline and "log-1" not in (env["logs"] / "events.jsonl").read_text():

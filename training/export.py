@@ -10,6 +10,7 @@ concatenation (`recsys.models.ensemble`), so readers see one two-tower either wa
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from recsys.artifact import l2_normalise, save_run
 from recsys.models.ensemble import concat_members, ensemble_payload, ensemble_temperature, member_weights
 from recsys.models.content_projection import PROJECTION_FILE, ensemble_projection_payload, projection_payload
 from recsys.models.popularity_prior import prior_counts
+from recsys.new_items import NewItemPolicy
 from recsys.models.user_encoder import encoder_payload
 from recsys.models.task import TwoTowerTrainTask
 from recsys.models.two_tower import TowerOutput
@@ -142,4 +144,7 @@ def export_run(run_dir: Path, config: TrainConfig, data: TrainingData, members: 
         extra_meta={"model_kind": MODEL_KIND, "split_strategy": data.split_strategy, "encoders": data.content.encoders,
                     "cold_items": int((~data.warm).sum()), "temperature": temperature,
                     "ensemble": len(members), "member_temperatures": [m.temperature for m in members],
-                    "media": list(data.catalog.media), "config_fingerprint": config.fingerprint()})
+                    "media": list(data.catalog.media), "config_fingerprint": config.fingerprint(),
+                    # the feed's treatment of items without interactions, chosen on TikTok valid for the default
+                    # config (recsys.new_items); serving reads it unless RECSYS_SERVE_NEW_ITEM_BOOST is set
+                    "new_item_policy": dataclasses.asdict(NewItemPolicy())})
