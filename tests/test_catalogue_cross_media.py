@@ -7,17 +7,19 @@ item that is also an image item). Corrupt media get a 4xx naming the medium and 
 from __future__ import annotations
 
 import io
+import shutil
 
 import httpx
 import numpy as np
 import pytest
 from PIL import Image
 
-from fixtures_media.media import SR, chirp, image_array, image_bytes, noise, tone, wav_bytes
+from fixtures_media.media import SR, chirp, image_array, image_bytes, noise, speech_wav, tone, wav_bytes
 from support.catalogue_runs import movielens_content_run
 from support.local_server import LocalServer, redis_url_of
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="needs espeak-ng")]
+SENTENCE = "Good evening. Here is the weather forecast: rain in the north, sunshine in the south."
 
 AUTH = {"X-API-Key": "cross-media-key-0123456789"}
 ITEMS = {
@@ -29,6 +31,8 @@ ITEMS = {
                     "text": ("coffee.txt", "A cup of hot coffee with latte art, served on a saucer in a cafe.".encode(),
                              "text/plain")},
     "live-tone": {"audio": ("a440.wav", wav_bytes(tone(440, 3.0)), "audio/wav")},
+    "live-forecast": {"audio": ("forecast.wav", speech_wav(SENTENCE, 160), "audio/wav"),
+                      "image": ("camera.png", image_bytes("camera"), "image/png")},
     "live-astronaut": {"text": ("astronaut.txt", "An astronaut in a white space suit stands beside the flag "
                                 "on a NASA mission.".encode(), "text/plain"),
                        "audio": ("low.flac", wav_bytes(tone(110, 3.0), fmt="FLAC"), "audio/flac")},
@@ -80,6 +84,13 @@ def test_an_audio_query_finds_an_image_item_by_its_sound(client):
     assert tone_ids[0] == "live-tone", tone_ids
 
 
+def test_a_spoken_query_finds_the_spoken_item(client):
+    query = speech_wav(SENTENCE, 120)  # the same words, spoken slower
+    ids = _ids(client.post("/v1/search", files={"audio": ("q.wav", query, "audio/wav")},
+                           data={"k": "3", "media": "image"}))
+    assert ids[0] == "live-forecast", ids
+
+
 def test_a_text_query_finds_items_across_media(client):
     ids = _ids(client.post("/v1/search", json={"text": "coffee with latte art in a cafe", "k": 10}))
     assert "live-coffee" in ids[:3], ids  # an image + text item
@@ -89,7 +100,7 @@ def test_a_text_query_finds_items_across_media(client):
 
 def test_similar_of_a_live_item_and_media_filters(client):
     ids = _ids(client.get("/v1/items/live-cat/similar", params={"k": 5, "media": "image"}))
-    assert set(ids) <= {"live-rocket", "live-coffee"} and ids
+    assert set(ids) <= {"live-rocket", "live-coffee", "live-forecast"} and ids  # the image items but itself
 
 
 @pytest.mark.parametrize("case", ["corrupt_image", "lying_audio_header", "image_as_audio"])
