@@ -74,6 +74,7 @@ class Retriever:
         self._lock = threading.Lock()
         self._cold_pool, self._mmr_lambda, self._max_k = cold_start_pool, mmr_lambda, max_k
         self.live = LiveCatalogue(len(self.item_ids), self.index.dim, run.item_index_by_id)
+        self.catalogue_log = None  # the dataset's operations log, attached by `load` (serving.catalogue_sync)
         self.cold_start(None)  # the unfiltered list is the common case: build it eagerly
 
     @classmethod
