@@ -12,7 +12,10 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from recsys.new_items import NewItemPolicy
+
 IndexKind = Literal["auto", "flat", "hnsw", "ivf"]
+_NEW = NewItemPolicy()  # defaults shared with the offline cold-start evaluation
 API_MAX_K = 200  # the largest `k` the API documents (OpenAPI bounds are static)
 
 
@@ -54,7 +57,7 @@ class ServingSettings(BaseSettings):
 
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, description="request bodies above this get 413 "
                                 "(except /v1/search uploads)")
-    max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, description="largest /v1/search body (413)")
+    max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, description="largest /v1/search or PUT /v1/items body (413)")
 
     default_k: int = 20
     max_k: int = Field(default=API_MAX_K, ge=1, le=API_MAX_K)
@@ -79,6 +82,14 @@ class ServingSettings(BaseSettings):
 
     cold_start_pool: int = Field(default=500, description="most popular items the cold-start list is picked from")
     mmr_lambda: float = Field(default=0.7, ge=0.0, le=1.0, description="1 = popularity only, 0 = diversity only")
+
+    explore_share: float = Field(default=_NEW.share, ge=0.0, le=0.5, description="share of feed positions given to items "
+                                 "added live within explore_window_s (drawn by content match; propensity logged)")
+    explore_window_s: float = Field(default=_NEW.window_s, gt=0, description="how long a live-added item counts as new")
+    explore_temperature: float = Field(default=_NEW.temperature, gt=0, description="softmax temperature of exploration draws")
+    new_item_boost: float | None = Field(default=None, ge=0.0, le=1.0, description="new-item prior added to the score "
+                                         "of items nobody interacted with yet; default: the value the run records "
+                                         "(`new_item_policy` in run.json), else 0")
 
     log_flush_ms: int = Field(default=50, ge=1)
     log_batch: int = Field(default=1024, ge=1)

@@ -34,7 +34,8 @@ class BodyLimitMiddleware:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        limit = self.max_upload if scope["path"] in UPLOAD_PATHS else self.max_body
+        uploads = scope["path"] in UPLOAD_PATHS or (scope["method"] == "PUT" and scope["path"].startswith("/v1/items/"))
+        limit = self.max_upload if uploads else self.max_body
         declared = _content_length(scope)
         if declared is not None and declared > limit:
             await _send_413(send, limit)

@@ -3,7 +3,9 @@
 Everything a request needs that does not depend on the user is computed here once, when the
 version is loaded (index, per-media masks, item metadata, popularity order), so the request path
 does a dictionary lookup, one encoder call and one index search, never a loop over the catalogue.
-A `Retriever` is immutable once built; switching versions swaps the whole object.
+The trained part is immutable once built; items added or taken down while serving live in
+`self.live` (`serving.catalogue.LiveCatalogue`), searched beside the index and merged by score.
+Switching versions swaps the whole object (its live part replayed from the durable log).
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from recsys.artifact import RunArtifact, RunDirError, load_run
+from recsys.models.content_projection import ContentPath, load_content_path
+from serving.catalogue import MEDIUM_BITS, LiveCatalogue, LiveSnapshot
 from serving.coldstart import cold_start_list
 from serving.index import AllowedItems, IndexConfig, ItemIndex
 
@@ -48,6 +52,8 @@ class Retriever:
         self.run = run
         self.version = run.model_version
         self.encoder = run.user_encoder  # loaded now: a broken user_encoder.pt must fail the load, not a request
+        # Loaded and checked now too: a corrupt content_projection.pt fails the load, never a search.
+        self.content: ContentPath | None = load_content_path(run.run_dir)
         self.index = ItemIndex(run.item_vectors, index_config)
         self.item_ids = np.asarray(run.items["item_id"].to_list(), dtype=object)
         self.item_media: list[list[str]] = [list(m or []) for m in run.items["media"].to_list()]
@@ -55,13 +61,20 @@ class Retriever:
         self.item_titles: list[str | None] = titles
         pop = run.items["popularity"].to_numpy() if "popularity" in run.items.columns else np.zeros(len(self.item_ids))
         self.popularity = np.nan_to_num(pop.astype(np.float64))
+        # trained items nobody interacted with in train: new items too, for the new-item prior
+        policy = run.meta.get("new_item_policy")
+        self.new_item_boost = float(policy.get("boost", 0.0)) if isinstance(policy, dict) else 0.0
+        self.unseen = np.flatnonzero(self.popularity == 0) if "popularity" in run.items.columns else np.zeros(0, np.int64)
         self.media = sorted({m for media in self.item_media for m in media})
         self._media_masks = {m: np.fromiter((m in media for media in self.item_media), bool, len(self.item_media))
                              for m in self.media}
         self._allowed: dict[frozenset[str], AllowedItems | None] = {}
         self._cold: dict[frozenset[str], np.ndarray] = {}
+        self._tombstoned: dict[frozenset[str], tuple[np.ndarray, AllowedItems]] = {}
         self._lock = threading.Lock()
         self._cold_pool, self._mmr_lambda, self._max_k = cold_start_pool, mmr_lambda, max_k
+        self.live = LiveCatalogue(len(self.item_ids), self.index.dim, run.item_index_by_id)
+        self.catalogue_log = None  # the dataset's operations log, attached by `load` (serving.catalogue_sync)
         self.cold_start(None)  # the unfiltered list is the common case: build it eagerly
 
     @classmethod
@@ -75,6 +88,9 @@ class Retriever:
             if column not in run.items.columns:
                 raise RunDirError(f"{run.run_dir / 'items.parquet'}: missing column '{column}'")
         retriever = cls(run, index_config, **kwargs)
+        from serving.catalogue_sync import replay_log
+
+        replay_log(retriever)  # items added / taken down while serving, re-embedded for this version
         log.info("loaded model %s from %s (%d items, %s index) in %.2fs", retriever.version, run_dir,
                  retriever.index.n_items, retriever.index.kind, time.perf_counter() - started)
         return retriever
@@ -95,6 +111,21 @@ class Retriever:
                     mask |= self._media_masks[medium]
                 self._allowed[key] = None if mask.all() else AllowedItems(mask)
         return self._allowed[key]
+
+    def _allowed_now(self, media: frozenset[str] | None, snap: LiveSnapshot) -> AllowedItems | None:
+        """The media filter minus taken-down items, as one FAISS selector (rebuilt once per take-down,
+        not per request: over-fetching past thousands of tombstones would cost every query)."""
+        allowed = self.allowed(media)
+        if not len(snap.base_deleted_ids):
+            return allowed
+        key = frozenset(media or ())
+        cached = self._tombstoned.get(key)
+        if cached is None or cached[0] is not snap.base_deleted:
+            mask = (allowed.mask if allowed is not None else np.ones(self.n_items, bool)) & ~snap.base_deleted
+            cached = (snap.base_deleted, AllowedItems(mask))
+            with self._lock:
+                self._tombstoned[key] = cached
+        return cached[1]
 
     def cold_start(self, media: frozenset[str] | None) -> np.ndarray:
         """Popular + diverse item indexes (max_k long) for users with no history."""
@@ -121,16 +152,89 @@ class Retriever:
         row = self.run.user_index_by_id.get(user_id)
         return self.run.user_vectors[row] if row is not None else None
 
-    def search(self, query: np.ndarray, k: int, media: frozenset[str] | None = None,
-               exclude: np.ndarray | None = None) -> Hits:
-        ids, scores = self.index.search(query, k, self.allowed(media), exclude)
-        return Hits(ids, scores)
+    def media_now(self, snap: LiveSnapshot | None = None) -> set[str]:
+        """Media of the trained catalogue and of the live items now."""
+        snap = snap or self.live.snapshot
+        media = set(self.media)
+        if snap.count:
+            bits = int(np.bitwise_or.reduce(snap.media_bits[snap.alive])) if snap.alive.any() else 0
+            media |= {m for m, bit in MEDIUM_BITS.items() if bits & bit}
+        return media
 
-    def cold_hits(self, k: int, media: frozenset[str] | None, exclude: np.ndarray | None = None) -> Hits:
+    # ---- items, trained or live, by global index ----
+    def lookup(self, item_id: str) -> int | None:
+        """Global index of a servable item (trained and not taken down, or added live)."""
+        return self.live.lookup(item_id)
+
+    def item_id(self, index: int, snap: LiveSnapshot | None = None) -> str:
+        return self.item_ids[index] if index < self.n_items else (snap or self.live.snapshot).ids[index - self.n_items]
+
+    def item_media_of(self, index: int, snap: LiveSnapshot | None = None) -> list[str]:
+        return self.item_media[index] if index < self.n_items else list((snap or self.live.snapshot).media[index - self.n_items])
+
+    def item_title(self, index: int, snap: LiveSnapshot | None = None) -> str | None:
+        return self.item_titles[index] if index < self.n_items else (snap or self.live.snapshot).titles[index - self.n_items]
+
+    def item_vector(self, index: int, snap: LiveSnapshot | None = None) -> np.ndarray:
+        if index < self.n_items:
+            return self.run.item_vectors[index]
+        return (snap or self.live.snapshot).vectors[index - self.n_items]
+
+    def search(self, query: np.ndarray, k: int, media: frozenset[str] | None = None,
+               exclude: np.ndarray | None = None, snap: LiveSnapshot | None = None, boost: float = 0.0,
+               fresh_after: float | None = None) -> Hits:
+        """Top-k over the trained index and the live items, minus take-downs and `exclude` (global indexes).
+
+        `boost` is the new-item prior: added to the score of live items added after `fresh_after`."""
+        snap = snap or self.live.snapshot
+        exclude = np.asarray(exclude, np.int64) if exclude is not None and len(exclude) else np.zeros(0, np.int64)
+        base_exclude = exclude[exclude < self.n_items]
+        ids, scores = self.index.search(query, k, self._allowed_now(media, snap),
+                                        base_exclude if len(base_exclude) else None)
+        parts = [(ids, scores)]
+        if boost and len(self.unseen):
+            parts.append(self._boosted_unseen(query, k, media, base_exclude, snap, boost))
+        if snap.count:
+            parts.append(self.live.top_k(query, k, snap, media, exclude[exclude >= self.n_items] - self.n_items,
+                                         boost, fresh_after))
+        if len(parts) == 1:
+            return Hits(ids, scores)
+        all_ids = np.concatenate([p[0] for p in parts])
+        all_scores = np.concatenate([p[1] for p in parts])
+        best: dict[int, float] = {}
+        for index, score in zip(all_ids.tolist(), all_scores.tolist()):  # an unseen item may come twice: keep its boost
+            if score > best.get(index, -np.inf):
+                best[index] = score
+        order = sorted(best, key=lambda i: -best[i])[:k]
+        return Hits(np.asarray(order, np.int64), np.asarray([best[i] for i in order], np.float32))
+
+    def _boosted_unseen(self, query: np.ndarray, k: int, media: frozenset[str] | None, exclude: np.ndarray,
+                        snap: LiveSnapshot, boost: float) -> tuple[np.ndarray, np.ndarray]:
+        """Exact top-k of the trained items without train interactions, with the new-item prior added."""
+        candidates = self.unseen
+        keep = ~snap.base_deleted[candidates]
+        allowed = self.allowed(media)
+        if allowed is not None:
+            keep &= allowed.mask[candidates]
+        if len(exclude):
+            keep &= ~np.isin(candidates, exclude)
+        candidates = candidates[keep]
+        if not len(candidates):
+            return np.zeros(0, np.int64), np.zeros(0, np.float32)
+        scores = self.run.item_vectors[candidates] @ np.asarray(query, np.float32) + np.float32(boost)
+        top = np.argsort(-scores, kind="stable")[:k]
+        return candidates[top].astype(np.int64), scores[top].astype(np.float32)
+
+    def cold_hits(self, k: int, media: frozenset[str] | None, exclude: np.ndarray | None = None,
+                  snap: LiveSnapshot | None = None) -> Hits:
         """The cold-start list as hits; its score is the item's popularity share (not a similarity)."""
+        snap = snap or self.live.snapshot
         cold = self.cold_start(media)
+        drop = snap.base_deleted_ids
         if exclude is not None and len(exclude):
-            cold = cold[~np.isin(cold, exclude)]
+            drop = np.concatenate([drop, np.asarray(exclude, np.int64)])
+        if len(drop):
+            cold = cold[~np.isin(cold, drop)]
         cold = cold[:k]
         total = max(float(self.popularity.sum()), 1.0)
         return Hits(cold, (self.popularity[cold] / total).astype(np.float32))

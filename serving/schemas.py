@@ -1,7 +1,7 @@
 """Request and response schemas: the API contract (and the OpenAPI document) in one place."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -104,3 +104,29 @@ class Readiness(BaseModel):
     status: Literal["ok", "degraded"]
     redis: bool = Field(description="False: answers are computed without cache and live history")
     models: list[ModelInfo]
+
+
+# ---- live catalogue (PUT / DELETE /v1/items/{item_id}) ----
+class ItemFeatures(BaseModel):
+    """JSON body of `PUT /v1/items/{id}`: encoder outputs per medium (precomputed vectors, e.g. TikTok's
+    128-d image / audio features) and free metadata; `metadata.title` is shown in answers."""
+
+    model_config = {"extra": "forbid"}
+    features: dict[Literal["text", "image", "audio"], list[float]] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    text: str | None = Field(default=None, max_length=20_000, description="the item's text, embedded by the run's encoder")
+
+
+class ItemWritten(BaseModel):
+    item_id: str
+    status: Literal["created", "updated", "unchanged"]
+    media: list[str]
+    model_version: str = Field(description="variant A's model version")
+    vector_version: str = Field(description="variant A's vector of this item: model version and vector hash")
+    vector_versions: dict[str, str] = Field(description="per served variant")
+
+
+class ItemDeleted(BaseModel):
+    item_id: str
+    status: Literal["deleted"]
+    model_versions: dict[str, str]

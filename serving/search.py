@@ -3,7 +3,8 @@
 The query goes through the same content encoder the run's items were embedded with (the spec is
 recorded in the run: `encoders.<medium>.spec`, as written by the embed job) and then through the
 run's item tower (`recsys.models.project_content`), landing in the item space where the index
-lives. When a run cannot do that for a medium (no items of it, precomputed features that no
+lives. The same encoders embed new items (`serving.catalogue_sync`), so both share `ENCODERS`.
+When a run cannot do that for a medium (no items of it, precomputed features that no
 encoder can reproduce, no projection for it) the answer is a 422 that says which and why.
 Encoders are heavy (seconds to load), so each is built once per (medium, spec) and kept.
 """
@@ -43,16 +44,37 @@ def recorded_spec(run: RunArtifact, medium: str) -> dict[str, Any] | None:
     return None
 
 
-class ContentSearch:
-    """Query encoders, built lazily and shared by all requests (thread-safe)."""
+class EncoderPool:
+    """Content encoders shared by search queries and new items, built once per (medium, spec) (thread-safe)."""
 
     def __init__(self) -> None:
         self._encoders: dict[str, Any] = {}
         self._lock = threading.Lock()
 
+    def get(self, medium: str, spec: dict[str, Any]) -> Any:
+        """The encoder for a recorded spec; ValueError when it cannot be built here."""
+        from recsys.encoders import EncoderWeightsError, build_encoder, spec_from_dict
+
+        key = f"{medium}:{json.dumps(spec, sort_keys=True, default=str)}"
+        with self._lock:
+            if key not in self._encoders:
+                try:
+                    self._encoders[key] = build_encoder(medium, spec_from_dict(medium, spec))
+                except (EncoderWeightsError, ValueError, TypeError, ImportError) as err:
+                    raise ValueError(str(err)) from err
+                log.info("built %s encoder %s", medium, self._encoders[key])
+            return self._encoders[key]
+
+
+ENCODERS = EncoderPool()
+
+
+class ContentSearch:
+    """Query side of content search: the run's encoder, then its content path (blocking: worker thread)."""
+
     def query_vector(self, retriever: Retriever, medium: str, payload: str | bytes) -> np.ndarray:
         """Embed one query into `retriever`'s item space (blocking: call from a worker thread)."""
-        if medium not in retriever.media:
+        if medium not in retriever.media_now():
             raise _unsupported(retriever, medium, f"its catalogue has no {medium} items "
                                                   f"(it has: {', '.join(retriever.media) or 'none'})")
         spec = recorded_spec(retriever.run, medium)
@@ -61,12 +83,12 @@ class ContentSearch:
         if spec.get("kind") == "precomputed":
             raise _unsupported(retriever, medium, f"its {medium} vectors are precomputed features "
                                                   f"({spec.get('source', 'external')}) that no encoder here can reproduce")
+        if retriever.content is None:
+            raise _unsupported(retriever, medium, "the run has no content path (content_projection.pt)")
         try:
-            from recsys.models import project_content
-        except ImportError as err:
-            raise _unsupported(retriever, medium, "this deployment has no item tower projection "
-                                                  "(recsys.models.project_content)") from err
-        encoder = self._encoder(retriever, medium, spec)
+            encoder = ENCODERS.get(medium, spec)
+        except ValueError as err:
+            raise _unsupported(retriever, medium, f"its {medium} encoder cannot be built here ({err})") from err
         from recsys.encoders import EncoderInputError
 
         try:
@@ -74,20 +96,7 @@ class ContentSearch:
         except EncoderInputError as err:
             raise ServingError(422, "invalid_query_content", f"the {medium} query cannot be read: {err}") from err
         try:
-            projected = np.asarray(project_content(retriever.run, medium, raw[None, :]), dtype=np.float32)
+            projected = np.asarray(retriever.content.project(medium, raw[None, :]), dtype=np.float32)
         except ValueError as err:
             raise _unsupported(retriever, medium, str(err)) from err
         return l2_normalise(projected.reshape(1, -1))[0]
-
-    def _encoder(self, retriever: Retriever, medium: str, spec: dict[str, Any]) -> Any:
-        from recsys.encoders import EncoderWeightsError, build_encoder, spec_from_dict
-
-        key = f"{medium}:{json.dumps(spec, sort_keys=True, default=str)}"
-        with self._lock:
-            if key not in self._encoders:
-                try:
-                    self._encoders[key] = build_encoder(medium, spec_from_dict(medium, spec))
-                except (EncoderWeightsError, ValueError, TypeError) as err:
-                    raise _unsupported(retriever, medium, f"its {medium} encoder cannot be built here ({err})") from err
-                log.info("built %s query encoder %s", medium, self._encoders[key])
-            return self._encoders[key]

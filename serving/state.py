@@ -12,6 +12,8 @@ from functools import partial
 from recsys.config import Settings
 from serving.auth import KeyRing
 from serving.cache import FeedCache
+from serving.catalogue_explore import ExplorationPolicy
+from serving.catalogue_write import CatalogueWriter
 from serving.config import ServingSettings
 from serving.event_archive import EventArchiver
 from serving.event_stream import stream_key
@@ -41,6 +43,7 @@ class ServingState:
     search: ContentSearch
     keys: KeyRing
     flusher: EventArchiver | None = None
+    catalogue: CatalogueWriter | None = None
 
     async def close(self) -> None:
         self.logs.close()
@@ -86,7 +89,11 @@ def build_state(settings: ServingSettings, shared: Settings, models: LiveModels 
     flusher = EventArchiver(link.dedicated, stream_key(namespace), settings.events_dir or shared.store_dir / "offline",
                            flush_s=settings.events_flush_ms / 1000, batch=settings.events_flush_batch,
                            claim_idle_s=settings.events_claim_idle_s, timeout_s=max(settings.redis_timeout_s, 1.0))
+    exploration = ExplorationPolicy(boost=-1.0 if settings.new_item_boost is None else settings.new_item_boost,
+                                    share=settings.explore_share,
+                                    temperature=settings.explore_temperature, window_s=settings.explore_window_s)
     return ServingState(settings=settings, models=models, experiment=experiment, link=link, logs=logs,
-                        feed=Feed(models, experiment, cache, history, logs),
+                        feed=Feed(models, experiment, cache, history, logs, exploration),
+                        catalogue=CatalogueWriter(models, link, namespace),
                         events=EventIngest(models, cache, history, link, logs, namespace, settings.event_id_ttl_s),
                         search=ContentSearch(), keys=KeyRing(settings), flusher=flusher.start())

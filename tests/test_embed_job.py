@@ -203,10 +203,13 @@ def test_cli_embeds_and_lists_each_skipped_file(catalogue, tmp_path, monkeypatch
     assert set(load_item_content_vectors(catalogue, tmp_path)) == {"text", "audio"}
 
 
-def test_cli_refuses_images_without_an_explicit_weights_choice(catalogue, tmp_path) -> None:
+def test_cli_embeds_images_with_the_packaged_efficientnet_unless_told_otherwise(catalogue, tmp_path) -> None:
     result = CliRunner().invoke(cli(), ["embed", "--dataset", str(catalogue), "--media", "image", "--store-dir",
                                         str(tmp_path), "--no-progress"])
-    assert result.exit_code == 2 and "--image-random-weights" in result.output
+    assert result.exit_code == 0, result.output
+    meta = load_item_content_meta(catalogue, tmp_path)
+    assert meta["encoders"]["image"]["version"].startswith("image-efficientnet-lite0-")
+    assert "random" not in meta["encoders"]["image"]["version"]
     both = CliRunner().invoke(cli(), ["embed", "--dataset", str(catalogue), "--image-random-weights",
                                       "--image-pretrained", "openai", "--store-dir", str(tmp_path)])
     assert both.exit_code != 0 and "choose one" in both.output

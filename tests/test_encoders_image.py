@@ -56,7 +56,7 @@ def test_truncated_garbage_and_missing_files_raise_input_errors(encoder, tmp_pat
 
 def test_no_weights_choice_is_refused_with_the_options() -> None:
     with pytest.raises(EncoderWeightsError, match="--image-random-weights"):
-        build_encoder("image")
+        build_encoder("image", ImageSpec(encoder="open_clip"))
     with pytest.raises(EncoderWeightsError, match="choose one"):
         weights_source(ImageSpec(pretrained="openai", allow_random_weights=True))
     with pytest.raises(EncoderWeightsError, match="does not exist"):

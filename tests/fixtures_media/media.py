@@ -125,3 +125,14 @@ def shared_encoder(medium: str, kind: str = "default"):  # noqa: ANN201
     if medium == "audio":
         return build_encoder("audio", AudioSpec(encoder=kind if kind != "default" else "aisfx"))
     return build_encoder(medium)
+
+
+def speech_wav(text: str, words_per_minute: int = 160, voice: str = "en") -> bytes:
+    """Real synthetic speech from espeak-ng (WAV bytes); needs the `espeak-ng` binary."""
+    import subprocess
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=".wav") as out:
+        subprocess.run(["espeak-ng", "-v", voice, "-s", str(words_per_minute), "-w", out.name, text], check=True,
+                       capture_output=True, timeout=60)
+        return Path(out.name).read_bytes()
