@@ -63,8 +63,9 @@ class Feed:
         variant = self.experiment.assign(user_id)
         retriever = self.models.get(variant)
         check_media(retriever, media)
-        scope = f"{retriever.version}:{variant}:{k}:{','.join(sorted(media or ()))}:{int(exclude_seen)}"
         prefetch = await self.history.locate(user_id) if self.history is not None else None
+        features = self.history.feature_version if prefetch is not None else "none"  # re-materialised: new keys
+        scope = f"{retriever.version}:f{features}:{variant}:{k}:{','.join(sorted(media or ()))}:{int(exclude_seen)}"
         value, outcome = await self.cache.get_or_compute(
             user_id, scope, lambda history: self._compute(retriever, variant, user_id, k, media, exclude_seen, history),
             prefetch)
