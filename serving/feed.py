@@ -21,7 +21,8 @@ from serving.exposure_log import EXPOSURES, JsonlLog
 from serving.history import OnlineHistoryReader
 from serving.metrics import EXPOSURES as EXPOSURE_COUNT
 from serving.metrics import FEED_COMPUTATIONS, FEED_LATENCY
-from serving.responses import dumps, loads
+from serving.responses import dumps, loads, schema_bytes
+from serving.schemas import Recommendations, SimilarItems
 from serving.retriever import Hits, Retriever
 from serving.versions import LiveModels
 
@@ -98,8 +99,8 @@ class Feed:
         cold = query is None or not np.any(query)
         hits = retriever.cold_hits(k, media, exclude) if cold else retriever.search(query, k, media, exclude)
         ids = [retriever.item_ids[i] for i in hits.indexes.tolist()]
-        body = dumps({"items": items_payload(retriever, hits), "model_version": retriever.version,
-                      "variant": variant, "cold_start": bool(cold)})
+        body = schema_bytes(Recommendations, {"items": items_payload(retriever, hits), "model_version": retriever.version,
+                                              "variant": variant, "cold_start": bool(cold)})
         return dumps(ids) + b"\n" + body
 
     def similar(self, item_id: str, k: int, media: frozenset[str] | None) -> bytes:
@@ -110,4 +111,5 @@ class Feed:
         if index is None:
             raise ServingError(404, "unknown_item", f"item '{item_id}' is not in model {retriever.version}'s catalogue")
         hits = retriever.search(retriever.run.item_vectors[index], k, media, np.array([index]))
-        return dumps({"item_id": item_id, "items": items_payload(retriever, hits), "model_version": retriever.version})
+        return schema_bytes(SimilarItems, {"item_id": item_id, "items": items_payload(retriever, hits),
+                                           "model_version": retriever.version})
