@@ -57,7 +57,8 @@ def _check_parity(run, namespace: str, env: dict, root, redis_server, users: np.
     store = FeatureStore(run_window(run.meta), client=redis_server, namespace=namespace)
     assert not store.check_run(run.meta), store.check_run(run.meta)
     test_users = np.unique(ev.held_out["user_index"].to_numpy()) if users is None else users
-    user_ids = ds.user_ids
+    user_ids, item_ids = ds.user_ids, ds.item_ids
+    dataset_item = {item: i for i, item in enumerate(item_ids)}
     encoder = run.user_encoder
     run_rows = run.user_index_by_id
     item_index = run.item_index_by_id
@@ -68,12 +69,12 @@ def _check_parity(run, namespace: str, env: dict, root, redis_server, users: np.
                            "item_index": [item_index[i] for w in windows.values() for i, _ in w]},
                           schema={"user_index": pl.Int64, "item_index": pl.Int64})
     held_out = ev.held_out.filter(pl.col("user_index").is_in(list(windows)))
-    _, tops = per_user_ranking_metrics(aligned_score_fn(align_run(run, ev.dataset), ev.popularity), held_out, masked,
-                                       ev.n_items, ks=(K,))
+    score_fn = aligned_score_fn(align_run(run, ev.dataset), ev.popularity)
+    _, tops = per_user_ranking_metrics(score_fn, held_out, masked, ev.n_items, ks=(K,))
     harness_users = np.unique(held_out["user_index"].to_numpy())
     assert len(harness_users) == len(test_users)
 
-    heavy = 0
+    heavy = ties = 0
     with LocalServer(run.run_dir, env=env, log_file=root / "server.log") as server, \
             httpx.Client(base_url=server.url, timeout=60) as client:
         assert client.get("/readyz").json()["status"] == "ok"
@@ -87,8 +88,16 @@ def _check_parity(run, namespace: str, env: dict, root, redis_server, users: np.
             response = client.get(f"/v1/users/{user_id}/recommendations", params={"k": K})
             assert response.status_code == 200, response.text
             api_items = [item["item_id"] for item in response.json()["items"]]
-            harness_items = [ds.item_ids[i] for i in top[:K]]
-            assert api_items == harness_items, f"user {user_id} ({len(window)} events in the window)"
+            harness_items = [item_ids[i] for i in top[:K]]
+            if api_items != harness_items:  # only a different order among exactly tied scores is allowed
+                scores = score_fn(np.array([user]))[0]
+                scores[[dataset_item[i] for i, _ in window]] = -np.inf
+                api_scores = scores[[dataset_item[i] for i in api_items]]
+                assert len(set(api_items)) == K and np.all(np.isfinite(api_scores)), f"user {user_id}"
+                np.testing.assert_allclose(api_scores, scores[top[:K]], atol=1e-6, rtol=0,
+                                           err_msg=f"user {user_id}: API top-{K} is not the harness's top-{K}")
+                ties += 1
+    assert ties <= len(harness_users) // 10, f"{ties} users differ by tie order: more than ties explain"
     return heavy
 
 
