@@ -20,6 +20,7 @@ naming the mismatch and the `recsys features materialize ...` command that fixes
 """
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -59,6 +60,7 @@ class OnlineHistoryReader:
         self._version: str | None = None
         self._version_read_at = float("-inf")
         self._checked: tuple[str | None, list[str]] = (None, [])  # (version, its problems against `expect`)
+        self._checking: dict[str, asyncio.Future] = {}
 
     def recent(self, user_id: str) -> list[tuple[str, int]] | None:
         """Blocking `read` through the store's own API (for worker threads, e.g. the explorer page)."""
@@ -121,19 +123,34 @@ class OnlineHistoryReader:
             return None
 
     async def _version_problems(self, version: str, run: Mapping[str, Any] | None) -> list[str]:
+        """`run_problems` of `version` for `run`; for the served run, one Redis read per version
+        (concurrent first requests share it)."""
         if run is None:
             return []
-        if run is self.expect and self._checked[0] == version:
+        if run is not self.expect:
+            return run_problems(await self._read_meta(version), run, self.keys.namespace)
+        if self._checked[0] == version:
             return self._checked[1]
-        raw = await self.link.aio.hgetall(self.keys.meta(version))
-        meta = {k.decode(): v.decode() for k, v in raw.items()}
-        found = run_problems(meta, run, self.keys.namespace)
-        if found and run is self.expect and self._checked[0] != version:
-            log.error("online feature version %s cannot serve run %s: %s", version, run.get("model_version"),
+        pending = self._checking.get(version)
+        if pending is None:
+            pending = self._checking[version] = asyncio.ensure_future(self._check_expected(version))
+        try:
+            return await asyncio.shield(pending)
+        finally:
+            if pending.done():
+                self._checking.pop(version, None)
+
+    async def _check_expected(self, version: str) -> list[str]:
+        found = run_problems(await self._read_meta(version), self.expect, self.keys.namespace)
+        if found:
+            log.error("online feature version %s cannot serve run %s: %s", version, self.expect.get("model_version"),
                       " ".join(found))
-        if run is self.expect:
-            self._checked = (version, found)
+        self._checked = (version, found)
         return found
+
+    async def _read_meta(self, version: str) -> dict[str, str]:
+        raw = await self.link.aio.hgetall(self.keys.meta(version))
+        return {k.decode(): v.decode() for k, v in raw.items()}
 
     @staticmethod
     def decode(raw: list[bytes]) -> list[tuple[str, int]]:
