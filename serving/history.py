@@ -67,6 +67,8 @@ class OnlineHistoryReader:
         if not self.link.usable():
             return None
         try:
+            if self._checked[1] and self._checked[0] == self.store.active_version():
+                return None  # materialised for another run (see module docstring)
             return self.store.get_user_history(user_id, self.length)[::-1]
         except NoActiveVersionError:
             return None
