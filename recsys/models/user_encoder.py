@@ -97,7 +97,7 @@ class ServedUserTower(nn.Module):
         """(n_users, output_dim) unit user vectors of jagged histories (see `UserHistories`)."""
         histories = UserHistories(items, lengths, segment, age)
         users = self.layer_scale * self.tower(histories, self.item_inputs)
-        spread = torch.zeros_like(users).index_add(0, segment, self.propagated[items])
+        spread = torch.zeros_like(users).index_add(0, segment, self.propagated.index_select(0, items))
         users = users + spread / lengths.clamp(min=1).to(users.dtype).sqrt().unsqueeze(1)
         unit = nn.functional.normalize(users, dim=1)
         return self.popularity.users(unit) if self.popularity is not None else unit
