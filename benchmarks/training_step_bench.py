@@ -44,15 +44,14 @@ def synthetic_task(n_items: int, n_users: int, dim: int, knn: int, layers: int, 
     model.item_tower.fit_statistics(catalog)
     knn_graph = FrozenSparse(item_knn_graph(features, masks, knn)) if knn else None
     graphs = GraphContext(InteractionGraph.from_pairs(users, items, n_users, n_items) if layers else None, knn_graph)
-    ends = np.cumsum(lengths)
     histories = UserHistories.from_flat(items, lengths)
     task = TwoTowerTrainTask(model, LossConfig(), TaskInputs(catalog, histories, graphs, torch.as_tensor(counts)))
-    return task, torch.as_tensor(users), torch.as_tensor(items), ends
+    return task, torch.as_tensor(users), torch.as_tensor(items)
 
 
 def time_steps(n_items: int, args: argparse.Namespace) -> dict:
     built = time.perf_counter()
-    task, users, items, _ = synthetic_task(n_items, args.users, args.dim, args.knn, args.layers)
+    task, users, items = synthetic_task(n_items, args.users, args.dim, args.knn, args.layers)
     build_s = time.perf_counter() - built
     optimizer = torch.optim.Adam(task.parameters(), lr=1e-3)
     generator = torch.Generator().manual_seed(0)

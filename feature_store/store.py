@@ -88,8 +88,7 @@ def compatibility_problems(store_meta: Mapping[str, str], *, dataset: str, data_
         problems.append(f"the online store (namespace '{namespace}') was materialised by feature definition "
                         f"{stored_definition}, this code computes {FeatureWindow(1).definition}")
     if problems:
-        command = materialize_command(Path(dataset).name if "/" in dataset else dataset,
-                                      window or int(stored_window or get_settings().online_history_cap), split)
+        command = materialize_command(dataset, window or int(stored_window or get_settings().online_history_cap), split)
         problems.append(f"run `{command}` (same REDIS_URL and RECSYS_REDIS_NAMESPACE) to serve this run")
     return problems
 
