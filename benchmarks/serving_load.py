@@ -103,6 +103,8 @@ def prepare(args: argparse.Namespace) -> tuple[Path, list[str], dict[str, str]]:
     env = {"REDIS_URL": os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
            "RECSYS_REDIS_NAMESPACE": "bench-serving", "RECSYS_SERVE_LOG_DIR": str(BENCH / "serving-logs"),
            "RECSYS_SERVE_CACHE_TTL_S": "900"}
+    if args.synthetic:  # no online features (its users have no history): a namespace of its own, not TikTok's
+        env["RECSYS_REDIS_NAMESPACE"] = "bench-serving-synthetic"
     clear_feed_cache(env["REDIS_URL"], env["RECSYS_REDIS_NAMESPACE"])
     if args.synthetic:
         run = BENCH / "runs" / f"synthetic-{args.synthetic}"

@@ -30,6 +30,9 @@ def materialize_command(
     redis_url: str | None = REDIS_URL,
     namespace: str | None = NAMESPACE,
     batch_size: int = typer.Option(1000, "--batch-size", min=1, help="Users/items per pipelined Redis round trip."),
+    train_split: str | None = typer.Option(None, "--train-split", help="Only the train rows of this split strategy "
+                                           "(predefined, leave-last-out, temporal): the histories a run trained with "
+                                           "that split saw, to serve it exactly as evaluated."),
 ) -> None:
     """Compute user-history and item features once; write them to Parquet and publish a Redis version."""
     from feature_store.materialize import materialize  # noqa: PLC0415 - keep `recsys --help` instant
@@ -39,7 +42,7 @@ def materialize_command(
     client = None if offline_only else _or_exit(console, lambda: connect_redis(redis_url))
     report = _or_exit(console, lambda: materialize(dataset, history_cap=history_cap, item_vectors=item_vectors,
                                                    client=client, namespace=namespace, offline_only=offline_only,
-                                                   batch_size=batch_size))
+                                                   batch_size=batch_size, train_split=train_split))
     rate = report.interactions / report.total_seconds if report.total_seconds else float("nan")
     console.print(f"[green]{report.dataset}[/green] version {report.dataset_version}: "
                   f"{report.interactions} interactions, history cap {report.history_cap}, {report.total_seconds:.1f}s ({rate:,.0f} interactions/s)")

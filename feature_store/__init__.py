@@ -1,5 +1,14 @@
 """Feature store: one set of feature definitions feeding training (Parquet) and serving (Redis).
 
+The way in is the `FeatureStore` façade (`feature_store.store`): historical windows for training
+and evaluation, online reads for serving, and the check that a run and an online store agree on
+dataset, data version and history window::
+
+    from feature_store import FeatureStore
+    fs = FeatureStore(window=50)
+    fs.historical_windows(train_interactions)      # per user_index: the window, oldest first
+    fs.online_window("196")                        # what serving reads now
+
 Training reads point-in-time-correct features offline::
 
     from feature_store import get_historical_features
@@ -30,6 +39,8 @@ _EXPORTS: dict[str, str] = {
     **dict.fromkeys(("NoActiveVersionError", "OnlineStore", "OutOfOrderEventError"), "feature_store.online"),
     **dict.fromkeys(("MaterializationInProgressError", "publish_version"), "feature_store.publish"),
     **dict.fromkeys(("RedisUnavailableError", "connect_redis"), "feature_store.redis_server"),
+    **dict.fromkeys(("FeatureStore", "FeatureWindow", "compatibility_problems", "run_problems", "run_window"),
+                    "feature_store.store"),
 }
 __all__ = sorted(_EXPORTS)
 

@@ -7,6 +7,7 @@ training table derived from them.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -99,10 +100,22 @@ def load_item_vectors(path: Path, n_items: int) -> np.ndarray:
     return vectors
 
 
+def train_rows(dataset: Dataset, strategy: str) -> Dataset:
+    """`dataset` with only the train rows of split `strategy` (the same split training applies)."""
+    from recsys.data.splits import apply_split  # noqa: PLC0415
+
+    if strategy == "predefined" and "split" not in dataset.interactions.columns:
+        raise ValueError(f"dataset {dataset.name} has no predefined split; use --train-split leave-last-out or temporal")
+    if strategy not in ("predefined", "leave-last-out", "temporal"):
+        raise ValueError(f"unknown split strategy {strategy!r}: use predefined, leave-last-out or temporal")
+    split = apply_split(dataset, strategy)
+    return dataclasses.replace(split, interactions=split.split("train"))
+
+
 def materialize(dataset: Dataset | str, *, history_cap: int | None = None,
                 item_vectors: np.ndarray | Path | None = None, client: redis.Redis | None = None,
                 namespace: str | None = None, offline_root: Path | None = None, offline_only: bool = False,
-                batch_size: int = 1000, progress: bool = True) -> MaterializeReport:
+                batch_size: int = 1000, progress: bool = True, train_split: str | None = None) -> MaterializeReport:
     """Compute features for `dataset`, write the offline tables, then publish a new online version.
 
     Args:
@@ -111,6 +124,10 @@ def materialize(dataset: Dataset | str, *, history_cap: int | None = None,
         item_vectors: (n_items, dim) array or .npy path, row i = item_index i; optional.
         client: Redis client (default: `connect_redis()`); unused with `offline_only`.
         namespace: Redis key namespace (default RECSYS_REDIS_NAMESPACE).
+        train_split: materialise only the ``train`` rows of this split strategy (``predefined``,
+            ``leave-last-out``, ``temporal``): the store then holds exactly the histories a run
+            trained with that split saw (the train/serve parity check, or serving "as of training").
+            The recorded ``dataset_version`` stays the full dataset's, as runs record it.
     """
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
@@ -122,6 +139,9 @@ def materialize(dataset: Dataset | str, *, history_cap: int | None = None,
         clock = now
 
     ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
+    source_version = ds.version
+    if train_split is not None:
+        ds = train_rows(ds, train_split)
     if isinstance(item_vectors, (str, Path)):
         item_vectors = load_item_vectors(Path(item_vectors), ds.n_items)
     inputs = feature_inputs(ds, history_cap, item_vectors)
@@ -137,10 +157,11 @@ def materialize(dataset: Dataset | str, *, history_cap: int | None = None,
         if client is None:
             from feature_store.redis_server import connect_redis  # noqa: PLC0415 - offline runs need no Redis
             client = connect_redis()
-        meta = {"dataset": ds.name, "dataset_version": ds.version, "history_cap": inputs.history_cap,
-                "feature_tables": ",".join(tables)}
+        meta = {"dataset": ds.name, "dataset_version": source_version, "history_cap": inputs.history_cap,
+                "feature_definition": f"{USER_HISTORY.name}-v{USER_HISTORY.version}",
+                "split": f"train:{train_split}" if train_split else "all", "feature_tables": ",".join(tables)}
         online = publish_version(client, namespace or get_settings().redis_namespace,
                                  users=frames.latest_user_history(), items=frames.item_features, meta=meta,
                                  batch_size=batch_size, progress=progress)
         lap("online_write")
-    return MaterializeReport(ds.name, ds.version, inputs.history_cap, ds.interactions.height, tables, online, seconds)
+    return MaterializeReport(ds.name, source_version, inputs.history_cap, ds.interactions.height, tables, online, seconds)

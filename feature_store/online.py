@@ -6,9 +6,15 @@ Key layout (``ns`` = namespace, ``ver`` = a materialisation's version id)::
     ns:versions                ZSET    every version ever started -> sequence number
     ns:v:ver:meta              HASH    dataset, dataset_version, history_cap, vector_dim, ...
     ns:v:ver:hist:<user_id>    LIST    "<timestamp> <item_id>", newest first, capped
-    ns:v:ver:hist_count        HASH    user_id -> number of events seen (not capped)
+    ns:v:ver:hist_count        HASH    user_id -> number of events seen (not capped), materialised users
+    ns:v:ver:new_count:<user>  STRING  the same count for a user the materialisation did not know
     ns:v:ver:item_vec          HASH    item_id -> float32 little-endian bytes
     ns:v:ver:item_meta         HASH    item_id -> JSON object (item metadata row)
+
+A user the materialisation did not know (a new user, created by their first event) gets a TTL
+on their history list and count (``RECSYS_ONLINE_NEW_USER_TTL_S``, renewed by every event), so
+one-off or made-up user ids cannot grow Redis without bound; the next materialisation folds the
+users that stayed into the store proper.
 
 Reads resolve the active version on every call; the previous version is kept after a switch, so a
 reader that resolved the pointer just before a switch still finds its keys. Keys are built inside
@@ -57,6 +63,9 @@ class OnlineKeys:
     def history_count(self, version: str) -> str:
         return self.prefix(version) + "hist_count"
 
+    def new_user_count(self, version: str, user_id: str) -> str:
+        return self.prefix(version) + f"new_count:{user_id}"
+
     def item_vectors(self, version: str) -> str:
         return self.prefix(version) + "item_vec"
 
@@ -81,18 +90,26 @@ local version = redis.call('GET', KEYS[1])
 if not version then return redis.error_reply('NOVERSION no active feature version') end
 local prefix = ARGV[1] .. ':v:' .. version .. ':'
 local cap = tonumber(redis.call('HGET', prefix .. 'meta', 'history_cap'))
+local ttl = tonumber(ARGV[3])
 local hist = prefix .. 'hist:' .. ARGV[2]
 local head = redis.call('LINDEX', hist, 0)
 if head then
   local head_ts = tonumber(string.match(head, '^(%-?%d+) '))
-  local first_ts = tonumber(string.match(ARGV[3], '^(%-?%d+) '))
+  local first_ts = tonumber(string.match(ARGV[4], '^(%-?%d+) '))
   if first_ts < head_ts then
     return redis.error_reply('OUTOFORDER event at ' .. first_ts .. ' is older than the newest stored event at ' .. head_ts)
   end
 end
-for i = 3, #ARGV do redis.call('LPUSH', hist, ARGV[i]) end
+for i = 4, #ARGV do redis.call('LPUSH', hist, ARGV[i]) end
 redis.call('LTRIM', hist, 0, cap - 1)
-redis.call('HINCRBY', prefix .. 'hist_count', ARGV[2], #ARGV - 2)
+if redis.call('HEXISTS', prefix .. 'hist_count', ARGV[2]) == 1 then
+  redis.call('HINCRBY', prefix .. 'hist_count', ARGV[2], #ARGV - 3)
+else
+  local count = prefix .. 'new_count:' .. ARGV[2]
+  redis.call('INCRBY', count, #ARGV - 3)
+  redis.call('EXPIRE', count, ttl)
+  redis.call('EXPIRE', hist, ttl)
+end
 return version
 """
 
@@ -103,15 +120,20 @@ class OnlineStore:
     Args:
         redis: a client from `feature_store.redis_server.connect_redis` (bytes responses).
         namespace: key prefix; defaults to settings ``RECSYS_REDIS_NAMESPACE``.
+        new_user_ttl_s: lifetime of a new user's history after their last event; defaults to
+            settings ``RECSYS_ONLINE_NEW_USER_TTL_S``.
 
     Example::
 
         store = OnlineStore(connect_redis()); store.get_user_history("196", 10)
     """
 
-    def __init__(self, redis: redis.Redis, namespace: str | None = None) -> None:
+    def __init__(self, redis: redis.Redis, namespace: str | None = None, new_user_ttl_s: int | None = None) -> None:
         self.redis = redis
         self.keys = OnlineKeys(namespace or get_settings().redis_namespace)
+        self.new_user_ttl_s = int(new_user_ttl_s or get_settings().online_new_user_ttl_s)
+        if self.new_user_ttl_s < 1:
+            raise ValueError(f"new_user_ttl_s must be >= 1 second, got {self.new_user_ttl_s}")
         self._append = redis.register_script(_APPEND_SCRIPT)
 
     @property
@@ -140,13 +162,17 @@ class OnlineStore:
 
     def get_user_event_count(self, user_id: str) -> int:
         """How many events the user has in total (the history list itself is capped)."""
-        raw = self.redis.hget(self.keys.history_count(self._require_active()), str(user_id))
+        version = self._require_active()
+        raw = self.redis.hget(self.keys.history_count(version), str(user_id))
+        if raw is None:
+            raw = self.redis.get(self.keys.new_user_count(version, str(user_id)))
         return int(raw) if raw is not None else 0
 
     def append_user_events(self, user_id: str, events: Sequence[tuple[str, int]]) -> str:
         """Record new events atomically: push newest first, trim to the version's cap, bump the count.
 
-        Events are sorted by timestamp first (ties keep the given order, the later one becomes the
+        A user the active version does not know gets (or renews) the new-user TTL on their
+        history and count. Events are sorted by timestamp first (ties keep the given order, the later one becomes the
         newest). Returns the version written to.
 
         Raises:
@@ -158,7 +184,8 @@ class OnlineStore:
         ordered = sorted(((str(item), int(ts)) for item, ts in events), key=lambda event: event[1])
         entries = [encode_history_entry(item, ts) for item, ts in ordered]
         try:
-            version = self._append(keys=[self.keys.active], args=[self.namespace, str(user_id), *entries])
+            version = self._append(keys=[self.keys.active],
+                                   args=[self.namespace, str(user_id), self.new_user_ttl_s, *entries])
         except redis.ResponseError as err:
             message = str(err)
             if message.startswith("NOVERSION"):

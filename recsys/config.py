@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     store_dir: Path = Field(default=Path("artifacts/store"), validation_alias="RECSYS_STORE_DIR")
     cache_dir: Path = Field(default=Path("artifacts/cache"), validation_alias="RECSYS_CACHE_DIR")
     online_history_cap: int = Field(default=50, validation_alias="RECSYS_ONLINE_HISTORY_CAP")
+    online_new_user_ttl_s: int = Field(default=30 * 86400, ge=1, validation_alias="RECSYS_ONLINE_NEW_USER_TTL_S",
+                                       description="a new user's online history expires this long after their last event")
     redis_namespace: str = Field(default="recsys", validation_alias="RECSYS_REDIS_NAMESPACE")
 
 

@@ -1,9 +1,12 @@
 """FeedCache: finished feed responses in Redis, keyed so that stale or mixed answers cannot be read.
 
-Key = namespace : user : model version : variant : request parameters : user generation.
+Key = namespace : user : model version : online feature version : variant : request parameters :
+user generation (the feed builds the scope).
 * An event bumps the user's generation counter (one INCR), so every cached answer of that user,
   for every version and parameter set, becomes unreachable at once; old keys expire by TTL.
-* The model version is in the key, so a version switch can never serve the old model's list.
+* The model version is in the key, so a version switch can never serve the old model's list; the
+  online feature version too, so a re-materialised store (other histories) never serves a list
+  computed from the previous one.
 * One round trip per lookup: a Lua script reads the generation and the value and, on a miss,
   takes the key's stampede lock (`SET NX PX`) and reads the list the computation will need (the
   user's online history) in the same call; a miss then costs one more round trip to store the

@@ -29,7 +29,8 @@ from serving.exposure_log import EXPOSURES, JsonlLog, exposure_record
 from serving.history import OnlineHistoryReader
 from serving.metrics import EXPOSURES as EXPOSURE_COUNT
 from serving.metrics import FEED_COMPUTATIONS, FEED_LATENCY
-from serving.responses import dumps, loads
+from serving.responses import dumps, loads, schema_bytes
+from serving.schemas import Recommendations, SimilarItems
 from serving.retriever import Hits, Retriever
 from serving.versions import LiveModels
 
@@ -87,9 +88,10 @@ class Feed:
         retriever = self.retriever(variant)
         check_media(retriever, media)
         snap = retriever.live.snapshot
-        scope = (f"{retriever.version}:{variant}:{k}:{','.join(sorted(media or ()))}:{int(exclude_seen)}"
-                 f":c{snap.generation}")
         prefetch = await self.history.locate(user_id) if self.history is not None else None
+        features = self.history.feature_version if prefetch is not None else "none"  # re-materialised: new keys
+        scope = (f"{retriever.version}:f{features}:{variant}:{k}:{','.join(sorted(media or ()))}:{int(exclude_seen)}"
+                 f":c{snap.generation}")
         value, outcome = await self.cache.get_or_compute(
             user_id, scope,
             lambda history: self._compute(retriever, snap, variant, user_id, k, media, exclude_seen, history), prefetch)
@@ -135,8 +137,9 @@ class Feed:
                                                 None if cold else query, k, media, exclude, self._rng)
         hits = Hits(indexes, scores)
         ids = [retriever.item_id(i, snap) for i in hits.indexes.tolist()]
-        body = dumps({"items": items_payload(retriever, hits, snap), "model_version": retriever.version,
-                      "variant": variant, "cold_start": bool(cold)})
+        body = schema_bytes(Recommendations, {"items": items_payload(retriever, hits, snap),
+                                              "model_version": retriever.version, "variant": variant,
+                                              "cold_start": bool(cold)})
         return dumps([ids, propensities]) + b"\n" + body
 
     def similar(self, item_id: str, k: int, media: frozenset[str] | None) -> bytes:
@@ -148,4 +151,5 @@ class Feed:
         if index is None:
             raise ServingError(404, "unknown_item", f"item '{item_id}' is not in model {retriever.version}'s catalogue")
         hits = retriever.search(retriever.item_vector(index, snap), k, media, np.array([index]), snap)
-        return dumps({"item_id": item_id, "items": items_payload(retriever, hits, snap), "model_version": retriever.version})
+        return schema_bytes(SimilarItems, {"item_id": item_id, "items": items_payload(retriever, hits, snap),
+                                           "model_version": retriever.version})

@@ -3,6 +3,11 @@
 Feed payloads are serialised once, cached as bytes and sent as-is, so serialisation speed only
 matters on a miss; orjson is still preferred (several times faster), the fallback keeps the
 server working where it is not installed.
+
+The schema is still the contract: a payload sent as bytes is first validated by its response
+model and what is serialised is that model's output (`schema_bytes`), so the bytes a fast route
+sends are exactly what `response_model` documents in OpenAPI (an extra or missing field is a bug
+caught at the source, not a silent contract change).
 """
 from __future__ import annotations
 
@@ -10,6 +15,7 @@ import json
 from typing import Any
 
 from fastapi.responses import Response
+from pydantic import BaseModel
 
 try:
     import orjson
@@ -32,3 +38,13 @@ class JSONBytes(Response):
 
     def render(self, content: Any) -> bytes:
         return content if isinstance(content, bytes) else dumps(content)
+
+
+def schema_bytes(schema: type[BaseModel], payload: dict[str, Any]) -> bytes:
+    """`payload` validated by `schema`, serialised from the validated model (fields it sets only).
+
+    Raises:
+        pydantic.ValidationError: the payload does not satisfy the documented response schema.
+    """
+    # pydantic-core writes the JSON itself: validation + serialisation cost about what json.dumps alone does
+    return schema.model_validate(payload).model_dump_json(exclude_unset=True).encode()

@@ -101,9 +101,11 @@ class Health(BaseModel):
 
 
 class Readiness(BaseModel):
-    status: Literal["ok", "degraded"]
+    status: Literal["ok", "degraded", "not_ready"]
     redis: bool = Field(description="False: answers are computed without cache and live history")
     models: list[ModelInfo]
+    problems: list[str] = Field(default_factory=list, description="why not ready: the online store was "
+                                "materialised for another dataset, data version or feature window, and what to run")
 
 
 # ---- live catalogue (PUT / DELETE /v1/items/{item_id}) ----

@@ -9,6 +9,7 @@ import logging
 from dataclasses import dataclass
 from functools import partial
 
+from feature_store.store import run_window
 from recsys.config import Settings
 from serving.auth import KeyRing
 from serving.cache import FeedCache
@@ -81,7 +82,8 @@ def build_state(settings: ServingSettings, shared: Settings, models: LiveModels 
     experiment.write_manifest(settings.log_dir)
     link = RedisLink.connect(shared.redis_url, settings.redis_timeout_s, settings.redis_retry_after_s)
     namespace = shared.redis_namespace
-    history = OnlineHistoryReader(link, namespace, shared.online_history_cap)
+    served = models.get(models.variants[0]).run.meta
+    history = OnlineHistoryReader(link, namespace, run_window(served) or shared.online_history_cap, expect=served)
     cache = FeedCache(link if settings.cache_enabled else None, namespace, settings.cache_ttl_s, settings.lock_ttl_ms,
                       settings.lock_wait_ms)
     logs = JsonlLog(settings.log_dir, settings.log_flush_ms, settings.log_batch, settings.log_max_bytes,

@@ -1,6 +1,8 @@
 """Serving reads from Redis exactly what training reads from Parquet, and appends keep the cap."""
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import polars as pl
 import pytest
@@ -89,3 +91,39 @@ def test_unknown_items_and_missing_vectors_raise_key_errors_naming_them(redis_cl
         store.get_item_metadata(["nope"])
     with pytest.raises(ValueError, match="namespace"):
         OnlineStore(redis_client, "has space")
+
+
+def test_new_users_histories_expire_while_materialised_users_keep_theirs(redis_client, redis_namespace):
+    version = _publish_tiny(redis_client, redis_namespace, cap=3)
+    store = OnlineStore(redis_client, redis_namespace, new_user_ttl_s=3600)
+    keys = store.keys
+    for i in range(5):  # made-up ids, one event each: every one gets the TTL, renewed by later events
+        store.append_user_events(f"drive-by-{i}", [("a", 100 + i)])
+    for i in range(5):
+        assert 0 < redis_client.ttl(keys.history(version, f"drive-by-{i}")) <= 3600
+        assert 0 < redis_client.ttl(keys.new_user_count(version, f"drive-by-{i}")) <= 3600
+    store.append_user_events("u1", [("c", 30)])  # a materialised user: kept until the next materialisation
+    assert redis_client.ttl(keys.history(version, "u1")) == -1
+    assert store.get_user_event_count("u1") == 3
+
+    short = OnlineStore(redis_client, redis_namespace, new_user_ttl_s=1)
+    short.append_user_events("passer-by", [("a", 1), ("b", 2)])
+    assert short.get_user_event_count("passer-by") == 2
+    deadline = time.monotonic() + 60
+    while redis_client.exists(keys.history(version, "passer-by")) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert short.get_user_history("passer-by") == [] and short.get_user_event_count("passer-by") == 0
+    assert store.get_user_history("u1") == [("c", 30), ("b", 20), ("a", 10)]
+
+
+def test_the_new_user_ttl_is_configurable_and_must_be_positive(redis_client, redis_namespace, monkeypatch):
+    from recsys.config import get_settings
+
+    monkeypatch.setenv("RECSYS_ONLINE_NEW_USER_TTL_S", "1234")
+    get_settings.cache_clear()
+    try:
+        assert OnlineStore(redis_client, redis_namespace).new_user_ttl_s == 1234
+    finally:
+        get_settings.cache_clear()
+    with pytest.raises(ValueError, match="new_user_ttl_s"):
+        OnlineStore(redis_client, redis_namespace, new_user_ttl_s=-5)

@@ -1,43 +1,27 @@
-"""The serving user tower's numpy path gives the training-time (torch) vectors for every pooling.
+"""Serving encodes a history with the very module training ran, for every pooling the config allows.
 
-A controlled case on purpose: random weights for each tower variant the config allows, so a
-pooling or coordinate the numpy code forgot shows up as a mismatch, not as a quietly worse feed.
+A controlled case on purpose: a randomly initialised `TwoTower` on a small random graph, with its
+weights randomised, so a pooling option, the propagation fold or the popularity coordinate that
+serving got wrong shows up as a mismatch against the training forward pass itself.
 """
 from __future__ import annotations
+
+import io
 
 import numpy as np
 import pytest
 import torch
 
 from recsys.models.config import ModelConfig
-from recsys.models.ensemble import EnsembleUserEncoder
-from recsys.models.popularity_prior import PopularityCoordinate
-from recsys.models.user_encoder import GraphUserEncoder
-from recsys.models.two_tower import ServingTables
-from recsys.models.user_tower import UserTower
+from recsys.models.ensemble import ENSEMBLE_KIND, concat_members, ensemble_payload, load_ensemble_encoder
+from recsys.models.graph import InteractionGraph
+from recsys.models.item_tower import ItemCatalog
+from recsys.models.two_tower import GraphContext, TwoTower
+from recsys.models.user_encoder import (ServedUserTower, TowerUserEncoder, distinct_latest, encoder_payload,
+                                        history_tensors, load_user_encoder)
+from recsys.models.user_tower import UserHistories
 
-N_ITEMS, DIM = 50, 16
-HISTORIES = [[3], [1, 2, 3, 4], [7, 7, 9, 7, 2], [], [49, 0, 12, 33, 12, 8, 5, 41, 17, 26, 11], [60, -1, 4]]
-
-
-def _randomised(module: torch.nn.Module, seed: int) -> dict[str, torch.Tensor]:
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for parameter in module.parameters():
-            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
-    return module.state_dict()
-
-
-def _encoder(seed: int, popularity: bool, **config) -> GraphUserEncoder:
-    config = ModelConfig(dim=DIM, **config)
-    rng = np.random.default_rng(seed)
-    tables = ServingTables(rng.normal(size=(N_ITEMS, DIM)).astype(np.float32),
-                           rng.normal(size=(N_ITEMS, DIM)).astype(np.float32) * 0.3, 1 / 3)
-    tower_state = _randomised(UserTower(config, N_ITEMS), seed)
-    popularity_state = _randomised(PopularityCoordinate(DIM), seed + 1) if popularity else None
-    return GraphUserEncoder(config, tower_state, tables, popularity_state)
-
-
+N_ITEMS, N_USERS, DIM = 40, 12, 16
 VARIANTS = [
     dict(user_pooling="mean", history_embedding=False),
     dict(user_pooling="mean", history_embedding=False, recency_half_life=3.0),
@@ -47,48 +31,84 @@ VARIANTS = [
 ]
 
 
+def _histories(seed: int) -> list[list[int]]:
+    rng = np.random.default_rng(seed)
+    return [rng.choice(N_ITEMS, size=int(rng.integers(1, 15)), replace=False).tolist() for _ in range(N_USERS)]
+
+
+def _trained_like(seed: int, popularity: bool, layers: int, **config):
+    """A TwoTower with random weights, its training forward output and its histories (= graph rows)."""
+    torch.manual_seed(seed)
+    cfg = ModelConfig(dim=DIM, propagation_layers=layers, item_knn=0, popularity_prior=popularity,
+                      user_id_embedding=False, **config)
+    rng = np.random.default_rng(seed)
+    features = {"image": rng.normal(size=(N_ITEMS, 8)).astype(np.float32)}
+    counts = rng.integers(0, 5, size=N_ITEMS)
+    catalog = ItemCatalog.from_arrays(features, {"image": np.ones(N_ITEMS, bool)}, counts)
+    model = TwoTower(cfg, N_ITEMS, N_USERS, {"image": 8}).eval()
+    model.item_tower.fit_statistics(catalog)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.3)
+    histories = _histories(seed)
+    users = np.repeat(np.arange(N_USERS), [len(h) for h in histories])
+    graph = InteractionGraph.from_pairs(users, np.concatenate(histories), N_USERS, N_ITEMS)
+    graphs = GraphContext(graph if layers else None, None)
+    with torch.no_grad():
+        out = model(catalog, UserHistories.from_lists(histories), graphs)
+    return cfg, model, out, graphs, histories
+
+
+@pytest.mark.parametrize("layers", [0, 2])
 @pytest.mark.parametrize("popularity", [False, True])
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: "-".join(f"{k}={x}" for k, x in v.items()))
-def test_numpy_path_equals_torch_path(variant: dict, popularity: bool) -> None:
-    encoder = _encoder(7, popularity, **variant)
-    fast = encoder.encode(HISTORIES)
-    reference = encoder.encode_torch([encoder._clean(h) for h in HISTORIES])
-    assert fast.shape == reference.shape == (len(HISTORIES), DIM + int(popularity))
-    assert fast.dtype == np.float32
-    np.testing.assert_allclose(fast, reference, atol=2e-6)
-    empty = fast[3]
-    if popularity:  # no history: pure popularity coordinate
-        assert np.allclose(empty[:-1], 0) and abs(abs(empty[-1]) - 1) < 1e-6
-    else:
-        assert not np.any(empty)
+def test_served_tower_reproduces_the_training_user_vectors(variant: dict, popularity: bool, layers: int) -> None:
+    cfg, model, out, graphs, histories = _trained_like(7, popularity, layers, **variant)
+    encoder = load_user_encoder(encoder_payload(cfg, model, model.serving_tables(out, graphs)))
+    expected = out.users.numpy()
+    np.testing.assert_allclose(encoder.encode(histories), expected, atol=1e-5)  # batched (eager)
+    for user, history in enumerate(histories):  # request-sized (traced when traceable)
+        np.testing.assert_allclose(encoder.encode([history])[0], expected[user], atol=1e-5)
 
 
-def test_bulk_batches_use_the_torch_path_and_agree() -> None:
-    encoder = _encoder(3, True, user_pooling="attention", history_embedding=True, recency_half_life=4.0)
-    rng = np.random.default_rng(0)
-    histories = [rng.integers(0, N_ITEMS, size=rng.integers(1, 20)).tolist() for _ in range(GraphUserEncoder.NUMPY_MAX_USERS + 5)]
-    bulk = encoder.encode(histories)  # over the threshold: torch
-    one_by_one = np.concatenate([encoder.encode([h]) for h in histories])  # numpy
-    np.testing.assert_allclose(bulk, one_by_one, atol=2e-6)
+def test_single_histories_run_a_trace_of_the_same_module() -> None:
+    cfg, model, out, graphs, histories = _trained_like(3, True, 1, user_pooling="mean", recency_half_life=3.0, history_embedding=False)
+    encoder = load_user_encoder(encoder_payload(cfg, model, model.serving_tables(out, graphs)))
+    assert isinstance(encoder.module, ServedUserTower)
+    assert encoder.single is not None, "the default tower must have the fast traced form"
+    for history in histories:
+        inputs = history_tensors([history])
+        torch.testing.assert_close(encoder.single(*inputs), encoder.module(*inputs), atol=1e-6, rtol=0)
 
 
-def test_ensemble_of_numpy_members_matches_torch_members() -> None:
-    members = [_encoder(s, True, user_pooling="mean", history_embedding=False) for s in (0, 1, 2)]
-    weights = [1.0, 0.8, 1.2]
-    encoder = EnsembleUserEncoder(members, weights)
-    assert encoder.fused is not None  # mean-pooled graph members share one gather
-    ensemble = encoder.encode(HISTORIES)
-    parts = [m.encode_torch([m._clean(h) for h in HISTORIES]) for m in members]
-    expected = np.concatenate([w * p for p, w in zip(parts, weights)], axis=1)
-    expected /= np.maximum(np.linalg.norm(expected, axis=1, keepdims=True), 1e-12)
-    np.testing.assert_allclose(ensemble, expected, atol=2e-6)
+def test_payload_is_weights_only_and_round_trips() -> None:
+    cfg, model, out, graphs, histories = _trained_like(5, True, 1, user_pooling="attention")
+    payload = encoder_payload(cfg, model, model.serving_tables(out, graphs))
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    buffer.seek(0)
+    loaded = torch.load(buffer, weights_only=True)  # refuses anything but tensors and plain values
+    np.testing.assert_allclose(load_user_encoder(loaded).encode(histories), out.users.numpy(), atol=1e-5)
 
 
-def test_ensemble_with_attention_members_encodes_member_by_member() -> None:
-    members = [_encoder(s, True, user_pooling="attention", history_embedding=False) for s in (0, 1)]
-    encoder = EnsembleUserEncoder(members, [1.0, 1.0])
-    assert encoder.fused is None
-    parts = [m.encode_torch([m._clean(h) for h in HISTORIES]) for m in members]
-    expected = np.concatenate(parts, axis=1)
-    expected /= np.maximum(np.linalg.norm(expected, axis=1, keepdims=True), 1e-12)
-    np.testing.assert_allclose(encoder.encode(HISTORIES), expected, atol=2e-6)
+def test_histories_are_cleaned_the_same_way_for_training_and_serving() -> None:
+    assert distinct_latest([7, 7, 9, 7, 2], 10) == [9, 7, 2]
+    assert distinct_latest([60, -1, 4], 10) == [4]
+    assert distinct_latest([], 10) == []
+    cfg, model, out, graphs, _ = _trained_like(1, False, 1)
+    encoder = load_user_encoder(encoder_payload(cfg, model, model.serving_tables(out, graphs)))
+    np.testing.assert_allclose(encoder.encode([[7, 7, 9, 7, 2, 99]]), encoder.encode([[9, 7, 2]]), atol=1e-6)
+
+
+def test_ensemble_serves_the_concatenation_of_its_members() -> None:
+    members = [_trained_like(seed, True, 1) for seed in (11, 12)]
+    payloads = [encoder_payload(cfg, model, model.serving_tables(out, graphs)) for cfg, model, out, graphs, _ in members]
+    weights = [1.3, 0.7]
+    encoder = load_ensemble_encoder(ensemble_payload(payloads, weights))
+    assert isinstance(encoder, TowerUserEncoder) and encoder.kind == ENSEMBLE_KIND
+    histories = members[0][4]  # the same users' histories for both (member 1's graph differs: not exact there)
+    parts = [load_user_encoder(p).encode(histories) for p in payloads]
+    expected = concat_members(parts, weights)
+    np.testing.assert_allclose(encoder.encode(histories), expected, atol=1e-5)
+    np.testing.assert_allclose(encoder.encode([histories[2]])[0], expected[2], atol=1e-5)

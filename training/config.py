@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from recsys.config import get_settings
 from recsys.models.config import LossConfig, ModelConfig
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -30,6 +31,9 @@ class DataConfig(_Strict):
     split: Literal["predefined", "leave-last-out", "temporal"] = "predefined"
     media: list[str] | None = Field(None, description="Media to use (None = every medium the dataset has).")
     content_store: str | None = Field(None, description="`recsys embed` store dir for media without precomputed features.")
+    feature_window: int = Field(default_factory=lambda: get_settings().online_history_cap, ge=1, description=(
+        "User-history window (events) the user tower sees in training, evaluation and serving; read through "
+        "the feature store; a server refuses an online store materialised with another (RECSYS_ONLINE_HISTORY_CAP)."))
 
 
 class OptimConfig(_Strict):

@@ -2,6 +2,12 @@
 
 Everything learned (ID rows, graphs, popularity, histories, alignment pairs) comes from `train`;
 `valid` and `test` are only evaluated. Items never seen in train are "cold": content-only vectors.
+
+What a user *is* to the user tower (its history, and the user side of the interaction graph) is
+the feature store's window (`FeatureStore.historical_windows`: the last `data.feature_window` train
+events, the list the online store serves), cleaned by the encoder's own `distinct_latest`, so the
+user vectors training evaluates are the ones the server computes from Redis. The loss still sees
+every distinct train (user, item) pair as a positive.
 """
 from __future__ import annotations
 
@@ -13,10 +19,12 @@ import numpy as np
 import polars as pl
 import torch
 
+from feature_store.store import FeatureStore, FeatureWindow, as_index_lists
 from recsys.data import Dataset, load_dataset
 from recsys.data.splits import apply_split
 from recsys.models.graph import FrozenSparse, InteractionGraph, item_knn_graph
 from recsys.models.item_tower import ItemCatalog
+from recsys.models.user_encoder import distinct_latest
 from recsys.models.user_tower import UserHistories
 from training.config import DataConfig
 from training.content import ItemContent, load_item_content
@@ -28,7 +36,10 @@ class TrainingData:
 
     Attributes:
         train_users / train_items: one row per distinct train (user, item) pair, in time order.
-        histories: every user's distinct train items, oldest first (row = user_index).
+        histories: every user's feature window (the served history), distinct items, oldest first
+            (row = user_index); the interaction graph's user rows are these windows too.
+        window: the feature window; data_version: the dataset's version before the split (what
+            the online store records).
         item_counts: train interactions per item; warm = item_counts > 0.
     """
 
@@ -44,6 +55,8 @@ class TrainingData:
     train: pl.DataFrame
     valid: pl.DataFrame
     test: pl.DataFrame
+    window: FeatureWindow
+    data_version: str
 
     @property
     def n_users(self) -> int:
@@ -71,7 +84,7 @@ class TrainingData:
         return cache[k]
 
     def train_histories(self) -> list[list[int]]:
-        """Per user_index, the train history the user encoder is checked against."""
+        """Per user_index, the served history (cleaned feature window) the user encoder is checked against."""
         lengths = self.histories.lengths.numpy()
         items = self.histories.items.numpy()
         ends = np.cumsum(lengths)
@@ -79,7 +92,10 @@ class TrainingData:
 
     def describe(self) -> dict[str, Any]:
         return {"n_users": self.n_users, "n_items": self.n_items, "n_train_pairs": len(self.train_users),
-                "cold_items": int((~self.warm).sum()), "media": list(self.catalog.media)}
+                "cold_items": int((~self.warm).sum()), "media": list(self.catalog.media),
+                "feature_window": self.window.size,
+                "users_over_window": int((np.bincount(self.train_users.numpy(), minlength=self.n_users)
+                                          > self.window.size).sum())}
 
 
 def _distinct_train_pairs(train: pl.DataFrame) -> pl.DataFrame:
@@ -95,18 +111,23 @@ def build_training_data(config: DataConfig, dataset: Dataset | None = None) -> T
     ds = dataset if dataset is not None else load_dataset(config.dataset)
     if config.split == "predefined" and "split" not in ds.interactions.columns:
         raise ValueError(f"dataset {ds.name} has no predefined split; set data.split to leave-last-out or temporal")
+    source_version = ds.version
     ds = apply_split(ds, config.split)
     train, valid, test = ds.split("train"), ds.split("valid"), ds.split("test")
     pairs = _distinct_train_pairs(train)
     users = pairs["user_index"].to_numpy().astype(np.int64)
     items = pairs["item_index"].to_numpy().astype(np.int64)
-    lengths = np.bincount(users, minlength=ds.n_users)
     counts = np.bincount(items, minlength=ds.n_items)
+    store = FeatureStore(config.feature_window)
+    windows = store.historical_windows(train, n_users=ds.n_users)
+    window_items, window_lengths = as_index_lists([distinct_latest(w, ds.n_items) for w in windows])
+    window_users = np.repeat(np.arange(ds.n_users, dtype=np.int64), window_lengths)
     content = load_item_content(ds, config.media, Path(config.content_store) if config.content_store else None)
     catalog = ItemCatalog.from_arrays(content.features, content.masks, counts)
     return TrainingData(
         dataset=ds, split_strategy=config.split, content=content, catalog=catalog,
-        histories=UserHistories.from_flat(items, lengths),
-        graph=InteractionGraph.from_pairs(users, items, ds.n_users, ds.n_items),
+        histories=UserHistories.from_flat(window_items, window_lengths),
+        graph=InteractionGraph.from_pairs(window_users, window_items, ds.n_users, ds.n_items),
         train_users=torch.as_tensor(users), train_items=torch.as_tensor(items),
-        item_counts=torch.as_tensor(counts), train=train, valid=valid, test=test)
+        item_counts=torch.as_tensor(counts), train=train, valid=valid, test=test, window=store.window,
+        data_version=source_version)

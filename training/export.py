@@ -44,7 +44,7 @@ def _items_table(data: TrainingData) -> pl.DataFrame:
 
 def _users_table(data: TrainingData) -> pl.DataFrame:
     ids = data.dataset.interactions.select("user_index", "user_id").unique("user_index").sort("user_index")
-    n_train = data.histories.lengths.numpy()
+    n_train = np.bincount(data.train_users.numpy(), minlength=data.n_users)
     return ids.with_columns(pl.Series("n_train", n_train[ids["user_index"].to_numpy()], dtype=pl.Int64))
 
 
@@ -112,20 +112,43 @@ def _encoder(member: Member) -> dict[str, Any]:
     return encoder_payload(member.config.model, model, model.serving_tables(member.output, member.task.inputs.graphs))
 
 
+def user_encoder_payload(members: list[Member]) -> dict[str, Any]:
+    """The run's served user tower (`user_encoder.pt`): the members' own modules, weights only."""
+    if len(members) == 1:
+        return _encoder(members[0])
+    return ensemble_payload([_encoder(m) for m in members], _weights(members))
+
+
+def served_user_vectors(encoder: dict[str, Any], data: TrainingData) -> np.ndarray:
+    """Every user's vector computed by the served encoder from their feature window.
+
+    The run's `user_vectors.npy` (what evaluation ranks with) come from here, so offline metrics
+    describe exactly what the server computes from the online store's window.
+    """
+    from recsys.artifact import USER_ENCODER_LOADERS  # noqa: PLC0415
+
+    return USER_ENCODER_LOADERS[encoder["kind"]](encoder, None).encode(data.train_histories())
+
+
 def export_run(run_dir: Path, config: TrainConfig, data: TrainingData, members: list[Member],
-               metrics: dict[str, Any], model_version: str | None = None) -> Path:
-    """Save everything serving and evaluation read; returns the run directory."""
+               metrics: dict[str, Any], model_version: str | None = None,
+               encoder: dict[str, Any] | None = None, users: np.ndarray | None = None) -> Path:
+    """Save everything serving and evaluation read; returns the run directory.
+
+    `encoder` / `users`: the served user tower and its vectors when the caller already built them.
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    users, items = combined_vectors(members)
+    _, items = combined_vectors(members)
+    encoder = encoder if encoder is not None else user_encoder_payload(members)
+    users = users if users is not None else served_user_vectors(encoder, data)
     if len(members) == 1:
-        projection, encoder = _projection(members[0]), _encoder(members[0])
+        projection = _projection(members[0])
         media = media_vectors(members[0].output, data)
         temperature = members[0].temperature
     else:
         w = _weights(members)
         projection = ensemble_projection_payload([_projection(m) for m in members], list(w))
-        encoder = ensemble_payload([_encoder(m) for m in members], w)
         per_member = [media_vectors(m.output, data) for m in members]
         media = {medium: concat_members([p[medium] for p in per_member], w) for medium in per_member[0]}
         temperature = ensemble_temperature([m.temperature for m in members])
@@ -138,7 +161,7 @@ def export_run(run_dir: Path, config: TrainConfig, data: TrainingData, members: 
     resolved = config.model_dump(mode="json")
     resolved["split_strategy"] = data.split_strategy
     return save_run(
-        run_dir, model_version=version, dataset=dataset_ref, data_version=data.dataset.version, config=resolved,
+        run_dir, model_version=version, dataset=dataset_ref, data_version=data.data_version, config=resolved,
         items=_items_table(data), users=_users_table(data), item_vectors=items, user_vectors=users,
         user_encoder_payload=encoder, metrics=metrics,
         extra_meta={"model_kind": MODEL_KIND, "split_strategy": data.split_strategy, "encoders": data.content.encoders,
@@ -147,4 +170,5 @@ def export_run(run_dir: Path, config: TrainConfig, data: TrainingData, members: 
                     "media": list(data.catalog.media), "config_fingerprint": config.fingerprint(),
                     # the feed's treatment of items without interactions, chosen on TikTok valid for the default
                     # config (recsys.new_items); serving reads it unless RECSYS_SERVE_NEW_ITEM_BOOST is set
-                    "new_item_policy": dataclasses.asdict(NewItemPolicy())})
+                    "new_item_policy": dataclasses.asdict(NewItemPolicy()),
+                    "feature_window": data.window.describe()})

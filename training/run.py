@@ -25,7 +25,8 @@ from recsys.models.popularity_prior import prior_counts, standardised_log_counts
 from training.config import TrainConfig, load_config
 from training.data import TrainingData, build_training_data
 from training.distributed import DistContext, broadcast, gather, init_distributed, shutdown, weights_digest, wrap_model
-from training.export import MEMBERS_DIR, MODEL_KIND, Member, combined_vectors, export_run
+from training.export import (MEMBERS_DIR, MODEL_KIND, Member, combined_vectors, export_run, served_user_vectors,
+                             user_encoder_payload)
 from training.trainer import Trainer, summarise_history
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,13 @@ def train(config: TrainConfig, run_dir: Path | str, resume: bool = True, progres
         if n > 1:
             log.info("ensemble member %d/%d (seed %d)", k + 1, n, config.train.seed + k)
         members.append(train_member(member_config(config, k), data, member_dir(run_dir, k, n), resume, progress, ctx))
-    users, items = combined_vectors(members)
+    trained_users, items = combined_vectors(members)
+    # Evaluate what serving computes: the served tower over each user's feature window.
+    encoder = user_encoder_payload(members)
+    users = served_user_vectors(encoder, data)
+    gap = float(np.abs(users - trained_users).max()) if users.size else 0.0
+    if gap > 1e-4:
+        log.warning("served user vectors differ from the training forward pass by up to %.2g", gap)
     valid = evaluate_vectors(data, users, items, "valid", ctx)
     test = evaluate_vectors(data, users, items, "test", ctx)
     first = members[0]
@@ -122,7 +129,7 @@ def train(config: TrainConfig, run_dir: Path | str, resume: bool = True, progres
     metrics = {"best_epoch": first.state.best_epoch, "select_metric": config.train.select_metric, "valid": valid,
                "test": test, "training": {**summarise_history(history), "world_size": ctx.world_size,
                                           "wrapper": first.wrapper, "rank_weight_digests": first.digests},
-               "history": first.state.history, "data": data.describe()}
+               "history": first.state.history, "data": data.describe(), "train_serve_max_abs_diff": gap}
     if n > 1:
         metrics["members"] = [{"seed": m.config.train.seed, "best_epoch": m.state.best_epoch,
                                "valid": m.state.best_metrics, "history": m.state.history,
@@ -130,7 +137,7 @@ def train(config: TrainConfig, run_dir: Path | str, resume: bool = True, progres
         metrics["training"]["rank_weight_digests"] = [
             "".join(d) for d in zip(*[m.digests for m in members])]  # per rank: every member's digest
     if ctx.is_main:
-        export_run(run_dir, config, data, members, metrics)
+        export_run(run_dir, config, data, members, metrics, encoder=encoder, users=users)
     seconds = time.perf_counter() - began
     log.info("run %s: %s, valid %s, test %s (%.0f s)", run_dir,
              f"best epoch {first.state.best_epoch}" if n == 1 else

@@ -16,8 +16,10 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
 
-from recsys.artifact import USER_ENCODER_LOADERS, RunArtifact, UserEncoder, l2_normalise
+from recsys.artifact import USER_ENCODER_LOADERS, RunArtifact, l2_normalise
 
 ENSEMBLE_KIND = "two_tower_ensemble"
 
@@ -37,25 +39,27 @@ def concat_members(parts: list[np.ndarray], weights: np.ndarray | list[float]) -
     return l2_normalise(np.concatenate([float(w) * np.asarray(p, np.float32) for p, w in zip(parts, weights)], axis=1))
 
 
-class EnsembleUserEncoder:
-    """Live history -> concatenation of every member encoder's user vector (see module docstring)."""
+class MemberConcat(nn.Module):
+    """The members' served towers as one module: [w_1 u_1 | ... | w_K u_K], L2-normalised per row.
 
-    kind = ENSEMBLE_KIND
+    Each member is the `ServedUserTower` its training produced; this only concatenates their
+    outputs (see module docstring), so an ensemble serves through the same code as one tower.
+    """
 
-    def __init__(self, members: list[UserEncoder], weights: np.ndarray | list[float]):
+    def __init__(self, members: list[nn.Module], weights: np.ndarray | list[float]):
+        super().__init__()
         assert len(members) == len(weights) and members, "one weight per member, at least one member"
-        self.members, self.weights = members, np.asarray(weights, dtype=np.float64)
-        from recsys.models.user_encoder import FusedMemberTowers, GraphUserEncoder
+        self.members = nn.ModuleList(members)
+        self.register_buffer("weights", torch.as_tensor(np.asarray(weights, dtype=np.float32)))
 
-        graph = all(isinstance(m, GraphUserEncoder) for m in members)
-        self.fused = FusedMemberTowers.fuse([m.fast for m in members], self.weights) if graph else None
+    @property
+    def n_items(self) -> int:
+        return int(self.members[0].n_items)
 
-    def encode(self, histories: list[list[int]], timestamps: list[list[float]] | None = None) -> np.ndarray:
-        """Request-sized batches of fusable graph members take one fused numpy pass (same numbers)."""
-        fused = self.fused
-        if fused is not None and len(histories) <= self.members[0].NUMPY_MAX_USERS:
-            return fused.encode([self.members[0]._clean(h) for h in histories])
-        return concat_members([m.encode(histories, timestamps) for m in self.members], self.weights)
+    def forward(self, items: torch.Tensor, lengths: torch.Tensor, segment: torch.Tensor,
+                age: torch.Tensor) -> torch.Tensor:
+        parts = [w * m(items, lengths, segment, age) for m, w in zip(self.members, self.weights)]
+        return nn.functional.normalize(torch.cat(parts, dim=1), dim=1)
 
 
 def ensemble_payload(member_payloads: list[dict[str, Any]], weights: np.ndarray | list[float]) -> dict[str, Any]:
@@ -63,14 +67,15 @@ def ensemble_payload(member_payloads: list[dict[str, Any]], weights: np.ndarray 
     return {"kind": ENSEMBLE_KIND, "members": member_payloads, "weights": [float(w) for w in weights]}
 
 
-def load_ensemble_encoder(payload: dict[str, Any], run: RunArtifact | None = None) -> EnsembleUserEncoder:
-    members = []
-    for member in payload["members"]:
-        loader = USER_ENCODER_LOADERS.get(member["kind"])
-        if loader is None:
-            raise ValueError(f"ensemble member has unknown user-encoder kind {member['kind']!r}")
-        members.append(loader(member, run))
-    return EnsembleUserEncoder(members, payload["weights"])
+def load_ensemble_encoder(payload: dict[str, Any], run: RunArtifact | None = None):
+    """A `TowerUserEncoder` over `MemberConcat` of the members' served towers."""
+    from recsys.models.user_encoder import ENCODER_KIND, ServedUserTower, TowerUserEncoder  # noqa: PLC0415
+
+    kinds = {member["kind"] for member in payload["members"]}
+    if kinds != {ENCODER_KIND}:
+        raise ValueError(f"ensemble members must all be {ENCODER_KIND!r} towers, got kinds {sorted(kinds)}")
+    members = [ServedUserTower.from_payload(member) for member in payload["members"]]
+    return TowerUserEncoder(MemberConcat(members, payload["weights"]), ENSEMBLE_KIND)
 
 
 USER_ENCODER_LOADERS[ENSEMBLE_KIND] = load_ensemble_encoder

@@ -108,7 +108,7 @@ class UserTower(nn.Module):
                 user_ids: torch.Tensor | None = None) -> torch.Tensor:
         """(n_users, dim) layer-0 user vectors; users with an empty history get zeros (+ their ID row if any)."""
         weights = self.pooling_weights(histories, item_vectors)
-        out = segment_sum(weights.unsqueeze(1) * item_vectors[histories.items], histories.segment, histories.n_users)
+        out = segment_sum(weights.unsqueeze(1) * item_vectors.index_select(0, histories.items), histories.segment, histories.n_users)
         if self.history_embedding is not None:
             kjt = KeyedJaggedTensor.from_lengths_sync(keys=[HISTORY_FEATURE], values=histories.items,
                                                       lengths=histories.lengths.to(torch.int32), weights=weights.detach()

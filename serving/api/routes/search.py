@@ -14,7 +14,7 @@ from serving.errors import ServingError
 from serving.feed import check_media, items_payload
 from serving.limits import check_upload_type
 from serving.schemas import ErrorBody, SearchResults, TextQuery
-from serving.responses import JSONBytes, dumps
+from serving.responses import JSONBytes, schema_bytes
 
 router = APIRouter(prefix="/v1", tags=["search"], dependencies=[Depends(require_read)])
 
@@ -92,5 +92,5 @@ async def search(state: State, request: Request) -> JSONBytes:
     check_media(retriever, media)
     query = await asyncio.to_thread(state.search.query_vector, retriever, medium, payload)
     hits = retriever.search(query, min(k, state.settings.max_k), media)
-    return JSONBytes(dumps({"query_medium": medium, "items": items_payload(retriever, hits),
-                            "model_version": retriever.version}))
+    return JSONBytes(schema_bytes(SearchResults, {"query_medium": medium, "items": items_payload(retriever, hits),
+                                                  "model_version": retriever.version}))
