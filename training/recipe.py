@@ -12,7 +12,7 @@ chosen from the data itself:
 - two regimes by density, each anchored by a measurement: sparse data (TikTok, Amazon reviews:
   density ~.001) gets the TikTok-tuned choices (sampled softmax with logQ x3, 2 propagation
   layers, weight decay 1e-3); dense data (ML-100K-like, > .01) gets what won on `valid` of a
-  dataset no config was tuned for (exact softmax, 1 layer, weight decay 5e-3: at 1e-3 every
+  dataset no config was tuned for (exact softmax, 3 layers as LightGCN, weight decay 5e-3: at 1e-3 every
   dense run peaked by epoch 5 and fell; sweep in BENCHMARKS.md "Two-tower training");
 - the embedding dimension from the catalogue size (`dimension_for`); recency pooling only where
   the split asks for the *next* item (leave-last-out over real time);
@@ -102,7 +102,7 @@ def robust_recipe(shape: DataShape) -> dict[str, Any]:
         "data": {"split": split},
         "model": {
             "dim": dim, "fusion": "weighted", "content_mode": "fallback", "id_embedding": True, "id_dropout": 0.1,
-            "propagation_layers": 1 if dense else 2,
+            "propagation_layers": 3 if dense else 2,
             "item_knn": 10 if shape.has_media else 0, "user_pooling": "mean",
             "recency_half_life": 5.0 if next_item else 0.0, "history_embedding": False,
             "temperature": 0.1, "popularity_prior": True,

@@ -35,16 +35,16 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class BPRConfig:
     dim: int = 64
-    lr: float = 5e-3
+    lr: float = 1e-3          # 5e-3 peaked early and lower on an unseen dataset (valid .2534 vs .26)
     reg: float = 1e-4         # L2 weight on the batch's user, positive and negative embeddings
-    epochs: int = 300         # cap: the epoch is chosen on valid (when the data has a valid split)
+    epochs: int = 400         # cap: the epoch is chosen on valid (when the data has a valid split)
     batch_size: int = 2048
     init_std: float = 0.1
     seed: int = 0
     threads: int = 1          # intra-op threads while fitting; tiny batches run slower on more
     layers: int = 0           # LightGCN propagation layers (0 = plain BPR-MF)
-    eval_every: int = 5       # epochs between valid evaluations
-    patience: int = 4         # valid evaluations without improvement before stopping
+    eval_every: int = 10      # epochs between valid evaluations
+    patience: int = 3         # valid evaluations without improvement before stopping
 
 
 class BPRMF(torch.nn.Module):
@@ -169,7 +169,9 @@ class LightGCN(BPRMF):
     name = "lightgcn"
 
     def __init__(self, config: BPRConfig | None = None, **overrides: float) -> None:
-        super().__init__(config or BPRConfig(layers=3), **overrides)
+        # lr 5e-3 with a valid check every 5 epochs (measured: best valid at epoch 75 on the unseen
+        # ML-100K-derived dataset); BPR-MF's 1e-3 would need hundreds of full-graph epochs on a CPU.
+        super().__init__(config or BPRConfig(layers=3, lr=5e-3, eval_every=5, patience=4), **overrides)
 
 
 def _valid_split(dataset: Dataset) -> pl.DataFrame | None:
