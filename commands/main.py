@@ -17,7 +17,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 app = typer.Typer(help="Multimodal two-tower recommender: data, features, embeddings, training, evaluation, serving.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
 
-COMMAND_MODULES = ("data", "features", "embed", "train", "evaluate", "serve", "ab_report")
+COMMAND_MODULES = ("data", "features", "embed", "train", "tune", "evaluate", "serve", "ab_report")
 
 
 @app.callback()

@@ -16,7 +16,8 @@ from typer.testing import CliRunner
 from commands.main import app
 from recsys.artifact import load_run
 from training.config import CONFIG_DIR, load_config
-from training.recipe import DataShape, dimension_for, members_for
+from recsys.data import load_dataset
+from training.recipe import DataShape, data_shape, dimension_for, members_for, robust_recipe
 from training.trainer import scheduled_lr
 
 
@@ -88,3 +89,19 @@ def test_recsys_train_says_which_config_it_used(tmp_path: Path):
     assert stored["origin"].startswith("built-in robust default recipe") and stored["train"]["lr_schedule"] == "cosine"
     history = [h["lr"] for h in json.loads((run / "metrics.json").read_text())["history"]]
     assert history[0] < history[1] > history[2]  # warm-up during epoch 1, cosine decay after it
+
+
+def test_recsys_tune_writes_a_config_the_next_train_uses(tmp_path: Path):
+    folder = _folder(tmp_path / "shop")
+    result = CliRunner().invoke(app, ["tune", "--dataset", str(folder), "--budget-minutes", "5", "--max-trials", "2",
+                                      "--set", "train.epochs=2", "--set", "train.threads=1"])
+    assert result.exit_code == 0, result.output
+    assert "trial 0: valid ndcg@10" in result.output and "(base config)" in result.output
+    assert "trial 1: valid ndcg@10" in result.output
+    written = tmp_path / "shop.toml"
+    text = written.read_text()
+    assert text.startswith("# Written by `recsys tune`: best valid ndcg@10 of 2 one-tower trials")
+    config = load_config(None, str(folder))
+    assert config.origin == f"dataset config {written} (beside the dataset folder)"
+    recipe = robust_recipe(data_shape(load_dataset(str(folder))))
+    assert config.train.epochs == 2 and config.train.ensemble == recipe["train"]["ensemble"]  # trials: 1 tower each
