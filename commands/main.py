@@ -17,8 +17,8 @@ app = typer.Typer(help="Multimodal two-tower recommender: data, features, embedd
                   no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None)  # plain help: descriptions wrap at the terminal width, nothing truncated
 
-COMMAND_MODULES = ("init", "data", "features", "embed", "train", "evaluate", "compare", "serve", "items", "ab_report",
-                   "ab_simulate")
+COMMAND_MODULES = ("init", "data", "features", "embed", "train", "tune", "evaluate", "compare", "serve", "items",
+                   "ab_report", "ab_simulate")
 
 
 @app.callback()

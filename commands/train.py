@@ -5,6 +5,11 @@
     recsys train --dataset tiktok --out runs/tt2 --nproc 2      # 2 processes, TorchRec DMP (gloo on CPU)
     recsys train --dataset tiktok --out runs/tt1 --set train.ensemble=1   # one tower instead of the ensemble
 
+The config comes from, in order: `--config FILE`; `<folder>.toml` beside the dataset folder
+(what `recsys tune` writes); `configs/<dataset>.toml`; else the built-in robust recipe
+(`training/recipe.py`), sized from the data. The first line printed (and the run's config.toml,
+key `origin`) says which.
+
 A checkpoint already in RUN_DIR (same config) is resumed automatically; `--no-resume` refuses
 to, `--restart` deletes it first.
 """
@@ -21,7 +26,9 @@ import typer
 def train_command(
     dataset: str = typer.Option(..., "--dataset", help="Registered dataset (tiktok, ml-100k) or a dataset folder."),
     out: Path = typer.Option(..., "--out", help="Run directory to write (the model artefact)."),
-    config: Path | None = typer.Option(None, "--config", help="TOML config (default: configs/<dataset>.toml)."),
+    config: Path | None = typer.Option(None, "--config", help=(
+        "TOML config (default: <folder>.toml beside the dataset folder, else configs/<dataset>.toml, else the "
+        "built-in robust recipe sized from the data).")),
     overrides: list[str] = typer.Option([], "--set", help="Override a config key, e.g. --set train.epochs=5."),
     resume: bool = typer.Option(True, "--resume/--no-resume", help="Continue from RUN_DIR's checkpoint if any."),
     restart: bool = typer.Option(False, "--restart", help="Delete RUN_DIR's checkpoint and train from scratch."),
@@ -64,6 +71,8 @@ def train_command(
     except (ValueError, FileNotFoundError) as err:
         console.print(f"[red]invalid config:[/red] {err}")
         raise typer.Exit(2)
+    if ctx_is_main():
+        console.print(f"config: {cfg.origin}", highlight=False, soft_wrap=True)
     ctx = init_distributed()  # `torchrun ... recsys train ...` works too
     try:
         result = train(cfg, out, resume=resume, progress=progress, ctx=ctx)
@@ -81,6 +90,13 @@ def train_command(
         epochs = ", ".join(str(m.state.best_epoch) for m in result.members) or str(result.best_epoch)
         label = f"best epochs {epochs} ({len(result.members)} members)" if len(result.members) > 1 else f"best epoch {epochs}"
         console.print(f"{label}, {result.seconds:.0f} s -> {result.run_dir}")
+
+
+def ctx_is_main() -> bool:
+    """Print once under torchrun (rank 0), always in a plain process."""
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
 
 
 def register(app: typer.Typer) -> None:

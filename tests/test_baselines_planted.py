@@ -99,3 +99,31 @@ def test_plugins_can_register_a_baseline_by_name():
         BASELINES.pop("constant-test")
     with pytest.raises(KeyError, match="unknown baseline"):
         make_baseline("no-such-baseline")
+
+
+def test_lightgcn_ranks_the_users_own_cluster_first():
+    ds, train = make_dataset(two_clusters(), n_items=20)
+    scores = make_baseline("lightgcn", dataset=None, epochs=60, lr=0.02).fit(ds, train).score(np.arange(40))
+    scores[interaction_matrix(train, 40, 20).toarray() > 0] = -np.inf
+    top4 = np.argsort(-scores, axis=1)[:, :4]
+    assert ((top4 >= 10) == (np.arange(40)[:, None] % 2 == 1)).mean() > 0.95
+
+
+@pytest.mark.parametrize("name", ["bpr-mf", "lightgcn"])
+def test_learned_baselines_keep_their_best_valid_epoch_and_stop_on_patience(name: str):
+    pairs = two_clusters(per_user=8)
+    ds, _ = make_dataset(pairs, n_items=20)
+    # Each user's last two pairs are held out as valid: the epoch must be chosen on them.
+    inter = ds.interactions.with_columns(
+        pl.when(pl.int_range(pl.len()).over("user_index") >= 6).then(pl.lit("valid")).otherwise(pl.lit("train"))
+        .alias("split"))
+    ds = Dataset("planted", ds.items, inter)
+    model = make_baseline(name, dataset=None, epochs=300, lr=0.02, eval_every=5, patience=3)
+    model.fit(ds, ds.split("train"))
+    history = model.valid_history
+    best_at = int(np.argmax([score for _, score in history]))
+    assert model.best_epoch == history[best_at][0]
+    assert len(history) == best_at + 1 + 3 and history[-1][0] < 300  # stopped by patience, not by the cap
+    from recsys.metrics import evaluate_scores
+    kept = evaluate_scores(model.score, ds.split("valid"), ds.split("train"), 20, ks=(20,))["ndcg@20"]
+    assert kept == pytest.approx(history[best_at][1])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -14,8 +15,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from recsys.config import get_settings
+from recsys.data.splits import TieBreak
 from recsys.models.config import LossConfig, ModelConfig
 
+log = logging.getLogger(__name__)
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 SelectMetric = Literal["recall@20", "ndcg@20", "recall@10", "ndcg@10", "mrr"]
 
@@ -29,6 +32,9 @@ class DataConfig(_Strict):
 
     dataset: str = "tiktok"
     split: Literal["predefined", "leave-last-out", "temporal"] = "predefined"
+    tie_break: TieBreak = Field("file-order", description=(
+        "leave-last-out: which of several events at the same timestamp counts as later. file-order (RecBole's "
+        "rule: the later row of the source file) or item-index (the old rule: the higher item index)."))
     media: list[str] | None = Field(None, description="Media to use (None = every medium the dataset has).")
     content_store: str | None = Field(None, description="`recsys embed` store dir for media without precomputed features.")
     feature_window: int = Field(default_factory=lambda: get_settings().online_history_cap, ge=1, description=(
@@ -42,6 +48,10 @@ class OptimConfig(_Strict):
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(2048, ge=2, description="Global batch (split across ranks under torchrun).")
     lr: float = Field(5e-3, gt=0)
+    lr_schedule: Literal["constant", "cosine"] = Field("constant", description=(
+        "cosine: the lr decays from `lr` to lr/20 over `epochs` (after the warm-up), so late epochs refine "
+        "instead of overshooting the best valid epoch."))
+    warmup_epochs: float = Field(0.0, ge=0.0, description="Linear lr warm-up from lr/10, in epochs (0 = none).")
     weight_decay: float = Field(0.0, ge=0)
     ema_decay: float = Field(0.0, ge=0.0, lt=1.0, description=(
         "Evaluate and export an exponential moving average of the weights (0 = off): smooths the "
@@ -63,10 +73,12 @@ class TrainConfig(_Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     train: OptimConfig = Field(default_factory=OptimConfig)
+    origin: str = Field("", description="Where this config came from (set by `load_config`; not hashed).")
 
     def fingerprint(self) -> str:
         """Hash of everything except knobs that do not change the numbers (eval cadence, threads, patience, epochs)."""
         body = self.model_dump()
+        body.pop("origin")
         for key in ("threads", "eval_every", "patience", "epochs"):
             body["train"].pop(key)
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
@@ -100,15 +112,62 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return raw
 
 
-def load_config(path: Path | None = None, dataset: str | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    """File (or the repo default for `dataset`) + overrides -> validated config.
+def beside_dataset_path(dataset: str) -> Path:
+    """`<folder>.toml` next to a dataset folder (where `recsys tune` writes): RECSYS_DATA_DIR/x.toml for names."""
+    from recsys.data.registry import REGISTERED, dataset_path
 
+    folder = dataset_path(dataset) if dataset in REGISTERED or not Path(dataset).exists() else Path(dataset)
+    folder = folder.resolve()
+    return folder.parent / f"{folder.name}.toml"
+
+
+def config_source(path: Path | None, dataset: str | None) -> tuple[Path | None, str]:
+    """Which file a run's config comes from, most specific first, and a label saying why.
+
+    1. `--config FILE`; 2. `<folder>.toml` beside the dataset folder (a tuned config travels with
+    its data); 3. the repository's `configs/<dataset>.toml` (registered benchmarks); 4. none:
+    the built-in robust recipe (`training.recipe`).
+    """
+    if path is not None:
+        return Path(path), f"config file {path}"
+    if dataset is None:
+        return None, "built-in defaults"
+    beside = beside_dataset_path(dataset)
+    if beside.exists():
+        return beside, f"dataset config {beside} (beside the dataset folder)"
+    if default_config_path(dataset).exists():
+        return default_config_path(dataset), f"dataset config {default_config_path(dataset)}"
+    return None, "built-in robust default recipe"
+
+
+def load_config(path: Path | None = None, dataset: str | None = None,
+                   overrides: list[str] | None = None) -> TrainConfig:
+    """File (see `config_source`) or the robust recipe for `dataset`, + overrides -> validated config.
+
+    The result's `origin` says which, and is logged: a run on a new dataset must say that it
+    used the built-in recipe, not silently train the plain defaults.
     Raises pydantic.ValidationError naming the bad key, FileNotFoundError for a missing file.
     """
-    if path is None and dataset is not None and default_config_path(dataset).exists():
-        path = default_config_path(dataset)
-    raw: dict[str, Any] = tomllib.loads(Path(path).read_text()) if path is not None else {}
+    source, label = config_source(path, dataset)
+    if source is not None:
+        raw: dict[str, Any] = tomllib.loads(Path(source).read_text())
+    elif dataset is not None:
+        from recsys.data import load_dataset
+        from training.recipe import data_shape, describe, robust_recipe
+
+        shape = data_shape(load_dataset(dataset))
+        raw = robust_recipe(shape)
+        label = f"{label} ({describe(shape)})"
+    else:
+        raw = {}
     raw.pop("split_strategy", None)  # a run's config.toml repeats data.split there for the evaluator
+    raw.pop("origin", None)
     if dataset is not None:
         raw.setdefault("data", {})["dataset"] = dataset
-    return TrainConfig.model_validate(apply_overrides(raw, overrides or []))
+    if overrides:
+        label += " + overrides " + " ".join(overrides)
+    config = TrainConfig.model_validate(apply_overrides(raw, overrides or []))
+    config.origin = label
+    log.info("config: %s", label)
+    return config
+

@@ -112,7 +112,7 @@ def build_training_data(config: DataConfig, dataset: Dataset | None = None) -> T
     if config.split == "predefined" and "split" not in ds.interactions.columns:
         raise ValueError(f"dataset {ds.name} has no predefined split; set data.split to leave-last-out or temporal")
     source_version = ds.version
-    ds = apply_split(ds, config.split)
+    ds = apply_split(ds, config.split, config.tie_break)
     train, valid, test = ds.split("train"), ds.split("valid"), ds.split("test")
     pairs = _distinct_train_pairs(train)
     users = pairs["user_index"].to_numpy().astype(np.int64)

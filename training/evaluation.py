@@ -41,11 +41,16 @@ def _open(run_dir: Path | str, split: str, dataset: Dataset | None) -> tuple[Run
     ds = dataset if dataset is not None else load_dataset(run.dataset)
     strategy = run.meta.get("split_strategy") or run.config.get("split_strategy")
     strategy = str(strategy).replace("_", "-") if strategy else None  # "leave_last_out" is the same strategy
-    ev = prepare_split(ds, split, strategy)
+    ev = prepare_split(ds, split, strategy, run_tie_break(run.config))
     if run.meta.get("data_version") not in (None, ds.version, ev.dataset.version):
         log.warning("run %s was trained on data version %s, evaluating on %s", run.model_version,
                     run.meta.get("data_version"), ds.version)
     return run, ev
+
+
+def run_tie_break(config: dict[str, Any]) -> str:
+    """The leave-last-out tie rule a run was trained with; runs older than the setting used item-index."""
+    return str((config.get("data") or {}).get("tie_break", "item-index"))
 
 
 def evaluate_run(run_dir: Path | str, split: str = "test", task: str = "ranking",
@@ -76,8 +81,10 @@ def per_user_metrics(run_dir: Path, split: str = "test") -> pl.DataFrame:
 
 
 def evaluate_baseline(name: str, dataset: str | Dataset, split: str = "test", task: str = "ranking",
-                      split_strategy: str | None = None, **overrides: Any) -> dict[str, Any]:
-    """Fit baseline `name` (see `recsys.baselines.BASELINES`) on train and evaluate it like a run."""
+                      split_strategy: str | None = None, tie_break: str = "file-order", **overrides: Any) -> dict[str, Any]:
+    """Fit baseline `name` (see `recsys.baselines.BASELINES`) on train and evaluate it like a run.
+
+    Baselines that learn (BPR-MF, LightGCN) choose their epoch on `valid` (never on test)."""
     import training.content_baseline  # noqa: F401  (registers the content-only baseline)
     from recsys.baselines import make_baseline
 
@@ -85,7 +92,7 @@ def evaluate_baseline(name: str, dataset: str | Dataset, split: str = "test", ta
     if task == "cross-media":
         raise EvaluationError("the cross-media task needs a run directory with item_media_vectors.npz, not a baseline")
     ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
-    ev = prepare_split(ds, split, split_strategy)
+    ev = prepare_split(ds, split, split_strategy, tie_break)  # type: ignore[arg-type]
     try:
         model = make_baseline(name, dataset=ds.name, **overrides)
     except KeyError as exc:
@@ -95,7 +102,7 @@ def evaluate_baseline(name: str, dataset: str | Dataset, split: str = "test", ta
     fit_seconds = time.perf_counter() - start
     log.info("fitted %s on %s train (%d interactions) in %.1fs", name, ds.name, ev.train.height, fit_seconds)
     header = {"model_version": f"baseline:{name}", "dataset": ds.name, "split": split,
-              "split_strategy": ev.strategy, "task": task, "fit_seconds": round(fit_seconds, 3)}
+              "split_strategy": ev.strategy, "tie_break": tie_break, "task": task, "fit_seconds": round(fit_seconds, 3)}
     return {**header, **_score_task(model.score, ev, task)}
 
 

@@ -2,7 +2,8 @@
 
 One place decides the protocol so every model and baseline is judged identically:
 - the split comes from the run (`split_strategy` in run.json) or the dataset's default
-  (TikTok: its predefined published split; ML-100K: leave-last-out);
+  (TikTok: its predefined published split; ML-100K: leave-last-out), with the run's tie rule
+  (`data.tie_break`; runs from before the rule existed used item-index);
 - the held-out split (`valid` or `test`) is retrieved by ranking **all** items;
 - only the user's **train** items are masked (DiffMM's published protocol, used for every
   dataset so numbers stay comparable); users with >= 1 held-out item are evaluated;
@@ -18,7 +19,7 @@ import numpy as np
 import polars as pl
 
 from recsys.data.schema import Dataset
-from recsys.data.splits import apply_split
+from recsys.data.splits import TIE_BREAKS, TieBreak, apply_split
 
 EVAL_SPLITS = ("valid", "test")
 SPLIT_STRATEGIES = ("leave-last-out", "temporal", "predefined")
@@ -73,15 +74,19 @@ class EvalSplit:
         return self.train.group_by("user_index").agg(pl.len().cast(pl.Int64).alias("n_train"))
 
 
-def prepare_split(dataset: Dataset, split: str = "test", strategy: str | None = None) -> EvalSplit:
-    """Apply `strategy` (None: the dataset's default) and check that `split` has something to rank."""
+def prepare_split(dataset: Dataset, split: str = "test", strategy: str | None = None,
+                  tie_break: TieBreak = "file-order") -> EvalSplit:
+    """Apply `strategy` (None: the dataset's default; `tie_break`: leave-last-out's tie rule) and check
+    that `split` has something to rank."""
+    if tie_break not in TIE_BREAKS:
+        raise EvaluationError(f"unknown tie rule {tie_break!r} (expected one of: {', '.join(TIE_BREAKS)})")
     if split not in EVAL_SPLITS:
         raise EvaluationError(f"unknown split {split!r} (expected one of: {', '.join(EVAL_SPLITS)})")
     if strategy is not None and strategy not in SPLIT_STRATEGIES:
         raise EvaluationError(f"unknown split strategy {strategy!r} (expected one of: {', '.join(SPLIT_STRATEGIES)})")
     if strategy == "predefined" and "split" not in dataset.interactions.columns:
         raise EvaluationError(f"dataset {dataset.name} has no predefined split; use leave-last-out or temporal")
-    split_ds = apply_split(dataset, strategy)  # type: ignore[arg-type]
+    split_ds = apply_split(dataset, strategy, tie_break)  # type: ignore[arg-type]
     resolved = strategy or ("predefined" if "split" in dataset.interactions.columns else "leave-last-out")
     ev = EvalSplit(split_ds, split, resolved)
     if ev.held_out.height == 0:

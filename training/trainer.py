@@ -33,6 +33,24 @@ def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 100_003 + epoch)
 
 
+def scheduled_lr(base: float, schedule: str, warmup_epochs: float, epochs: int, progress: float) -> float:
+    """Learning rate at `progress` epochs into training (fractional): warm-up, then constant or cosine.
+
+    Why: at a fixed lr of .01 every run on an unseen Amazon dataset peaked at epoch 1 and then fell.
+    A warm-up from lr/10 keeps the first steps (random towers, large gradients) from overshooting;
+    the cosine decay to lr/20 by `epochs` lets later epochs refine instead of oscillating. A pure
+    function of progress, so a resumed run continues on exactly the same schedule.
+    """
+    if warmup_epochs > 0 and progress < warmup_epochs:
+        return base * (0.1 + 0.9 * progress / warmup_epochs)
+    if schedule == "constant":
+        return base
+    span = max(epochs - warmup_epochs, 1e-9)
+    done = min(max((progress - warmup_epochs) / span, 0.0), 1.0)
+    floor = base / 20
+    return floor + (base - floor) * 0.5 * (1.0 + float(np.cos(np.pi * done)))
+
+
 class WeightAverage:
     """Exponential moving average of the parameters (Polyak averaging), used for evaluation and export.
 
@@ -149,7 +167,10 @@ class Trainer:
         starts = [s for s in range(0, n, step_size) if min(step_size, n - s) >= 2 * self.ctx.world_size]
         bar = tqdm(total=len(starts), desc=f"epoch {epoch}", disable=not self.progress, leave=False, unit="batch")
         total, parts_sum, seen, began = 0.0, {}, 0, time.perf_counter()
-        for start in starts:
+        for step, start in enumerate(starts):
+            lr = scheduled_lr(opt.lr, opt.lr_schedule, opt.warmup_epochs, opt.epochs, epoch - 1 + step / len(starts))
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
             rows = perm[start:start + step_size][self.ctx.rank::self.ctx.world_size]
             loss, parts = self.model(self.data.train_users[rows], self.data.train_items[rows], gen)
             self.optimizer.zero_grad(set_to_none=True)
@@ -168,6 +189,7 @@ class Trainer:
         seconds = time.perf_counter() - began
         steps = max(len(starts), 1)
         return {"loss": total / steps, **{f"loss_{k}": v / steps for k, v in parts_sum.items()},
+                "lr": self.optimizer.param_groups[0]["lr"],
                 "epoch_seconds": seconds, "examples_per_second": seen / max(seconds, 1e-9)}
 
     def fit(self, resume: bool = True) -> TrainState:

@@ -1,11 +1,17 @@
-"""BPR-MF (Rendle et al. 2009): matrix factorisation trained to rank a consumed item above a
-random one. The standard collaborative baseline of the multimodal-recommendation literature
-(DiffMM's "MF-BPR"), so our numbers can be read against the published table.
+"""BPR-MF (Rendle et al. 2009) and LightGCN (He et al. 2020): the collaborative baselines of the
+multimodal-recommendation literature (DiffMM's "MF-BPR" and "LightGCN"), so our numbers can be
+read against the published tables.
 
 One uniform negative per positive per epoch, rejected if the user consumed it; L2 on the
-embeddings of the batch (not on the whole table, so rare users/items are not over-shrunk).
-Sparse embedding gradients + lazy Adam touch only the rows of the batch, which is what makes
-CPU training take seconds, not minutes. Fully seeded: same config and data, same vectors.
+(layer-0) embeddings of the batch (not on the whole table, so rare users/items are not over-shrunk).
+BPR-MF: sparse embedding gradients + lazy Adam touch only the rows of the batch, which is what
+makes CPU training take seconds. LightGCN: the same tables propagated over the normalised train
+graph (`layers` > 0, mean of layers 0..L), dense Adam.
+
+Robust default: the epoch is chosen on `valid` (NDCG@20 every `eval_every` epochs, stop after
+`patience` evaluations without a better one, keep the best weights), so `epochs` is a cap, not a
+guess; a fixed 100 epochs at lr 1e-3 reached half the published BPR on an unseen dataset.
+Fully seeded: same config and data, same vectors.
 """
 from __future__ import annotations
 
@@ -20,6 +26,8 @@ import torch
 
 from recsys.baselines.base import n_users_of
 from recsys.data.schema import Dataset
+from recsys.metrics import evaluate_scores
+from recsys.models.graph import InteractionGraph, propagate
 
 log = logging.getLogger(__name__)
 
@@ -27,13 +35,16 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class BPRConfig:
     dim: int = 64
-    lr: float = 1e-3
+    lr: float = 1e-3          # 5e-3 peaked early and lower on an unseen dataset (valid .2534 vs .26)
     reg: float = 1e-4         # L2 weight on the batch's user, positive and negative embeddings
-    epochs: int = 100
+    epochs: int = 400         # cap: the epoch is chosen on valid (when the data has a valid split)
     batch_size: int = 2048
     init_std: float = 0.1
     seed: int = 0
     threads: int = 1          # intra-op threads while fitting; tiny batches run slower on more
+    layers: int = 0           # LightGCN propagation layers (0 = plain BPR-MF)
+    eval_every: int = 10      # epochs between valid evaluations
+    patience: int = 3         # valid evaluations without improvement before stopping
 
 
 class BPRMF(torch.nn.Module):
@@ -53,6 +64,10 @@ class BPRMF(torch.nn.Module):
         self.config = BPRConfig(**{**base.__dict__, **overrides})
         self.users: torch.nn.Embedding | None = None
         self.items: torch.nn.Embedding | None = None
+        self.graph: InteractionGraph | None = None
+        self.best_epoch = 0
+        self.valid_history: list[tuple[int, float]] = []  # (epoch, valid NDCG@20) of each evaluation
+        self._cache: tuple[torch.Tensor, ...] | None = None
 
     def fit(self, dataset: Dataset, train_interactions: pl.DataFrame) -> "BPRMF":
         cfg = self.config
@@ -64,16 +79,21 @@ class BPRMF(torch.nn.Module):
         torch.manual_seed(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
         n_users, n_items = n_users_of(dataset, train_interactions), dataset.n_items
-        self.users = torch.nn.Embedding(n_users, cfg.dim, sparse=True)
-        self.items = torch.nn.Embedding(n_items, cfg.dim, sparse=True)
+        sparse = cfg.layers == 0
+        self.users = torch.nn.Embedding(n_users, cfg.dim, sparse=sparse)
+        self.items = torch.nn.Embedding(n_items, cfg.dim, sparse=sparse)
         torch.nn.init.normal_(self.users.weight, std=cfg.init_std)
         torch.nn.init.normal_(self.items.weight, std=cfg.init_std)
         pairs = train_interactions.select("user_index", "item_index").unique().sort("user_index", "item_index")
         users = pairs["user_index"].to_numpy().astype(np.int64)
         pos = pairs["item_index"].to_numpy().astype(np.int64)
+        self.graph = InteractionGraph.from_pairs(users, pos, n_users, n_items) if cfg.layers else None
         seen = np.sort(users * n_items + pos)
-        optimiser = torch.optim.SparseAdam(list(self.parameters()), lr=cfg.lr)
-        for epoch in range(cfg.epochs):
+        optimiser = (torch.optim.SparseAdam if sparse else torch.optim.Adam)(list(self.parameters()), lr=cfg.lr)
+        valid = _valid_split(dataset)
+        best, best_state, since_best = -1.0, None, 0
+        self.best_epoch, self.valid_history = cfg.epochs, []
+        for epoch in range(1, cfg.epochs + 1):
             order = rng.permutation(len(users))
             neg = sample_negatives(users[order], seen, n_items, rng)
             total = 0.0
@@ -85,28 +105,81 @@ class BPRMF(torch.nn.Module):
                 loss.backward()
                 optimiser.step()
                 total += loss.item() * len(idx)
-            log.debug("bpr-mf epoch %d loss %.4f", epoch + 1, total / len(order))
+            log.debug("%s epoch %d loss %.4f", self.name, epoch, total / len(order))
+            if valid is not None and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
+                score = evaluate_scores(self.score, valid, train_interactions, n_items, ks=(20,))["ndcg@20"]
+                self.valid_history.append((epoch, score))
+                if score > best:
+                    best, since_best, self.best_epoch = score, 0, epoch
+                    best_state = {k: v.detach().clone() for k, v in self.state_dict().items()}
+                else:
+                    since_best += 1
+                    if since_best >= cfg.patience:
+                        break
+        if best_state is not None:
+            self.load_state_dict(best_state)
+        log.info("%s: best valid NDCG@20 %.4f at epoch %d", self.name, best, self.best_epoch)
+        self._cache = None
         return self
 
+    def _tables(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scoring vectors: the tables themselves, or their LightGCN propagation."""
+        assert self.users is not None and self.items is not None, "call fit() first"
+        if self.graph is None:
+            return self.users.weight, self.items.weight
+        u, i, _ = propagate(self.graph, self.users.weight, self.items.weight, self.config.layers)
+        return u, i
+
     def _loss(self, u: torch.Tensor, i: torch.Tensor, j: torch.Tensor) -> torch.Tensor:
-        pu, qi, qj = self.users(u), self.items(i), self.items(j)
+        self._cache = None
+        assert self.users is not None and self.items is not None
+        eu, ei, ej = self.users(u), self.items(i), self.items(j)  # layer 0: what L2 shrinks
+        if self.graph is None:
+            pu, qi, qj = eu, ei, ej
+        else:
+            users, items = self._tables()
+            pu, qi, qj = users[u], items[i], items[j]
         margin = (pu * (qi - qj)).sum(1)
-        l2 = (pu.pow(2).sum(1) + qi.pow(2).sum(1) + qj.pow(2).sum(1)).mean()
+        l2 = (eu.pow(2).sum(1) + ei.pow(2).sum(1) + ej.pow(2).sum(1)).mean()
         return -torch.nn.functional.logsigmoid(margin).mean() + self.config.reg * l2
 
     @torch.no_grad()
     def score(self, user_index_batch: np.ndarray) -> np.ndarray:
-        assert self.users is not None and self.items is not None, "call fit() first"
-        u = self.users.weight[torch.as_tensor(np.asarray(user_index_batch), dtype=torch.long)]
-        return (u @ self.items.weight.T).numpy().astype(np.float32, copy=False)
+        if self._cache is None:  # propagated tables, reused across the batches of one evaluation
+            self._cache = tuple(t.detach() for t in self._tables())
+        users, items = self._cache
+        u = users[torch.as_tensor(np.asarray(user_index_batch), dtype=torch.long)]
+        return (u @ items.T).numpy().astype(np.float32, copy=False)
 
     def user_vectors(self) -> np.ndarray:
-        assert self.users is not None, "call fit() first"
-        return self.users.weight.detach().numpy().copy()
+        return self._tables()[0].detach().numpy().copy()
 
     def item_vectors(self) -> np.ndarray:
-        assert self.items is not None, "call fit() first"
-        return self.items.weight.detach().numpy().copy()
+        return self._tables()[1].detach().numpy().copy()
+
+
+class LightGCN(BPRMF):
+    """BPR-MF tables propagated over the train graph (3 layers, mean of layers; He et al. 2020).
+
+    Example::
+
+        gcn = LightGCN(epochs=200).fit(ds, ds.split("train"))
+    """
+
+    name = "lightgcn"
+
+    def __init__(self, config: BPRConfig | None = None, **overrides: float) -> None:
+        # lr 5e-3 with a valid check every 5 epochs (measured: best valid at epoch 75 on the unseen
+        # ML-100K-derived dataset); BPR-MF's 1e-3 would need hundreds of full-graph epochs on a CPU.
+        super().__init__(config or BPRConfig(layers=3, lr=5e-3, eval_every=5, patience=4), **overrides)
+
+
+def _valid_split(dataset: Dataset) -> pl.DataFrame | None:
+    """The dataset's valid interactions, when its split has any (else the fixed `epochs` are trained)."""
+    if "split" not in dataset.interactions.columns:
+        return None
+    valid = dataset.split("valid")
+    return valid if valid.height else None
 
 
 def sample_negatives(users: np.ndarray, seen_sorted: np.ndarray, n_items: int, rng: np.random.Generator,

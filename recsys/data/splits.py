@@ -1,7 +1,8 @@
 """Train/valid/test splits. Each returns the interactions with a `split` column.
 
 - leave-last-out: per user, the last event is test and the one before is valid (temporal,
-  the standard next-item protocol; users with < 3 events keep everything in train).
+  the standard next-item protocol; users with < 3 events keep everything in train); equal
+  timestamps are ordered by the source file (RecBole's rule) unless `tie_break="item-index"`.
 - global temporal cut: everything after a time quantile is test (no user sees the future).
 - predefined: keep the source's own split column (TikTok's published split).
 - cold items (`cold_item_split`): a random share of items is held out of train entirely (item
@@ -17,13 +18,28 @@ import polars as pl
 from recsys.data.schema import Dataset
 
 SplitStrategy = Literal["leave-last-out", "temporal", "predefined"]
+TieBreak = Literal["file-order", "item-index"]
+TIE_BREAKS: tuple[str, ...] = ("file-order", "item-index")
 
 
-def leave_last_out(interactions: pl.DataFrame, n_valid: int = 1, n_test: int = 1) -> pl.DataFrame:
-    ranked = interactions.with_columns(
-        pl.int_range(pl.len()).over("user_index", order_by=["timestamp", "item_index"]).alias("_pos"),
+def leave_last_out(interactions: pl.DataFrame, n_valid: int = 1, n_test: int = 1,
+                   tie_break: TieBreak = "file-order") -> pl.DataFrame:
+    """Per user, the last event is test and the one before valid (users with < 3 events: all train).
+
+    Tie rule (several events of a user at the same timestamp, e.g. 415 of ML-100K's 943 users at
+    their last second): `file-order` (default) counts the later row of the source file as later,
+    which is RecBole's rule (a stable sort by time), so figures compare with RecBole's on the same
+    data; `item-index` counts the higher item index as later (this project's rule before, kept
+    selectable to reproduce old figures). `interactions` must be in source-file order, as every
+    loader returns them.
+    """
+    if tie_break not in TIE_BREAKS:
+        raise ValueError(f"unknown tie_break {tie_break!r} (expected one of: {', '.join(TIE_BREAKS)})")
+    tie = pl.int_range(pl.len()) if tie_break == "file-order" else pl.col("item_index")
+    ranked = interactions.with_columns(tie.alias("_tie")).with_columns(
+        pl.int_range(pl.len()).over("user_index", order_by=["timestamp", "_tie"]).alias("_pos"),
         pl.len().over("user_index").alias("_n"),
-    )
+    ).drop("_tie")
     from_end = pl.col("_n") - pl.col("_pos")  # 1 = last event
     enough = pl.col("_n") >= n_valid + n_test + 1
     split = (
@@ -47,8 +63,10 @@ def global_temporal(interactions: pl.DataFrame, valid_fraction: float = 0.1, tes
     return interactions.with_columns(split.alias("split"))
 
 
-def apply_split(dataset: Dataset, strategy: SplitStrategy | None = None) -> Dataset:
-    """Return a copy of `dataset` with a `split` column; default: predefined if present, else leave-last-out."""
+def apply_split(dataset: Dataset, strategy: SplitStrategy | None = None, tie_break: TieBreak = "file-order") -> Dataset:
+    """Return a copy of `dataset` with a `split` column; default: predefined if present, else leave-last-out.
+
+    `tie_break` is the leave-last-out tie rule (see `leave_last_out`)."""
     if strategy is None:
         strategy = "predefined" if "split" in dataset.interactions.columns else "leave-last-out"
     inter = dataset.interactions
@@ -57,7 +75,7 @@ def apply_split(dataset: Dataset, strategy: SplitStrategy | None = None) -> Data
         out = inter
     else:
         inter = inter.drop("split") if "split" in inter.columns else inter
-        out = leave_last_out(inter) if strategy == "leave-last-out" else global_temporal(inter)
+        out = leave_last_out(inter, tie_break=tie_break) if strategy == "leave-last-out" else global_temporal(inter)
     from dataclasses import replace
     return replace(dataset, interactions=out)
 

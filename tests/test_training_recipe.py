@@ -1,0 +1,107 @@
+"""Where a training config comes from, the built-in robust recipe, and the learning-rate schedule.
+
+A dataset without a config must train with a recipe sized from its data (not the plain defaults),
+and the run must say which config it used.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from commands.main import app
+from recsys.artifact import load_run
+from training.config import CONFIG_DIR, load_config
+from recsys.data import load_dataset
+from training.recipe import DataShape, data_shape, dimension_for, members_for, robust_recipe
+from training.trainer import scheduled_lr
+
+
+def _folder(root: Path, n_users: int = 60, n_items: int = 40, per_user: int = 8) -> Path:
+    """A generic folder dataset (items.csv + interactions.csv, no split column, real timestamps)."""
+    rng = np.random.default_rng(0)
+    rows = [(f"u{u}", f"i{int(i)}", 1000 * u + t) for u in range(n_users)
+            for t, i in enumerate(rng.choice(n_items, size=per_user, replace=False))]
+    root.mkdir(parents=True, exist_ok=True)
+    pl.DataFrame({"item_id": [f"i{i}" for i in range(n_items)]}).write_csv(root / "items.csv")
+    pl.DataFrame(rows, schema=["user_id", "item_id", "timestamp"], orient="row").write_csv(root / "interactions.csv")
+    return root
+
+
+def test_a_dataset_without_config_gets_the_robust_recipe_sized_from_its_data(tmp_path: Path):
+    folder = _folder(tmp_path / "shop")
+    config = load_config(None, str(folder))
+    assert config.origin.startswith("built-in robust default recipe (60 users, 40 items")
+    assert config.data.split == "leave-last-out"  # no split column: next-item protocol
+    assert config.model.recency_half_life > 0 and config.train.select_metric == "ndcg@10"
+    assert config.train.lr_schedule == "cosine" and config.train.warmup_epochs > 0 and config.train.weight_decay > 0
+    assert config.model.dim == 32 and config.loss.alignment_weight == 0 and config.model.item_knn == 0
+
+
+def test_a_config_beside_the_dataset_folder_wins_over_the_recipe(tmp_path: Path):
+    folder = _folder(tmp_path / "shop")
+    (tmp_path / "shop.toml").write_text("[model]\ndim = 24\n[train]\nlr = 0.004\n")
+    config = load_config(None, str(folder), ["train.epochs=2"])
+    assert config.model.dim == 24 and config.train.lr == 0.004 and config.train.epochs == 2
+    assert config.origin == f"dataset config {tmp_path / 'shop.toml'} (beside the dataset folder) + overrides train.epochs=2"
+    explicit = tmp_path / "other.toml"
+    explicit.write_text("[model]\ndim = 8\n")
+    assert load_config(explicit, str(folder)).model.dim == 8
+
+
+def test_registered_datasets_keep_their_repository_config():
+    config = load_config(None, "ml-100k")
+    assert config.origin == f"dataset config {CONFIG_DIR / 'ml-100k.toml'}"
+    assert config.data.tie_break == "file-order"
+
+
+@pytest.mark.parametrize("n_items, n_pairs, dim", [(1682, 80_000, 64), (6710, 59_541, 128), (40_000, 400_000, 256),
+                                                   (7050, 20_000, 64), (40, 480, 32)])
+def test_dimension_grows_with_the_catalogue_and_shrinks_for_sparse_items(n_items: int, n_pairs: int, dim: int):
+    assert dimension_for(DataShape(1000, n_items, n_pairs, True, False, True)) == dim
+
+
+def test_ensemble_members_follow_the_time_budget():
+    small = DataShape(943, 1682, 80_000, True, False, True)
+    assert members_for(small, 64) == 3
+    assert members_for(DataShape(10**6, 10**5, 5 * 10**7, True, False, True), 256) == 1
+
+
+def test_lr_warms_up_then_decays_by_cosine_to_a_twentieth():
+    lr = [scheduled_lr(0.01, "cosine", 1.0, 20, p) for p in (0.0, 0.5, 1.0, 10.5, 20.0)]
+    assert lr[0] == pytest.approx(0.001) and lr[1] == pytest.approx(0.0055) and lr[2] == pytest.approx(0.01)
+    assert lr[3] == pytest.approx(0.0005 + 0.0095 * 0.5) and lr[4] == pytest.approx(0.0005)
+    assert scheduled_lr(0.01, "constant", 0.0, 20, 7.3) == 0.01
+
+
+def test_recsys_train_says_which_config_it_used(tmp_path: Path):
+    folder = _folder(tmp_path / "shop")
+    run = tmp_path / "run"
+    result = CliRunner().invoke(app, ["train", "--dataset", str(folder), "--out", str(run), "--no-progress",
+                                      "--set", "train.epochs=3", "--set", "train.ensemble=1", "--set", "train.threads=1"])
+    assert result.exit_code == 0, result.output
+    assert "config: built-in robust default recipe (60 users, 40 items" in result.output
+    stored = load_run(run).config
+    assert stored["origin"].startswith("built-in robust default recipe") and stored["train"]["lr_schedule"] == "cosine"
+    history = [h["lr"] for h in json.loads((run / "metrics.json").read_text())["history"]]
+    assert history[0] < history[1] > history[2]  # warm-up during epoch 1, cosine decay after it
+
+
+def test_recsys_tune_writes_a_config_the_next_train_uses(tmp_path: Path):
+    folder = _folder(tmp_path / "shop")
+    result = CliRunner().invoke(app, ["tune", "--dataset", str(folder), "--budget-minutes", "5", "--max-trials", "2",
+                                      "--set", "train.epochs=2", "--set", "train.threads=1"])
+    assert result.exit_code == 0, result.output
+    assert "trial 0: valid ndcg@10" in result.output and "(base config)" in result.output
+    assert "trial 1: valid ndcg@10" in result.output
+    written = tmp_path / "shop.toml"
+    text = written.read_text()
+    assert text.startswith("# Written by `recsys tune`: best valid ndcg@10 of 2 one-tower trials")
+    config = load_config(None, str(folder))
+    assert config.origin == f"dataset config {written} (beside the dataset folder)"
+    recipe = robust_recipe(data_shape(load_dataset(str(folder))))
+    assert config.train.epochs == 2 and config.train.ensemble == recipe["train"]["ensemble"]  # trials: 1 tower each

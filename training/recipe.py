@@ -1,0 +1,127 @@
+"""The built-in default recipe: a robust config for a dataset nobody wrote a config for.
+
+Why: the untuned pydantic defaults (dim 64, lr 5e-3, no weight decay, no schedule) are a
+*plain* model, not a recipe; on an unseen Amazon dataset they peaked at epoch 1 and ended below
+MostPopular. A new dataset must instead get settings that are safe across data shapes and are
+chosen from the data itself:
+- optimisation that does not overshoot: Adam at lr .01 (what both hand-tuned configs use) with a
+  one-epoch linear warm-up and a cosine decay, L2 weight decay, and the epoch chosen on `valid`
+  with patience, so a recipe that over-fits stops at its best epoch instead of its last;
+- the settings both hand-tuned configs (TikTok and ML-100K, two very different datasets) agree
+  on: temperature 0.1, popularity coordinate, ID dropout 0.1 with content as the fallback;
+- two regimes by density, each anchored by a measurement: sparse data (TikTok, Amazon reviews:
+  density ~.001) gets the TikTok-tuned choices (sampled softmax with logQ x3, 2 propagation
+  layers, weight decay 1e-3); dense data (ML-100K-like, > .01) gets what won on `valid` of a
+  dataset no config was tuned for (exact softmax, 3 layers as LightGCN, weight decay 5e-3: at 1e-3 every
+  dense run peaked by epoch 5 and fell; sweep in BENCHMARKS.md "Two-tower training");
+- a next-item task (no split column, real timestamps: leave-last-out) is its own regime: recency
+  pooling (half-life 3 events), one layer, sampled softmax, wd 1e-3 (what won on ML-100K's valid;
+  the dense choices were worse there, .0901 vs .1113 valid NDCG@20 after 5 epochs);
+- the embedding dimension from the catalogue size (`dimension_for`);
+- the number of ensemble members from a CPU time budget (`members_for`).
+
+A `<folder>.toml` beside the dataset, or `configs/<dataset>.toml`, replaces the recipe
+(`training.config.config_source`).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from recsys.data.schema import Dataset
+
+# Seconds of training the default recipe may plan for on a 2-core CPU (all members together).
+TRAIN_BUDGET_SECONDS = 900.0
+# Measured here (BENCHMARKS.md "Two-tower training"): train pairs per second per tower at dim 64,
+# one process; an epoch also pays one full-ranking valid evaluation, counted as 30% more.
+PAIRS_PER_SECOND_DIM64 = 12_000.0
+EXPECTED_EPOCHS = 12
+# Above this density (train events / (users x items)) the data is in the "dense" regime measured on
+# the unseen ML-100K-derived dataset (BENCHMARKS.md); below it, the sparse regime tuned on TikTok.
+DENSE = 0.01
+# Exact softmax over the catalogue while the (batch x items) score matrix stays cheap on a CPU.
+FULL_SOFTMAX_ITEMS = 50_000
+
+
+@dataclass(frozen=True)
+class DataShape:
+    """What the recipe reads from a dataset (train part of its default split)."""
+
+    n_users: int
+    n_items: int
+    n_train_pairs: int
+    has_split: bool
+    has_media: bool
+    real_timestamps: bool
+
+    @property
+    def density(self) -> float:
+        return self.n_train_pairs / max(self.n_users * self.n_items, 1)
+
+    @property
+    def pairs_per_item(self) -> float:
+        return self.n_train_pairs / max(self.n_items, 1)
+
+
+def data_shape(dataset: Dataset) -> DataShape:
+    """Sizes of `dataset` as the default split will see it (predefined split if any, else 80% of events)."""
+    inter = dataset.interactions
+    has_split = "split" in inter.columns
+    n_train = int((inter["split"] == "train").sum()) if has_split else int(inter.height * 0.8)
+    return DataShape(dataset.n_users, dataset.n_items, n_train, has_split, bool(dataset.item_features or
+                     any(m.any() for m in dataset.feature_mask.values())), not dataset.timestamps_synthetic)
+
+
+def dimension_for(shape: DataShape) -> int:
+    """Power of two near 1.5 x sqrt(items), in [32, 256]; halved when items average < 5 train events.
+
+    ML-100K (1,682 items) -> 64, TikTok / Amazon Baby (~7k items) -> 128, 20k+ items -> 256: a
+    catalogue's rank grows roughly with the square root of its size, and rows with almost no
+    events cannot fill wide vectors (they only add noise for weight decay to fight).
+    """
+    target = 1.5 * math.sqrt(max(shape.n_items, 1))
+    dim = 2 ** round(math.log2(max(target, 1.0)))
+    if shape.pairs_per_item < 5:
+        dim //= 2
+    return int(min(256, max(32, dim)))
+
+
+def members_for(shape: DataShape, dim: int, budget_seconds: float = TRAIN_BUDGET_SECONDS) -> int:
+    """Seeded towers (1-3) that fit the CPU budget: more members remove seed noise, each costs a training."""
+    rate = PAIRS_PER_SECOND_DIM64 * 64 / max(dim, 64)
+    member_seconds = shape.n_train_pairs * EXPECTED_EPOCHS * 1.3 / rate
+    return int(max(1, min(3, budget_seconds // max(member_seconds, 1.0))))
+
+
+def robust_recipe(shape: DataShape) -> dict[str, Any]:
+    """The default config for data of this shape, as a raw TOML-shaped dict (validated by `TrainConfig`)."""
+    dim = dimension_for(shape)
+    next_item = not shape.has_split and shape.real_timestamps
+    split = "predefined" if shape.has_split else "leave-last-out"
+    dense = shape.density > DENSE and not next_item
+    raw: dict[str, Any] = {
+        "data": {"split": split},
+        "model": {
+            "dim": dim, "fusion": "weighted", "content_mode": "fallback", "id_embedding": True, "id_dropout": 0.1,
+            "propagation_layers": 3 if dense else (1 if next_item else 2),
+            "item_knn": 10 if shape.has_media else 0, "user_pooling": "mean",
+            "recency_half_life": 3.0 if next_item else 0.0, "history_embedding": False,
+            "temperature": 0.1, "popularity_prior": True,
+        },
+        "loss": {"kind": "full_softmax" if dense and shape.n_items <= FULL_SOFTMAX_ITEMS else "softmax",
+                 "logq_correction": 3.0, "uniform_negatives": 0,
+                 "alignment_weight": 1.0 if shape.has_media else 0.0},
+        "train": {"epochs": 20, "batch_size": 2048, "lr": 1e-2, "lr_schedule": "cosine", "warmup_epochs": 1.0,
+                  "weight_decay": 5e-3 if dense else 1e-3, "patience": 5,
+                  "select_metric": "ndcg@10" if next_item else "ndcg@20",
+                  "ensemble": members_for(shape, dim)},
+    }
+    return raw
+
+
+def describe(shape: DataShape) -> str:
+    """One line for the log and the run's config: what the recipe saw."""
+    return (f"{shape.n_users} users, {shape.n_items} items, {shape.n_train_pairs} train events, density "
+            f"{shape.density:.4f}, {'media' if shape.has_media else 'no media'}, "
+            f"{'predefined split' if shape.has_split else 'leave-last-out'}")
