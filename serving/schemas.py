@@ -61,8 +61,10 @@ class Event(BaseModel):
     user_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
     item_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
     event_type: str = Field(min_length=1, max_length=50, description="click, view, like, ...")
-    ts: float | None = Field(default=None, ge=0, le=MAX_EVENT_TS, allow_inf_nan=False,
-                             description="unix seconds; default: time of receipt")
+    ts: float | None = Field(default=None, ge=0, le=MAX_EVENT_TS, allow_inf_nan=False, strict=True,
+                             description="unix seconds (a JSON number: not a string, not true/false), at most "
+                                         "RECSYS_SERVE_MAX_EVENT_SKEW_S ahead of the server's clock; "
+                                         "default: time of receipt")
 
 
 class EventBatch(BaseModel):

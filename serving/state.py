@@ -63,7 +63,7 @@ def load_models(settings: ServingSettings) -> LiveModels:
         raise ValueError("no run directory: pass --run RUN_DIR or set RECSYS_SERVE_RUN_DIR")
     loader = partial(Retriever.load, index_config=index_config(settings), cold_start_pool=settings.cold_start_pool,
                      mmr_lambda=settings.mmr_lambda, max_k=settings.max_k)
-    models = LiveModels(loader)
+    models = LiveModels(loader, settings.model_load_timeout_s)
     models.load_now("A", settings.run_dir)
     if settings.run_dir_b is not None:
         models.load_now("B", settings.run_dir_b)
@@ -86,5 +86,6 @@ def build_state(settings: ServingSettings, shared: Settings, models: LiveModels 
                            claim_idle_s=settings.events_claim_idle_s, timeout_s=max(settings.redis_timeout_s, 1.0))
     return ServingState(settings=settings, models=models, experiment=experiment, link=link, logs=logs,
                         feed=Feed(models, experiment, cache, history, logs),
-                        events=EventIngest(models, cache, history, link, logs, namespace, settings.event_id_ttl_s),
+                        events=EventIngest(models, cache, history, link, logs, namespace, settings.event_id_ttl_s,
+                                            settings.max_event_skew_s),
                         search=ContentSearch(), keys=KeyRing(settings), flusher=flusher.start())

@@ -1,5 +1,11 @@
-"""Liveness, readiness and Prometheus metrics."""
+"""Liveness, readiness and Prometheus metrics.
+
+Probes are unauthenticated, so they say which model serves but not where it lives on disk: the
+run directory appears as its folder name only (`GET /admin/model` has the full path).
+"""
 from __future__ import annotations
+
+from pathlib import Path
 
 from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -20,10 +26,15 @@ async def readyz(state: State) -> Readiness:
     """Always 200 once a model is loaded: without Redis the server still answers (no cache, no
     live history), which load balancers should keep routing to; `status` says so."""
     redis_ok = await state.link.ping() if state.link is not None else False
-    models = [ModelInfo(variant=v, **state.models.get(v).describe()) for v in state.models.variants]
+    models = [ModelInfo(variant=v, **public(state.models.get(v).describe())) for v in state.models.variants]
     return Readiness(status="ok" if redis_ok else "degraded", redis=redis_ok, models=models)
 
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def public(described: dict) -> dict:
+    """A model's description without the server's file-system layout (the run folder's name only)."""
+    return {**described, "run_dir": Path(str(described["run_dir"])).name}
