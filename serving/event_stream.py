@@ -13,6 +13,12 @@ A claim stores the event's payload fingerprint (`fingerprint`: user, item, type 
 payload is a conflict (the API's 409), never silently dropped. Claims written before
 fingerprints existed, or re-seeded from the offline store after Redis lost them, hold `1`
 ("payload unknown") and count as retries.
+
+A Redis without persistence forgets every claim when it restarts, and a client's retry of an
+acknowledged event would be accepted twice. The claim set therefore carries a marker key set
+once it is complete; when `seen` finds the marker missing (a new or wiped Redis), the caller
+re-claims the ids the offline store archived within the id TTL (`reclaim`) before deciding
+anything, then sets the marker.
 """
 from __future__ import annotations
 
@@ -70,15 +76,31 @@ class EventStream:
         self.link, self.id_ttl_s = link, id_ttl_s
         self.key = stream_key(namespace)
         self.id_prefix = f"{namespace}:serve:event:"
+        self.warm_key = f"{namespace}:serve:event-claims-complete"
         self._record = link.aio.register_script(_RECORD)
 
-    async def seen(self, claims: list[tuple[str, bytes]]) -> list[Seen]:
-        """For each (event id, fingerprint): new, a retry (duplicate) or a conflict (read-only; `record` decides races)."""
+    async def seen(self, claims: list[tuple[str, bytes]]) -> tuple[list[Seen], bool]:
+        """For each (event id, fingerprint): new, a retry (duplicate) or a conflict (read-only; `record`
+        decides races); and whether the claim set is complete (False: Redis lost it, see `reclaim`)."""
         async with self.link.aio.pipeline(transaction=False) as pipe:
+            pipe.exists(self.warm_key)
             for event_id, _ in claims:
                 pipe.get(self.id_prefix + event_id)
-            held = await pipe.execute()
-        return [_compare(h, fp) for h, (_, fp) in zip(held, claims)]
+            warm, *held = await pipe.execute()
+        return [_compare(h, fp) for h, (_, fp) in zip(held, claims)], bool(warm)
+
+    async def reclaim(self, archived: list[tuple[str, float]], now: float) -> int:
+        """Claim archived (event id, received_at) again for the rest of their TTL, then mark the set complete."""
+        claimed = 0
+        for start in range(0, len(archived), 1000):
+            async with self.link.aio.pipeline(transaction=False) as pipe:
+                for event_id, received_at in archived[start:start + 1000]:
+                    left = int(self.id_ttl_s - (now - received_at))
+                    if left > 0:
+                        pipe.set(self.id_prefix + event_id, UNKNOWN_PAYLOAD, nx=True, ex=left)
+                claimed += sum(1 for ok in await pipe.execute() if ok)
+        await self.link.aio.set(self.warm_key, b"1")
+        return claimed
 
     async def record(self, events: list[dict[str, Any]], fingerprints: list[bytes]) -> list[bytes | int]:
         """Claim each event's id and append it to the stream, atomically; per event the stream

@@ -18,12 +18,15 @@ retry is not mistaken for a duplicate.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import defaultdict
+from pathlib import Path
 
 from feature_store.online import OutOfOrderEventError
 
 from serving.cache import FeedCache
+from serving.event_archive import read_events
 from serving.errors import ServingError
 from serving.event_stream import CONFLICT, DUPLICATE, EventStream, fingerprint
 from serving.exposure_log import EVENTS, JsonlLog
@@ -32,6 +35,8 @@ from serving.metrics import EVENTS as EVENT_COUNT
 from serving.schemas import Event, EventsAccepted
 from serving.redis_link import REDIS_ERRORS, RedisLink
 from serving.versions import LiveModels
+
+log = logging.getLogger(__name__)
 
 
 def _unavailable(reason: str) -> ServingError:
@@ -49,9 +54,11 @@ class EventIngest:
     """Validate, de-duplicate, record, store and log user events."""
 
     def __init__(self, models: LiveModels, cache: FeedCache, history: OnlineHistoryReader | None, link: RedisLink | None,
-                 logs: JsonlLog, namespace: str, id_ttl_s: int, max_skew_s: float = 300.0):
+                 logs: JsonlLog, namespace: str, id_ttl_s: int, max_skew_s: float = 300.0,
+                 archive_root: Path | None = None):
         self.models, self.cache, self.history, self.link, self.logs = models, cache, history, link, logs
-        self.max_skew_s = max_skew_s
+        self.max_skew_s, self.archive_root, self.id_ttl_s = max_skew_s, archive_root, id_ttl_s
+        self._reclaim_lock = asyncio.Lock()
         self.stream = EventStream(link, namespace, id_ttl_s) if link is not None else None
 
     async def ingest(self, events: list[Event]) -> EventsAccepted:
@@ -73,7 +80,11 @@ class EventIngest:
         if self.history is None or self.stream is None or not self.link.usable():
             raise _unavailable("Redis is unreachable")
         batch = list(first.values())
-        seen = await self._redis(self.stream.seen([(e.event_id, prints[e.event_id]) for e in batch]))
+        claims = [(e.event_id, prints[e.event_id]) for e in batch]
+        seen, complete = await self._redis(self.stream.seen(claims))
+        if not complete:  # Redis lost the claims (restart without persistence): take them back from the archive
+            await self._reclaim(now)
+            seen, _ = await self._redis(self.stream.seen(claims))
         conflicts = [e.event_id for e, s in zip(batch, seen) if s == "conflict"]
         if conflicts:
             raise _conflict(conflicts, "already recorded with a different payload")
@@ -104,6 +115,35 @@ class EventIngest:
         EVENT_COUNT.labels("accepted").inc(len(fresh))
         EVENT_COUNT.labels("duplicate").inc(len(duplicates))
         return EventsAccepted(accepted=len(fresh), duplicates=duplicates)
+
+    async def _reclaim(self, now: float) -> None:
+        """Re-claim the ids of archived events still within their TTL (once per wiped claim set)."""
+        async with self._reclaim_lock:
+            _, complete = await self._redis(self.stream.seen([]))
+            if complete:  # another request did it meanwhile
+                return
+            try:
+                archived = await asyncio.to_thread(self._archived_ids, now) if self.archive_root is not None else []
+            except Exception as err:  # noqa: BLE001 - an unreadable archive: refuse rather than double-count
+                log.error("cannot re-claim archived event ids from %s: %s: %s", self.archive_root,
+                          err.__class__.__name__, err)
+                raise _unavailable(f"the event id claims were lost and the archive ({self.archive_root}) cannot be "
+                                   f"read ({err.__class__.__name__})") from err
+            claimed = await self._redis(self.stream.reclaim(archived, now))
+            log.log(logging.WARNING if claimed else logging.INFO, "event id claims were not marked complete in Redis "
+                    "(a new Redis, or a restart without persistence): re-claimed %d archived event ids from %s so "
+                    "retries stay duplicates", claimed, self.archive_root)
+
+    def _archived_ids(self, now: float) -> list[tuple[str, float]]:
+        """(event id, received_at) archived for the served runs' datasets within the id TTL."""
+        out: list[tuple[str, float]] = []
+        versions = {(r.run.dataset, str(r.run.meta.get("data_version", "unknown")))
+                    for r in (self.models.get(v) for v in self.models.variants)}
+        for dataset, version in sorted(versions):
+            frame = read_events(self.archive_root, dataset, version)
+            recent = frame.filter(frame["received_at"] >= now - self.id_ttl_s)
+            out += list(zip(recent["event_id"].to_list(), recent["received_at"].to_list()))
+        return out
 
     def _check_future(self, events: list[Event], now: float) -> None:
         """422 for an explicit `ts` later than now + `max_skew_s` (nothing of the batch is kept)."""

@@ -106,3 +106,4 @@ class Readiness(BaseModel):
     status: Literal["ok", "degraded"]
     redis: bool = Field(description="False: answers are computed without cache and live history")
     models: list[ModelInfo]
+    detail: str | None = Field(default=None, description="why the status is 'degraded', and what to run")

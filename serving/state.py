@@ -81,11 +81,12 @@ def build_state(settings: ServingSettings, shared: Settings, models: LiveModels 
     cache = FeedCache(link if settings.cache_enabled else None, namespace, settings.cache_ttl_s, settings.lock_ttl_ms,
                       settings.lock_wait_ms)
     logs = JsonlLog(settings.log_dir, settings.log_flush_ms, settings.log_batch)
-    flusher = EventArchiver(link.dedicated, stream_key(namespace), settings.events_dir or shared.store_dir / "offline",
+    archive_root = settings.events_dir or shared.store_dir / "offline"
+    flusher = EventArchiver(link.dedicated, stream_key(namespace), archive_root,
                            flush_s=settings.events_flush_ms / 1000, batch=settings.events_flush_batch,
                            claim_idle_s=settings.events_claim_idle_s, timeout_s=max(settings.redis_timeout_s, 1.0))
     return ServingState(settings=settings, models=models, experiment=experiment, link=link, logs=logs,
                         feed=Feed(models, experiment, cache, history, logs),
                         events=EventIngest(models, cache, history, link, logs, namespace, settings.event_id_ttl_s,
-                                            settings.max_event_skew_s),
+                                            settings.max_event_skew_s, archive_root),
                         search=ContentSearch(), keys=KeyRing(settings), flusher=flusher.start())

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from serving.api.deps import State
+from serving.redis_link import REDIS_ERRORS
 from serving.schemas import Health, ModelInfo, Readiness
 
 router = APIRouter(tags=["health"])
@@ -27,12 +28,26 @@ async def readyz(state: State) -> Readiness:
     live history), which load balancers should keep routing to; `status` says so."""
     redis_ok = await state.link.ping() if state.link is not None else False
     models = [ModelInfo(variant=v, **public(state.models.get(v).describe())) for v in state.models.variants]
-    return Readiness(status="ok" if redis_ok else "degraded", redis=redis_ok, models=models)
+    detail = None if redis_ok else "Redis is unreachable: no cache, no live history, events refused (503)"
+    if redis_ok and state.feed.history is not None and not await _has_features(state):
+        dataset = state.models.get(state.models.variants[0]).run.dataset
+        detail = (f"Redis holds no online features (restarted without persistence?): events are refused (503) until "
+                  f"`recsys features materialize --dataset {dataset}` runs against it")
+    return Readiness(status="ok" if detail is None else "degraded", redis=redis_ok, models=models, detail=detail)
 
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _has_features(state) -> bool:
+    """Whether the online store has an active feature version (read now, not the feed's cached pointer)."""
+    try:
+        return await state.link.aio.exists(state.feed.history.keys.active) > 0
+    except REDIS_ERRORS as err:
+        state.link.failed(err)
+        return False
 
 
 def public(described: dict) -> dict:
