@@ -294,3 +294,30 @@ def test_event_timestamps_are_bounded_and_strictly_typed(env):
         assert client.post("/v1/events", json=_event("ts-now", user="31", ts=now), headers=WRITE).json()["accepted"] == 1
         assert client.post("/v1/events", json=_event("ts-soon", user="31", ts=now + 60), headers=WRITE).status_code == 202
         assert client.post("/v1/events", json=_event("ts-receipt", user="31"), headers=WRITE).json()["accepted"] == 1
+
+
+def test_a_rediss_url_keeps_tls(env, tmp_path):
+    """A TLS-only redis-server: the server's clients (requests, online store, flusher) must speak TLS
+    to it; a plain `redis://` connection to that port fails."""
+    import redis as redis_py
+
+    from serving.redis_link import RedisLink
+    from support.redis_process import RedisExited, RedisProcess, redis_server_binary
+
+    if redis_server_binary() is None or shutil.which("openssl") is None:
+        pytest.skip("needs a redis-server binary and the openssl command")
+    server = RedisProcess(tmp_path / "tls", persist=False, tls=True)
+    try:
+        server.start()
+    except RedisExited:
+        pytest.skip("this redis-server binary was built without TLS")
+    with server as tls:
+        with pytest.raises(redis_py.ConnectionError):
+            redis_py.Redis(port=tls.port, socket_timeout=2, socket_connect_timeout=2).ping()
+        link = RedisLink.connect(tls.url, timeout_s=2.0)
+        assert link.sync.ping() and link.dedicated(2.0).ping()
+        assert link.address.startswith("rediss://")
+        shared = Settings(redis_url=tls.url, redis_namespace=NAMESPACE, store_dir=tmp_path / "store")
+        with TestClient(create_app(ServingSettings(run_dir=env["run"], log_dir=tmp_path / "logs",
+                                                   redis_timeout_s=2.0), shared)) as client:
+            assert client.get("/readyz").json()["redis"] is True
