@@ -179,7 +179,9 @@ def test_receipt_time_events_are_never_refused_as_out_of_order(tmp_path, redis_s
     run = tiktok_mean_pool_run(tmp_path / "run")
     materialize("tiktok", client=redis_server, namespace=namespace, offline_root=tmp_path / "offline", progress=False)
     shared = Settings(redis_url=redis_url_of(redis_server), redis_namespace=namespace, store_dir=tmp_path / "store")
-    app = create_app(ServingSettings(run_dir=run, log_dir=tmp_path / "logs", events_flush_ms=50), shared)
+    # a clock an hour ahead of this server's: allowed here (the default skew allowance is 5 minutes)
+    app = create_app(ServingSettings(run_dir=run, log_dir=tmp_path / "logs", events_flush_ms=50,
+                                     max_event_skew_s=7200), shared)
     future = time.time() + 3600
     with TestClient(app) as client:
         ahead = client.post("/v1/events", json={"event_id": "o-1", "user_id": "5", "item_id": "3", "event_type": "click",
