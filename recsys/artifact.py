@@ -14,10 +14,17 @@ Layout (all written by `save_run`, checked by `load_run`):
 
 Serving needs `UserEncoder.encode` because a user's history changes between trainings
 (events arrive in real time); offline evaluation uses the precomputed `user_vectors`.
+
+Nothing in a run directory may execute code when it is loaded: a run directory can come from
+anyone who can write a folder the server can read (`POST /admin/model`). Tensors are read with
+`torch.load(weights_only=True)` (tensors, numbers, strings, lists and dicts only), arrays with
+`allow_pickle=False`, metadata as JSON/TOML; a file that needs more is refused as a `RunDirError`.
+Every file must be a regular file: a FIFO or device would block the loader forever.
 """
 from __future__ import annotations
 
 import json
+import stat
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -30,6 +37,7 @@ import polars as pl
 from recsys.provenance import run_provenance
 
 REQUIRED_FILES = ("run.json", "items.parquet", "users.parquet", "item_vectors.npy", "user_vectors.npy", "user_encoder.pt")
+OPTIONAL_FILES = ("config.toml", "metrics.json")
 
 
 class RunDirError(ValueError):
@@ -106,19 +114,47 @@ class RunArtifact:
 
     @cached_property
     def user_encoder(self) -> UserEncoder:
-        import torch
-
+        payload = load_tensors(self.run_dir / "user_encoder.pt")
         path = self.run_dir / "user_encoder.pt"
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # a truncated or foreign file
-            raise RunDirError(f"{path}: cannot be loaded ({exc.__class__.__name__}: {exc})") from exc
         kind = payload.get("kind") if isinstance(payload, dict) else None
         if kind not in USER_ENCODER_LOADERS:
             _import_model_kinds()
         if kind not in USER_ENCODER_LOADERS:
             raise RunDirError(f"{path}: unknown user encoder kind {kind!r} (known: {sorted(USER_ENCODER_LOADERS)})")
         return USER_ENCODER_LOADERS[kind](payload, self)
+
+
+def regular_file(path: Path) -> Path:
+    """`path` if it is a regular file; `RunDirError` for a FIFO, socket or device (opening one can block forever)."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise RunDirError(f"{path}: cannot be read ({exc.__class__.__name__}: {exc})") from exc
+    if not stat.S_ISREG(mode):
+        raise RunDirError(f"{path}: not a regular file (a FIFO, socket or device); a run directory holds plain files")
+    return path
+
+
+def load_tensors(path: Path) -> Any:
+    """A `.pt` file of a run directory, read weights-only: tensors and plain data, never code.
+
+    Raises `RunDirError` for a truncated or foreign file, and for a file whose unpickling would
+    need anything else (a class, a function: how a checkpoint runs a command on load).
+    """
+    import pickle
+
+    import torch
+
+    regular_file(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()
+        hint = next((line.strip() for line in first if "GLOBAL" in line or "Unsupported" in line), first[0] if first else "")
+        raise RunDirError(f"{path}: refused, it needs more than tensors and plain data to load (weights-only "
+                          f"loading: {hint[:300]}); run files never execute code: re-export the run") from exc
+    except Exception as exc:  # a truncated or foreign file
+        raise RunDirError(f"{path}: cannot be loaded ({exc.__class__.__name__}: {exc})") from exc
 
 
 def _import_model_kinds() -> None:
@@ -178,6 +214,9 @@ def load_run(run_dir: Path | str) -> RunArtifact:
     missing = [f for f in REQUIRED_FILES if not (run_dir / f).exists()]
     if missing:
         raise RunDirError(f"{run_dir}: incomplete run directory, missing {', '.join(missing)}")
+    for name in (*REQUIRED_FILES, *OPTIONAL_FILES):
+        if name in REQUIRED_FILES or (run_dir / name).exists():
+            regular_file(run_dir / name)
     reading = "run.json"  # named in the error: "corrupt" alone does not say which file to fix
     try:
         meta = json.loads((run_dir / "run.json").read_text())

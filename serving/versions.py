@@ -5,20 +5,34 @@ made) in a worker thread while the old version keeps answering; only then is the
 reference replaced, which is a single atomic assignment. Requests hold the `Retriever` they
 started with, so one in flight during the swap finishes on the version it began with. A broken
 run directory raises `RunDirError` before anything is replaced.
+
+The load runs outside any lock and under a deadline (`load_timeout_s`): a run directory on a hung
+disk must not block the next switch, nor a request. One load at a time (a second switch while
+one loads is refused with `SwitchInProgress`, which the route makes a 409); a load that missed
+its deadline stops counting as "in progress" (its thread cannot be killed, and its result is
+dropped).
 """
 from __future__ import annotations
 
 import asyncio
 import gc
 import logging
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
+from recsys.artifact import RunDirError
 from serving.metrics import MODEL_SWITCHES, set_index_size
 from serving.retriever import Retriever
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class SwitchInProgress(RuntimeError):
+    """Another model switch is loading its run directory right now."""
 
 
 class LiveModels:
@@ -28,10 +42,11 @@ class LiveModels:
         loader: run_dir -> Retriever (raises `RunDirError` for a bad directory).
     """
 
-    def __init__(self, loader: Callable[[Path], Retriever]):
+    def __init__(self, loader: Callable[[Path], Retriever], load_timeout_s: float = 600.0):
         self._loader = loader
+        self.load_timeout_s = load_timeout_s
         self._by_variant: dict[str, Retriever] = {}
-        self._switch_lock = asyncio.Lock()
+        self._loading: Path | None = None
 
     def get(self, variant: str) -> Retriever:
         return self._by_variant[variant]
@@ -47,26 +62,71 @@ class LiveModels:
         return retriever
 
     async def switch(self, variant: str, run_dir: Path) -> tuple[Retriever, str | None, float]:
-        """Load `run_dir` off the event loop, then swap it in; returns (new, previous version, seconds)."""
-        async with self._switch_lock:  # one load at a time: two would double peak memory for nothing
-            started = time.perf_counter()
-            try:
-                retriever = await asyncio.to_thread(self._loader, Path(run_dir))
-            except Exception:
-                MODEL_SWITCHES.labels("refused").inc()
-                raise
-            previous = self._by_variant.get(variant)
-            self._install(variant, retriever)
-            MODEL_SWITCHES.labels("switched").inc()
-            seconds = time.perf_counter() - started
-            log.info("variant %s: %s -> %s (%.2fs)", variant, previous.version if previous else None,
-                     retriever.version, seconds)
-            return retriever, previous.version if previous else None, seconds
+        """Load `run_dir` off the event loop, then swap it in; returns (new, previous version, seconds).
+
+        Raises:
+            SwitchInProgress: another switch is loading (one at a time: two would double peak memory).
+            RunDirError: a bad run directory, or one that did not load within `load_timeout_s`.
+        """
+        if self._loading is not None:
+            MODEL_SWITCHES.labels("refused").inc()
+            raise SwitchInProgress(f"another model switch is loading {self._loading.name!r}; retry when it is done")
+        self._loading = Path(run_dir)
+        started = time.perf_counter()
+        try:
+            retriever = await asyncio.wait_for(in_daemon_thread(self._loader, Path(run_dir)), self.load_timeout_s)
+        except asyncio.TimeoutError:
+            MODEL_SWITCHES.labels("refused").inc()
+            raise RunDirError(f"{run_dir}: did not load within {self.load_timeout_s:g}s (a slow or hung file?); "
+                              "RECSYS_SERVE_MODEL_LOAD_TIMEOUT_S sets the limit") from None
+        except Exception:
+            MODEL_SWITCHES.labels("refused").inc()
+            raise
+        finally:
+            self._loading = None
+        previous = self._by_variant.get(variant)
+        self._install(variant, retriever)  # no await between the load and the swap: atomic on the event loop
+        MODEL_SWITCHES.labels("switched").inc()
+        seconds = time.perf_counter() - started
+        log.info("variant %s: %s -> %s (%.2fs)", variant, previous.version if previous else None,
+                 retriever.version, seconds)
+        return retriever, previous.version if previous else None, seconds
 
     def _install(self, variant: str, retriever: Retriever) -> None:
         self._by_variant[variant] = retriever  # the atomic swap
         freeze_loaded_objects()
         set_index_size(variant, retriever.version, retriever.index.kind, retriever.n_items, retriever.run.dataset)
+
+
+def in_daemon_thread(fn: Callable[..., T], *args: object) -> asyncio.Future[T]:
+    """`fn(*args)` in a new daemon thread, as a future of the running loop.
+
+    Not the loop's default executor: a load stuck on a hung file would keep its worker forever,
+    and the executor's shutdown (at server exit) waits for every worker, so the server could not stop.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if future.done():  # timed out and cancelled meanwhile: nobody wants the result
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def work() -> None:
+        try:
+            result, error = fn(*args), None
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+            result, error = None, exc
+        try:
+            loop.call_soon_threadsafe(settle, result, error)
+        except RuntimeError:  # the loop closed while this load hung
+            pass
+
+    threading.Thread(target=work, name="model-load", daemon=True).start()
+    return future
 
 
 def freeze_loaded_objects() -> None:

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from feature_store.materialize import materialize
 from recsys.config import Settings
-from serving.auth import PAGE_COOKIE, page_key
+from serving.auth import PAGE_COOKIE
 from serving.config import ServingConfigError, ServingSettings
 from support.local_server import LocalServer, redis_url_of
 from serving.main import create_app
@@ -79,15 +79,17 @@ def test_admin_needs_the_admin_token_not_the_api_key(env):
     assert client.post("/v1/events", json=_event("auth-admin"), headers={"X-Admin-Token": ADMIN_TOKEN}).status_code == 202
 
 
-def test_explorer_page_cookie_allows_events_but_not_admin(env):
+def test_explorer_page_cookie_allows_its_own_users_events_only(env):
     with httpx.Client(base_url=str(env["client"].base_url), timeout=30) as browser:
         page = browser.get("/")
         assert page.status_code == 200 and "text/html" in page.headers["content-type"]
         cookie = page.headers["set-cookie"]
         assert cookie.startswith(f"{PAGE_COOKIE}=") and "HttpOnly" in cookie and "SameSite=strict" in cookie
-        assert browser.cookies[PAGE_COOKIE] == page_key(API_KEY)
-        assert browser.post("/v1/events", json=_event("page-1")).status_code == 202
-        _assert_error(browser.get("/admin/model"), 403, "forbidden")
+        me = browser.get("/v1/explorer/examples").json()["new_user_id"]
+        assert me.startswith("visitor-") and browser.cookies[PAGE_COOKIE].startswith(me + ".")
+        assert browser.post("/v1/events", json=_event("page-1", user=me)).status_code == 202
+        _assert_error(browser.post("/v1/events", json=_event("page-2", user="10")), 403, "forbidden")
+        _assert_error(browser.get("/admin/model"), 401, "unauthorized")
 
 
 def test_openapi_declares_the_key_on_writes_and_admin(env):

@@ -97,7 +97,7 @@ def server(good_run, tmp_path_factory, redis_server):
                                  "nan_vectors", "unnormalised_vectors", "encoder_garbage"])
 def test_switching_to_a_broken_run_is_refused_and_the_version_serves_on(good_run, server, how):
     client = server["client"]
-    bad = server["root"] / f"bad-{how}"
+    bad = good_run.parent / f"bad-switch-{how}"  # under the runs root (the served run's folder)
     mentioned = _break(good_run, bad, how)
     response = client.post("/admin/model", json={"run_dir": str(bad)})
     assert response.status_code == 422, response.text
@@ -108,14 +108,17 @@ def test_switching_to_a_broken_run_is_refused_and_the_version_serves_on(good_run
     assert feed.status_code == 200 and feed.json()["model_version"] == "runs-good-1"
 
 
-def test_an_unusable_path_is_a_422_too(server):
-    for run_dir in ("x" * 300, "/" + "y" * 5000, "a\x00b"):
-        response = server["client"].post("/admin/model", json={"run_dir": run_dir})
-        assert response.status_code == 422 and response.json()["code"] in ("invalid_run_dir", "invalid_request")
+@pytest.mark.parametrize("run_dir,code", [("x" * 300, "run_dir_not_allowed"), ("/" + "y" * 5000, "invalid_request"),
+                                          ("a\x00b", "invalid_run_dir")])
+def test_an_unusable_path_is_a_422_too(good_run, server, run_dir, code):
+    response = server["client"].post("/admin/model", json={"run_dir": run_dir})
+    assert response.status_code == 422 and response.json()["code"] == code, response.text
+    too_long = server["client"].post("/admin/model", json={"run_dir": str(good_run.parent / ("z" * 300))})
+    assert too_long.status_code == 422 and too_long.json()["code"] == "invalid_run_dir", too_long.text
 
 
 def test_after_refusals_a_good_run_still_switches(good_run, server):
-    fixed = server["root"] / "fixed"
+    fixed = good_run.parent / "fixed"
     shutil.copytree(good_run, fixed)
     (fixed / "run.json").write_text((good_run / "run.json").read_text().replace("runs-good-1", "runs-good-2"))
     response = server["client"].post("/admin/model", json={"run_dir": str(fixed)})

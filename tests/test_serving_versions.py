@@ -29,9 +29,9 @@ def env(tmp_path_factory, redis_server):
         yield {"url": server.url, "v1": v1, "v2": v2, "root": root}
 
 
-async def _load(url: str, until: float, log: list[tuple[float, int, str | None]]) -> None:
-    async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-        while time.monotonic() < until:
+async def _load(url: str, stop: asyncio.Event, log: list[tuple[float, int, str | None]]) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        while not stop.is_set():
             user = str(random.randrange(50))
             started = time.monotonic()
             try:
@@ -42,22 +42,33 @@ async def _load(url: str, until: float, log: list[tuple[float, int, str | None]]
                 log.append((started, 0, repr(err)))
 
 
+async def _until(predicate, what: str, within_s: float = 120.0) -> None:
+    deadline = time.monotonic() + within_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"{what}: not within {within_s}s"
+        await asyncio.sleep(0.02)
+
+
 def test_switch_under_load_drops_nothing_and_never_mixes_versions(env):
+    """Load runs before, during and after the switch: it switches once 30 requests were answered and
+    stops once 30 requests that started after the switch were answered, however busy the machine."""
     async def scenario() -> tuple[list, float, dict]:
         log: list[tuple[float, int, str | None]] = []
-        until = time.monotonic() + 4.0
-        workers = [asyncio.create_task(_load(env["url"], until, log)) for _ in range(6)]
-        await asyncio.sleep(0.8)
-        async with httpx.AsyncClient(base_url=env["url"], timeout=60) as admin:
+        stop = asyncio.Event()
+        workers = [asyncio.create_task(_load(env["url"], stop, log)) for _ in range(6)]
+        await _until(lambda: len(log) >= 30, "30 requests before the switch")
+        async with httpx.AsyncClient(base_url=env["url"], timeout=120) as admin:
             response = await admin.post("/admin/model", json={"run_dir": str(env["v2"])})
         switched_at = time.monotonic()
+        await _until(lambda: sum(started > switched_at for started, _, _ in log) >= 30, "30 requests after it")
+        stop.set()
         await asyncio.gather(*workers)
         return log, switched_at, response.json()
 
     log, switched_at, switched = asyncio.run(scenario())
     assert switched["previous_version"] == "tiktok-meanpool-v1"
     assert switched["model"]["model_version"] == "tiktok-meanpool-v2"
-    assert len(log) > 50 and {status for _, status, _ in log} == {200}, [e for e in log if e[1] != 200][:3]
+    assert {status for _, status, _ in log} == {200}, [e for e in log if e[1] != 200][:3]
     before = {v for started, _, v in log if started < switched_at}
     after = {v for started, _, v in log if started > switched_at}
     assert "tiktok-meanpool-v1" in before

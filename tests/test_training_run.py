@@ -64,7 +64,7 @@ def test_epochs_split_over_two_invocations_end_where_one_run_ends(setup: dict, r
     run_dir = setup["root"] / "split"
     first = load_config(setup["config"], str(setup["folder"]), ["train.epochs=1"])
     train(first, run_dir, resume=False, progress=False)
-    assert torch.load(checkpoint_path(run_dir), weights_only=False)["state"]["epoch"] == 1
+    assert torch.load(checkpoint_path(run_dir), weights_only=True)["state"]["epoch"] == 1
     rest = train(reference["config"], run_dir, resume=True, progress=False)  # epochs=3: continues at 2
     assert [h["epoch"] for h in rest.metrics["history"]] == [1, 2, 3]
     assert _scores(rest.metrics) == _scores(reference["metrics"])
@@ -85,7 +85,7 @@ def test_a_killed_run_resumes_to_the_same_metrics(setup: dict) -> None:
         time.sleep(0.01)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    saved = torch.load(checkpoint_path(killed_dir), weights_only=False)["state"]["epoch"]
+    saved = torch.load(checkpoint_path(killed_dir), weights_only=True)["state"]["epoch"]
     assert 1 <= saved < 8, f"the run was not interrupted mid-training (checkpoint after epoch {saved})"
     assert not (killed_dir / "metrics.json").exists()
     resumed = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120,

@@ -4,6 +4,7 @@ A checkpoint holds the model and optimiser state, the epoch it completed, the be
 (early stopping exports that one) and the metric history. Randomness is re-seeded from
 (seed, epoch) at each epoch start, so no RNG state needs saving for an exact resume.
 Written atomically (temp file + rename): a kill during the write leaves the previous checkpoint.
+Read weights-only (`recsys.artifact.load_tensors`): a planted checkpoint cannot run code on resume.
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from recsys.artifact import RunDirError, load_tensors
 
 CHECKPOINT_DIR = "checkpoints"
 LAST = "last.pt"
@@ -54,7 +57,10 @@ def load_checkpoint(run_dir: Path, fingerprint: str) -> tuple[dict[str, torch.Te
     path = checkpoint_path(run_dir)
     if not path.exists():
         return None
-    saved = torch.load(path, map_location="cpu", weights_only=False)
+    try:
+        saved = load_tensors(path)
+    except RunDirError as err:
+        raise ValueError(f"{err}; delete the checkpoint or use another --out") from err
     if saved.get("fingerprint") != fingerprint:
         raise ValueError(f"{path} was written by a different config (fingerprint {saved.get('fingerprint')} != "
                          f"{fingerprint}); use another --out or delete the checkpoint")

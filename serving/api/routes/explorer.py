@@ -35,7 +35,7 @@ from pydantic import BaseModel, Field
 from recsys.artifact import RunArtifact
 from recsys.config import get_settings
 from serving.api.deps import State
-from serving.auth import require_read, set_page_cookie
+from serving.auth import page_user, require_read, set_page_cookie
 from serving.errors import ServingError
 from serving.schemas import ErrorBody, MediumName
 from serving.retriever import Retriever
@@ -66,7 +66,8 @@ class ExplorerInfo(BaseModel):
     media: list[str] = Field(description="media the catalogue has items of")
     media_files: dict[str, int] = Field(description="medium -> how many items name a file of it (image, audio)")
     users: list[ExampleUser]
-    new_user_id: str = Field(description="an id with no history (the feed is the cold-start list)")
+    new_user_id: str = Field(description="an id with no history (the feed is the cold-start list); with a page "
+                             "session (RECSYS_SERVE_PAGE_KEY), the visitor id the page may post events for")
     default_k: int
     max_k: int
 
@@ -220,7 +221,8 @@ def example_users(users: pl.DataFrame, n: int) -> list[dict]:
 
 @router.get("/", include_in_schema=False)
 async def page(request: Request) -> FileResponse:
-    """The page; with RECSYS_SERVE_PAGE_KEY it also gets its key as a cookie (see `serving.auth`)."""
+    """The page; with RECSYS_SERVE_PAGE_KEY it also gets a session cookie bound to one new visitor id
+    (see `serving.auth`: that user's feed and events only)."""
     response = FileResponse(STATIC_DIR / "index.html", media_type="text/html; charset=utf-8", headers=_NO_CACHE)
     set_page_cookie(request, response)
     return response
@@ -245,7 +247,7 @@ async def examples(state: State, request: Request, n: Annotated[int, Query(ge=1,
     counts = await asyncio.to_thread(media_files(request).counts, retriever)
     return ExplorerInfo(dataset=retriever.run.dataset, model_version=retriever.version, variants=state.models.variants,
                         media=retriever.media, media_files=counts, users=example_users(retriever.run.users, n),
-                        new_user_id=NEW_USER_EXAMPLE, default_k=state.settings.default_k, max_k=state.settings.max_k)
+                        new_user_id=page_user(request) or NEW_USER_EXAMPLE, default_k=state.settings.default_k, max_k=state.settings.max_k)
 
 
 @router.get("/v1/users/{user_id}/history", response_model=UserHistoryView, tags=["explorer"], dependencies=_READ,

