@@ -42,6 +42,12 @@ class NewItemPolicy:
     window_s: float = 7 * 86400.0
 
 
+def recorded_boost(run_meta: dict) -> float:
+    """The new-item prior a run recorded in run.json (0 for runs that record none)."""
+    policy = run_meta.get("new_item_policy")
+    return float(policy.get("boost", 0.0)) if isinstance(policy, dict) else 0.0
+
+
 def slot_positions(k: int, share: float) -> list[int]:
     """0-based feed positions given to exploration: round(k * share) of them (at least one when
     share > 0), evenly spaced, the first after the top results."""

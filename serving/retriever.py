@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from recsys.new_items import recorded_boost
 from recsys.artifact import RunArtifact, RunDirError, load_run
 from recsys.models.content_projection import ContentPath, load_content_path
 from serving.catalogue import MEDIUM_BITS, LiveCatalogue, LiveSnapshot
@@ -62,8 +63,7 @@ class Retriever:
         pop = run.items["popularity"].to_numpy() if "popularity" in run.items.columns else np.zeros(len(self.item_ids))
         self.popularity = np.nan_to_num(pop.astype(np.float64))
         # trained items nobody interacted with in train: new items too, for the new-item prior
-        policy = run.meta.get("new_item_policy")
-        self.new_item_boost = float(policy.get("boost", 0.0)) if isinstance(policy, dict) else 0.0
+        self.new_item_boost = recorded_boost(run.meta)
         self.unseen = np.flatnonzero(self.popularity == 0) if "popularity" in run.items.columns else np.zeros(0, np.int64)
         self.media = sorted({m for media in self.item_media for m in media})
         self._media_masks = {m: np.fromiter((m in media for media in self.item_media), bool, len(self.item_media))

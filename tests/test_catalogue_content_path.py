@@ -7,6 +7,9 @@ projection to a module-level dict that never shrank.
 """
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import httpx
 import numpy as np
 import pytest
@@ -67,7 +70,10 @@ def test_a_corrupt_content_projection_is_refused_by_the_admin_switch_and_search_
         good_run, corrupt_runs, tmp_path, redis_server):
     env = {"REDIS_URL": redis_url_of(redis_server), "RECSYS_REDIS_NAMESPACE": "test-content-path",
            "RECSYS_STORE_DIR": str(tmp_path / "store"), "RECSYS_SERVE_LOG_DIR": str(tmp_path / "logs"),
-           "HF_HUB_OFFLINE": "1"}
+           "HF_HUB_OFFLINE": "1",
+           # the corrupt runs live in another folder than the good one: allow both (admin switches are
+           # confined to RECSYS_SERVE_RUNS_ROOT), so the refusal under test is the projection's
+           "RECSYS_SERVE_RUNS_ROOT": str(Path(os.path.commonpath([str(good_run), *map(str, corrupt_runs.values())])))}
     with LocalServer(good_run, env=env, log_file=tmp_path / "server.log") as server:
         with httpx.Client(base_url=server.url, timeout=120) as http:
             for run in corrupt_runs.values():

@@ -32,7 +32,7 @@ def test_text_search_on_a_run_without_a_projection_names_it(client):
     response = client.post("/v1/search", json={"text": "an animated film about toys", "k": 10})
     assert response.status_code == 422, response.text
     body = response.json()
-    assert body["code"] == "medium_not_supported" and "no text projection" in body["message"], body
+    assert body["code"] == "medium_not_supported" and "no content path (content_projection.pt)" in body["message"], body
 
 
 def test_search_by_a_medium_the_catalogue_lacks_is_422(client):

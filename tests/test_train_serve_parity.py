@@ -69,7 +69,7 @@ def _check_parity(run, namespace: str, env: dict, root, redis_server, users: np.
                            "item_index": [item_index[i] for w in windows.values() for i, _ in w]},
                           schema={"user_index": pl.Int64, "item_index": pl.Int64})
     held_out = ev.held_out.filter(pl.col("user_index").is_in(list(windows)))
-    score_fn = aligned_score_fn(align_run(run, ev.dataset), ev.popularity)
+    score_fn = aligned_score_fn(align_run(run, ev.dataset), ev.popularity, served_prior=True)  # as `recsys evaluate` ranks
     _, tops = per_user_ranking_metrics(score_fn, held_out, masked, ev.n_items, ks=(K,))
     harness_users = np.unique(held_out["user_index"].to_numpy())
     assert len(harness_users) == len(test_users)

@@ -67,7 +67,7 @@ def evaluate_run(run_dir: Path | str, split: str = "test", task: str = "ranking"
     if task == "cross-media":
         return {**header, **cross_media_report(load_media_vectors(run, ev.dataset), ev.cold_items)}
     aligned = align_run(run, ev.dataset)
-    body = _score_task(aligned_score_fn(aligned, ev.popularity), ev, task)
+    body = _score_task(aligned_score_fn(aligned, ev.popularity, served_prior=task == "ranking"), ev, task)
     if task == "ranking":
         body["n_users_unknown_to_run"] = aligned.n_users_unknown
     return {**header, **body}
@@ -77,7 +77,7 @@ def per_user_metrics(run_dir: Path, split: str = "test") -> pl.DataFrame:
     """One row per evaluated user: user_id (str), n_train (int), media (str, dominant media type of
     the user's held-out items, may be null), recall@10, recall@20, ndcg@10, ndcg@20, mrr, hit_rate@20."""
     run, ev = _open(run_dir, split, None)
-    return per_user_frame(aligned_score_fn(align_run(run, ev.dataset), ev.popularity), ev)
+    return per_user_frame(aligned_score_fn(align_run(run, ev.dataset), ev.popularity, served_prior=True), ev)
 
 
 def evaluate_baseline(name: str, dataset: str | Dataset, split: str = "test", task: str = "ranking",

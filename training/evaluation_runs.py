@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from recsys.new_items import recorded_boost
 from recsys.artifact import RunArtifact, RunDirError
 from recsys.data.schema import Dataset
 from recsys.metrics import ScoreFn
@@ -32,6 +33,7 @@ class AlignedRun:
     item_vectors: np.ndarray
     item_known: np.ndarray
     user_known: np.ndarray
+    new_item_prior: np.ndarray | None = None  # (n_items,) what serving adds to items unseen in training
 
     @property
     def n_users_unknown(self) -> int:
@@ -64,7 +66,7 @@ def align_run(run: RunArtifact, dataset: Dataset) -> AlignedRun:
     item_known[ds_item] = True
     user_known = np.zeros(dataset.n_users, bool)
     user_known[ds_user] = True
-    aligned = AlignedRun(users, items, item_known, user_known)
+    aligned = AlignedRun(users, items, item_known, user_known, _new_item_prior(run, ds_item, pos_item, dataset.n_items))
     if not item_known.all():
         log.warning("run %s lacks %d of %d dataset items; they are never recommended",
                     run.model_version, int((~item_known).sum()), dataset.n_items)
@@ -74,11 +76,26 @@ def align_run(run: RunArtifact, dataset: Dataset) -> AlignedRun:
     return aligned
 
 
-def aligned_score_fn(aligned: AlignedRun, fallback: np.ndarray | None = None) -> ScoreFn:
+def _new_item_prior(run: RunArtifact, ds_item: np.ndarray, pos_item: np.ndarray, n_items: int) -> np.ndarray | None:
+    """The run's recorded new-item prior on items with no train interaction (as `serving.retriever`
+    applies it to a feed), in dataset item order; None when the run records none."""
+    boost = recorded_boost(run.meta)
+    if not boost or "popularity" not in run.items.columns:
+        return None
+    popularity = run.items.sort("item_index")["popularity"].to_numpy()
+    prior = np.zeros(n_items, np.float32)
+    prior[ds_item] = np.where(np.nan_to_num(popularity[pos_item]) == 0, np.float32(boost), np.float32(0))
+    return prior
+
+
+def aligned_score_fn(aligned: AlignedRun, fallback: np.ndarray | None = None, served_prior: bool = False) -> ScoreFn:
     """user vector . item vector, the two-tower score; unknown items get -inf.
 
     `fallback` (n_items,) scores the users the run has no vector for (None: their zero vector).
+    `served_prior`: add the run's new-item prior to the users with a vector, exactly as the feed
+    does (what is evaluated is what is served); the cold-start task applies its own policy.
     """
+    prior_t = torch.from_numpy(aligned.new_item_prior) if served_prior and aligned.new_item_prior is not None else None
     users_t = torch.from_numpy(aligned.user_vectors)
     items_t = torch.from_numpy(aligned.item_vectors)
     unknown_items = torch.from_numpy(~aligned.item_known)
@@ -88,6 +105,8 @@ def aligned_score_fn(aligned: AlignedRun, fallback: np.ndarray | None = None) ->
     def score(batch: np.ndarray) -> np.ndarray:
         index = torch.as_tensor(batch, dtype=torch.long)
         scores = users_t[index] @ items_t.T
+        if prior_t is not None:
+            scores += prior_t
         if fallback_t is not None:
             scores[unknown_users[index]] = fallback_t
         scores[:, unknown_items] = -torch.inf

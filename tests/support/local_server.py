@@ -50,6 +50,10 @@ class LocalServer:
 
     def __enter__(self) -> "LocalServer":
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
+        if "RECSYS_STORE_DIR" not in self.env:  # never the developer's store: archived event ids of earlier
+            import tempfile                     # runs would make a test's fresh ids look like duplicates
+
+            env["RECSYS_STORE_DIR"] = tempfile.mkdtemp(prefix="recsys-test-store-")
         cmd = [sys.executable, "-m", "commands.main", "serve", "--run", str(self.run_dir), "--port", str(self.port),
                "--host", "127.0.0.1", *self.args]
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
