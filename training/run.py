@@ -19,6 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from recsys.logs import configure_logging
 from recsys.metrics import dot_product_scorer, evaluate_scores
 from recsys.models import GraphContext, TaskInputs, TwoTowerTrainTask, build_model
 from recsys.models.popularity_prior import prior_counts, standardised_log_counts
@@ -70,11 +74,11 @@ def member_dir(run_dir: Path, k: int, n_members: int) -> Path:
 
 
 def train_member(config: TrainConfig, data: TrainingData, run_dir: Path, resume: bool, progress: bool,
-                 ctx: DistContext) -> Member:
+                 ctx: DistContext, job_bar: Any = None) -> Member:
     """One seeded tower: (DMP-wrapped) epochs with early stopping, ending on its best-on-valid weights."""
     task = build_task(config, data)
     wrapped = wrap_model(task, ctx)
-    trainer = Trainer(config, data, task, wrapped, ctx, run_dir, progress)
+    trainer = Trainer(config, data, task, wrapped, ctx, run_dir, progress, job_bar)
     state = trainer.fit(resume=resume)
     output = trainer.tower_output()
     # Every rank must end with the same weights (DDP all-reduce, same seeds); record the proof.
@@ -111,10 +115,17 @@ def train(config: TrainConfig, run_dir: Path | str, resume: bool = True, progres
     data = data or build_training_data(config.data)
     n = config.train.ensemble
     members = []
-    for k in range(n):
-        if n > 1:
-            log.info("ensemble member %d/%d (seed %d)", k + 1, n, config.train.seed + k)
-        members.append(train_member(member_config(config, k), data, member_dir(run_dir, k, n), resume, progress, ctx))
+    # One bar over the whole job (members x epochs, early stopping shrinks it), with its ETA; epoch
+    # lines go through logging, printed above the bar.
+    job_bar = tqdm(total=n * config.train.epochs, desc=f"train {config.data.dataset}", unit="epoch",
+                   disable=not (progress and ctx.is_main), dynamic_ncols=True)
+    with logging_redirect_tqdm(), job_bar:
+        for k in range(n):
+            if n > 1:
+                log.info("ensemble member %d/%d (seed %d)", k + 1, n, config.train.seed + k)
+                job_bar.set_description(f"train {config.data.dataset} member {k + 1}/{n}")
+            members.append(train_member(member_config(config, k), data, member_dir(run_dir, k, n), resume, progress,
+                                        ctx, job_bar))
     trained_users, items = combined_vectors(members)
     # Evaluate what serving computes: the served tower over each user's feature window.
     encoder = user_encoder_payload(members)
@@ -130,6 +141,7 @@ def train(config: TrainConfig, run_dir: Path | str, resume: bool = True, progres
                "test": test, "training": {**summarise_history(history), "world_size": ctx.world_size,
                                           "wrapper": first.wrapper, "rank_weight_digests": first.digests},
                "history": first.state.history, "data": data.describe(), "train_serve_max_abs_diff": gap}
+    metrics["training"]["wall_seconds"] = round(time.perf_counter() - began, 1)  # training + evaluation, before export
     if n > 1:
         metrics["members"] = [{"seed": m.config.train.seed, "best_epoch": m.state.best_epoch,
                                "valid": m.state.best_metrics, "history": m.state.history,
@@ -159,7 +171,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-resume", action="store_true")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     ctx = init_distributed()
     try:
         config = load_config(args.config, args.dataset, args.overrides)

@@ -105,8 +105,9 @@ class Trainer:
     """
 
     def __init__(self, config: TrainConfig, data: TrainingData, task: TwoTowerTrainTask, model: torch.nn.Module,
-                 ctx: DistContext, run_dir: Path, progress: bool = True):
+                 ctx: DistContext, run_dir: Path, progress: bool = True, job_bar: tqdm | None = None):
         self.config, self.data, self.task, self.model, self.ctx = config, data, task, model, ctx
+        self.job_bar = job_bar  # the one bar of the whole job (epochs x members), owned by the caller
         self.run_dir = Path(run_dir)
         self.progress = progress and ctx.is_main
         opt = config.train
@@ -165,7 +166,7 @@ class Trainer:
         perm = torch.randperm(n, generator=gen)
         step_size = opt.batch_size
         starts = [s for s in range(0, n, step_size) if min(step_size, n - s) >= 2 * self.ctx.world_size]
-        bar = tqdm(total=len(starts), desc=f"epoch {epoch}", disable=not self.progress, leave=False, unit="batch")
+        bar = self.job_bar if self.progress else None
         total, parts_sum, seen, began = 0.0, {}, 0, time.perf_counter()
         for step, start in enumerate(starts):
             lr = scheduled_lr(opt.lr, opt.lr_schedule, opt.warmup_epochs, opt.epochs, epoch - 1 + step / len(starts))
@@ -182,10 +183,11 @@ class Trainer:
             for key, value in parts.items():
                 parts_sum[key] = parts_sum.get(key, 0.0) + float(value)
             seen += min(step_size, n - start)
-            rate = seen / max(time.perf_counter() - began, 1e-9)
-            bar.set_postfix(loss=f"{total / (starts.index(start) + 1):.4f}", ex_s=f"{rate:,.0f}")
-            bar.update()
-        bar.close()
+            if bar is not None and (step % 8 == 0 or step == len(starts) - 1):
+                rate = seen / max(time.perf_counter() - began, 1e-9)
+                bar.set_postfix(epoch=epoch, step=f"{step + 1}/{len(starts)}", loss=f"{total / (step + 1):.4f}",
+                                ex_s=f"{rate:,.0f}", refresh=False)
+                bar.refresh()
         seconds = time.perf_counter() - began
         steps = max(len(starts), 1)
         return {"loss": total / steps, **{f"loss_{k}": v / steps for k, v in parts_sum.items()},
@@ -216,11 +218,16 @@ class Trainer:
             self.state.epoch = epoch
             self.state.average = self.average.state() if self.average is not None else None
             self.state.history.append(record)
+            if self.job_bar is not None:
+                self.job_bar.update(1)
             if self.ctx.is_main:
                 self._report(record)
                 save_checkpoint(self.run_dir, self.config.fingerprint(), self.task.state_dict(),
                                 self.optimizer.state_dict(), self.state)
             barrier(self.ctx)
+        if self.job_bar is not None and self.state.epoch < opt.epochs:  # stopped early: the ETA drops the rest
+            self.job_bar.total -= opt.epochs - self.state.epoch
+            self.job_bar.refresh()
         if self.state.best_model is not None:
             self.task.load_state_dict(self.state.best_model)
         return self.state
@@ -230,9 +237,7 @@ class Trainer:
         shown = f" valid R@20 {valid['recall@20']:.4f} N@20 {valid['ndcg@20']:.4f}" if valid else ""
         line = (f"epoch {record['epoch']}: loss {record['loss']:.4f}{shown} | {record['examples_per_second']:,.0f} ex/s, "
                 f"{record['epoch_seconds']:.1f} s")
-        if self.progress:
-            tqdm.write(line)
-        log.info(line)
+        log.info(line)  # once: under a job bar, `logging_redirect_tqdm` prints it above the bar
 
 
 def summarise_history(history: list[dict[str, Any]]) -> dict[str, float]:
