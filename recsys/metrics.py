@@ -103,8 +103,15 @@ def evaluate_scores(score_fn: ScoreFn, held_out: pl.DataFrame, masked: pl.DataFr
     return summarise(per_user, tops, n_items if candidate_items is None else len(candidate_items), ks)
 
 
-def dot_product_scorer(user_vectors: np.ndarray, item_vectors: np.ndarray) -> ScoreFn:
-    """Score function of a two-tower model: user vector · item vector (both precomputed)."""
+def dot_product_scorer(user_vectors: np.ndarray, item_vectors: np.ndarray, item_prior: np.ndarray | None = None) -> ScoreFn:
+    """Score function of a two-tower model: user vector · item vector (both precomputed), plus an
+    optional per-item additive prior (the served new-item prior, `recsys.new_items`)."""
     items_t = torch.as_tensor(item_vectors, dtype=torch.float32)
     users_t = torch.as_tensor(user_vectors, dtype=torch.float32)
-    return lambda batch: (users_t[torch.as_tensor(batch, dtype=torch.long)] @ items_t.T).numpy()
+    prior_t = torch.as_tensor(item_prior, dtype=torch.float32) if item_prior is not None else None
+
+    def score(batch: np.ndarray) -> np.ndarray:
+        scores = users_t[torch.as_tensor(batch, dtype=torch.long)] @ items_t.T
+        return (scores + prior_t if prior_t is not None else scores).numpy()
+
+    return score

@@ -191,7 +191,9 @@ def test_an_ensemble_is_one_two_tower(setup: dict, reference: dict) -> None:
     result = train(cfg, setup["root"] / "ensemble", resume=False, progress=False)
     members = result.metrics["members"]
     assert [m["seed"] for m in members] == [0, 1]
-    assert members[0]["valid"]["ndcg@20"] == reference["metrics"]["valid"]["ndcg@20"]  # member 0 = the seed-0 run
+    single = reference["metrics"]  # member 0 = the seed-0 run: same best epoch, same valid score during training
+    assert members[0]["best_epoch"] == single["best_epoch"]
+    assert members[0]["valid"]["ndcg@20"] == single["history"][single["best_epoch"] - 1]["valid"]["ndcg@20"]
     run = load_run(result.run_dir)
     assert run.item_vectors.shape[1] == 2 * 17 and np.allclose(np.linalg.norm(run.item_vectors, axis=1), 1, atol=1e-4)
     histories = build_training_data(cfg.data).train_histories()

@@ -24,6 +24,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from recsys.logs import configure_logging
 from recsys.metrics import dot_product_scorer, evaluate_scores
+from recsys.new_items import NewItemPolicy
 from recsys.models import GraphContext, TaskInputs, TwoTowerTrainTask, build_model
 from recsys.models.popularity_prior import prior_counts, standardised_log_counts
 from training.config import TrainConfig, load_config
@@ -88,13 +89,20 @@ def train_member(config: TrainConfig, data: TrainingData, run_dir: Path, resume:
     return Member(config, task, output, state, type(wrapped).__name__, digests)
 
 
+def served_item_prior(data: TrainingData) -> np.ndarray:
+    """The new-item prior the run records (`export_run`) on items without train interactions, as
+    the feed and `recsys evaluate` add it: the reported metrics are those of the served ranking."""
+    return np.where(data.warm.numpy(), np.float32(0), np.float32(NewItemPolicy().boost)).astype(np.float32)
+
+
 def evaluate_vectors(data: TrainingData, users: np.ndarray, items: np.ndarray, split: str,
                      ctx: DistContext) -> dict[str, Any]:
-    """Full-ranking metrics of user·item scores on `split` (mask = train items), on rank 0, shared."""
+    """Full-ranking metrics of the served scores on `split` (mask = train items), on rank 0, shared."""
     metrics: dict[str, Any] = {}
     held_out = data.valid if split == "valid" else data.test
     if ctx.is_main and held_out.height:
-        metrics = evaluate_scores(dot_product_scorer(users, items), held_out, data.train, data.n_items)
+        metrics = evaluate_scores(dot_product_scorer(users, items, served_item_prior(data)), held_out, data.train,
+                                  data.n_items)
     return broadcast(metrics, ctx)
 
 

@@ -1,12 +1,13 @@
 """Run under `torchrun --nproc_per_node 2`: plan and train one step of a catalogue-sized ID table.
 
-Prints one JSON line per rank: the plan rank 0 chose (`training.distributed.describe_plan`), the
+Writes OUT_DIR/rank-<r>.json per rank: the plan rank 0 chose (`training.distributed.describe_plan`), the
 shape of this rank's local shard, and the loss (equal on every rank when the shards agree).
 """
 from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -42,8 +43,9 @@ def main() -> None:
     loss.backward()
     weight = dmp.state_dict()["ebc.embedding_bags.item_id_table.weight"]
     local = weight.local_shards()[0].tensor.shape if hasattr(weight, "local_shards") else weight.shape
-    print(json.dumps({"rank": ctx.rank, "plan": describe_plan(plan), "local_shard": list(local),
-                      "loss": float(loss)}), flush=True)
+    report = {"rank": ctx.rank, "plan": describe_plan(plan), "local_shard": list(local), "loss": float(loss)}
+    # one file per rank: two processes printing at once can interleave on one stdout line
+    (Path(os.environ["OUT_DIR"]) / f"rank-{ctx.rank}.json").write_text(json.dumps(report))
     dist.destroy_process_group()
 
 
