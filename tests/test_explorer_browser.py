@@ -16,7 +16,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -26,7 +25,7 @@ from test_explorer_api import media_catalogue_run, write_media_catalogue
 
 from feature_store.materialize import materialize
 from recsys.data import load_dataset
-from support.local_server import free_port, redis_url_of
+from support.local_server import free_port, redis_url_of, wait_until_ready
 from support.sample_runs import tiktok_mean_pool_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,18 +66,12 @@ class ExplorerServer:
         with open(self.log_file, "ab") as log:
             self.process = subprocess.Popen([sys.executable, "-c", SERVER, str(self.port)], cwd=REPO, env=self.env,
                                             stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + self.startup_timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}: {self.log_file.read_text()[-3000:]}")
-            try:
-                if httpx.get(self.url + "/readyz", timeout=1.0).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.__exit__()
-        raise TimeoutError(f"server not ready within {self.startup_timeout_s}s: {self.log_file.read_text()[-3000:]}")
+        try:
+            wait_until_ready(self.process, self.url, self.startup_timeout_s, str(self.log_file), interval_s=0.2)
+        except TimeoutError:
+            self.__exit__()
+            raise
+        return self
 
     def __exit__(self, *exc: object) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -13,12 +13,10 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
-from support.local_server import free_port, redis_url_of
+from support.local_server import free_port, redis_url_of, wait_until_ready
 
 REPO = Path(__file__).resolve().parents[1]
 PAGE = REPO / "docs" / "your-data.md"
@@ -58,7 +56,7 @@ def test_walkthrough_runs_as_written(tmp_path, redis_server):
                 argv = shlex.split(line.rstrip("& ").strip())
                 server = subprocess.Popen([sys.executable, "-m", "commands.main", *argv[1:]], cwd=tmp_path, env=env,
                                           stdout=open(tmp_path / "serve.log", "wb"), stderr=subprocess.STDOUT)
-                _wait_ready(server, f"http://127.0.0.1:{port}", tmp_path / "serve.log")
+                wait_until_ready(server, f"http://127.0.0.1:{port}", 180.0, str(tmp_path / "serve.log"), interval_s=0.2)
                 continue
             if line.startswith("curl "):
                 done = subprocess.run(shlex.split(line), cwd=tmp_path, capture_output=True, text=True, timeout=120)
@@ -91,15 +89,3 @@ def test_walkthrough_runs_as_written(tmp_path, redis_server):
     similar = json.loads(curls[2])
     assert similar["items"]
 
-
-def _wait_ready(server: subprocess.Popen, url: str, log: Path, timeout_s: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        assert server.poll() is None, f"recsys serve exited: {log.read_text()[-3000:]}"
-        try:
-            if httpx.get(url + "/readyz", timeout=2.0).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise TimeoutError(f"server not ready within {timeout_s}s: {log.read_text()[-3000:]}")

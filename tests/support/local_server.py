@@ -25,6 +25,24 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_until_ready(process: subprocess.Popen, url: str, timeout_s: float, log: str = "not kept",
+                     interval_s: float = 0.1) -> None:
+    """Poll `url`/readyz until 200; RuntimeError if `process` exits first, TimeoutError at the deadline.
+
+    `log` names where the server's output went (a path), or is its tail, for the error message."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with code {process.returncode} during start-up (log: {log})")
+        try:
+            if httpx.get(url + "/readyz", timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(interval_s)
+    raise TimeoutError(f"server did not become ready within {timeout_s}s (log: {log})")
+
+
 class LocalServer:
     """Context manager running the API on 127.0.0.1:<free port>.
 
@@ -58,19 +76,12 @@ class LocalServer:
                "--host", "127.0.0.1", *self.args]
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
         self.process = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + self.startup_timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with code {self.process.returncode} during start-up "
-                                   f"(log: {self.log_file or 'not kept'})")
-            try:
-                if httpx.get(self.url + "/readyz", timeout=1.0).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        self.stop()
-        raise TimeoutError(f"server did not become ready within {self.startup_timeout_s}s")
+        try:
+            wait_until_ready(self.process, self.url, self.startup_timeout_s, str(self.log_file or "not kept"))
+        except TimeoutError:
+            self.stop()
+            raise
+        return self
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
