@@ -48,6 +48,11 @@ def recorded_boost(run_meta: dict) -> float:
     return float(policy.get("boost", 0.0)) if isinstance(policy, dict) else 0.0
 
 
+def item_prior(boost: float, unseen: np.ndarray) -> np.ndarray:
+    """(n_items,) float32 additive prior: `boost` on items without train interactions, 0 elsewhere."""
+    return np.where(unseen, np.float32(boost), np.float32(0)).astype(np.float32)
+
+
 def slot_positions(k: int, share: float) -> list[int]:
     """0-based feed positions given to exploration: round(k * share) of them (at least one when
     share > 0), evenly spaced, the first after the top results."""

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from recsys.new_items import recorded_boost
+from recsys.new_items import item_prior, recorded_boost
 from recsys.artifact import RunArtifact, RunDirError
 from recsys.data.schema import Dataset
 from recsys.metrics import ScoreFn
@@ -84,7 +84,7 @@ def _new_item_prior(run: RunArtifact, ds_item: np.ndarray, pos_item: np.ndarray,
         return None
     popularity = run.items.sort("item_index")["popularity"].to_numpy()
     prior = np.zeros(n_items, np.float32)
-    prior[ds_item] = np.where(np.nan_to_num(popularity[pos_item]) == 0, np.float32(boost), np.float32(0))
+    prior[ds_item] = item_prior(boost, np.nan_to_num(popularity[pos_item]) == 0)
     return prior
 
 

@@ -24,7 +24,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from recsys.logs import configure_logging
 from recsys.metrics import dot_product_scorer, evaluate_scores
-from recsys.new_items import NewItemPolicy
+from recsys.new_items import NewItemPolicy, item_prior
 from recsys.models import GraphContext, TaskInputs, TwoTowerTrainTask, build_model
 from recsys.models.popularity_prior import prior_counts, standardised_log_counts
 from training.config import TrainConfig, load_config
@@ -92,7 +92,7 @@ def train_member(config: TrainConfig, data: TrainingData, run_dir: Path, resume:
 def served_item_prior(data: TrainingData) -> np.ndarray:
     """The new-item prior the run records (`export_run`) on items without train interactions, as
     the feed and `recsys evaluate` add it: the reported metrics are those of the served ranking."""
-    return np.where(data.warm.numpy(), np.float32(0), np.float32(NewItemPolicy().boost)).astype(np.float32)
+    return item_prior(NewItemPolicy().boost, ~data.warm.numpy())
 
 
 def evaluate_vectors(data: TrainingData, users: np.ndarray, items: np.ndarray, split: str,
