@@ -65,6 +65,8 @@ class Retriever:
         # trained items nobody interacted with in train: new items too, for the new-item prior
         self.new_item_boost = recorded_boost(run.meta)
         self.unseen = np.flatnonzero(self.popularity == 0) if "popularity" in run.items.columns else np.zeros(0, np.int64)
+        # their vectors, gathered once: a per-request gather of ~1k x 771 floats was 8 % of a miss
+        self._unseen_vectors = np.ascontiguousarray(run.item_vectors[self.unseen], np.float32)
         self.media = sorted({m for media in self.item_media for m in media})
         self._media_masks = {m: np.fromiter((m in media for media in self.item_media), bool, len(self.item_media))
                              for m in self.media}
@@ -211,19 +213,20 @@ class Retriever:
     def _boosted_unseen(self, query: np.ndarray, k: int, media: frozenset[str] | None, exclude: np.ndarray,
                         snap: LiveSnapshot, boost: float) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k of the trained items without train interactions, with the new-item prior added."""
-        candidates = self.unseen
-        keep = ~snap.base_deleted[candidates]
+        keep = ~snap.base_deleted[self.unseen]
         allowed = self.allowed(media)
         if allowed is not None:
-            keep &= allowed.mask[candidates]
+            keep &= allowed.mask[self.unseen]
         if len(exclude):
-            keep &= ~np.isin(candidates, exclude)
-        candidates = candidates[keep]
-        if not len(candidates):
+            keep &= ~np.isin(self.unseen, exclude)
+        scores = self._unseen_vectors @ np.asarray(query, np.float32) + np.float32(boost)
+        scores[~keep] = -np.inf
+        n = min(k, int(keep.sum()))
+        if n == 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
-        scores = self.run.item_vectors[candidates] @ np.asarray(query, np.float32) + np.float32(boost)
-        top = np.argsort(-scores, kind="stable")[:k]
-        return candidates[top].astype(np.int64), scores[top].astype(np.float32)
+        top = np.argpartition(-scores, n - 1)[:n] if n < len(scores) else np.arange(len(scores))
+        top = top[np.argsort(-scores[top], kind="stable")][:n]
+        return self.unseen[top].astype(np.int64), scores[top].astype(np.float32)
 
     def cold_hits(self, k: int, media: frozenset[str] | None, exclude: np.ndarray | None = None,
                   snap: LiveSnapshot | None = None) -> Hits:
