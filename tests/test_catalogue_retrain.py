@@ -155,3 +155,34 @@ def test_serving_the_new_run_returns_the_added_item_and_never_the_taken_down_one
                 assert http.get(f"/v1/items/{item_id}/similar").status_code == 404
     text = log_file.read_text()
     assert "4 folded in by training, 0 replayed" in text, text[-4000:]
+
+
+def test_media_logged_by_another_encoder_version_are_encoded_from_the_logs_files(loop, monkeypatch):
+    """The fold re-encodes the log's raw files (through the embed step) when the server logged
+    outputs of another encoder version; the same encoder gives the vectors the server logged."""
+    import dataclasses
+
+    from recsys.config import get_settings
+    from recsys.data.registry import load_dataset
+    from training.catalogue_fold import fold_content, fold_log
+    from training.content import load_item_content
+
+    monkeypatch.setenv("RECSYS_STORE_DIR", str(loop["store"]))
+    get_settings.cache_clear()
+    try:
+        base = load_dataset(str(loop["folder"]))
+        folded, fold = fold_log(base, loop["store"])
+        content = load_item_content(base, None)
+        renamed = dataclasses.replace(content, encoders={m: {**e, "version": f"{e['version']}-other"}
+                                                         for m, e in content.encoders.items()})
+        reused, first = fold_content(content, folded, fold, loop["store"])
+        encoded, second = fold_content(renamed, folded, fold, loop["store"])
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
+    assert first.reused == {"image": 1, "text": 1} and not first.encoded
+    assert second.encoded == {"image": 1, "text": 1} and not second.reused and not second.failures
+    row = folded.item_ids.index("live-coffee")
+    for medium in ("image", "text"):
+        np.testing.assert_allclose(encoded.features[medium][row], reused.features[medium][row], atol=1e-4)
+    assert not reused.masks["audio"][row]
