@@ -27,20 +27,27 @@ NAMESPACE = "test-explorer-live"
 AUTH = {"X-API-Key": "explorer-live-key-0123456789"}
 
 
-@pytest.fixture(scope="module")
-def client(tmp_path_factory, redis_server):
-    from recsys.encoders import build_encoder, spec_to_dict
+def image_content_run(folder, out):
+    """The explorer's media-catalogue run with a content path that embeds images (and nothing else)
+    with the default image encoder: random projections, a fixture, not a model."""
     from recsys.artifact import load_run
+    from recsys.encoders import build_encoder, spec_to_dict
 
-    root = tmp_path_factory.mktemp("explorer-live")
-    folder = write_media_catalogue(root / "catalogue")
-    run = media_catalogue_run(folder, root / "run")
+    run = media_catalogue_run(folder, out)
     encoder = build_encoder("image")
     torch.save(_random_path({"image": encoder.dim}, 16, 0), run / PROJECTION_FILE)
     meta = json.loads((run / "run.json").read_text())
     meta["encoders"] = {"image": {"version": encoder.version, "dim": encoder.dim, "spec": spec_to_dict(encoder.spec)}}
     (run / "run.json").write_text(json.dumps(meta))
     load_run(run)
+    return run
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory, redis_server):
+    root = tmp_path_factory.mktemp("explorer-live")
+    folder = write_media_catalogue(root / "catalogue")
+    run = image_content_run(folder, root / "run")
     materialize(load_dataset(folder), client=redis_server, namespace=NAMESPACE, offline_root=root / "offline",
                 progress=False)
     with pytest.MonkeyPatch.context() as patch:
