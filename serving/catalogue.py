@@ -52,6 +52,8 @@ class LiveCatalogue:
         n_base: items in the run directory.
         dim: item vector width of this version.
         base_index_by_id: the run's item id -> index.
+        taken_down: (n_base,) bool, trained items the run itself excludes from its candidates
+            (taken down before the run was trained; `recsys train` keeps them for histories).
 
     Example::
 
@@ -59,12 +61,23 @@ class LiveCatalogue:
         live.put("new-1", vector, ["image"], None, "v1"); live.lookup("new-1")  # n_base + 0
     """
 
-    def __init__(self, n_base: int, dim: int, base_index_by_id: dict[str, int], capacity: int = 1024):
+    def __init__(self, n_base: int, dim: int, base_index_by_id: dict[str, int], capacity: int = 1024,
+                 taken_down: np.ndarray | None = None):
         self.n_base, self.dim, self._base = n_base, dim, base_index_by_id
         self._lock = threading.Lock()
         self.sync_lock = threading.Lock()  # held by `serving.catalogue_sync.sync` while it applies the log
         self._buffer = np.zeros((capacity, dim), np.float32)
-        self.snapshot = LiveSnapshot(vectors=self._buffer, base_deleted=np.zeros(n_base, bool))
+        deleted = np.zeros(n_base, bool) if taken_down is None else np.asarray(taken_down, bool).copy()
+        self.snapshot = LiveSnapshot(vectors=self._buffer, base_deleted=deleted,
+                                     base_deleted_ids=np.flatnonzero(deleted).astype(np.int64))
+
+    def start_at(self, generation: int) -> None:
+        """Mark the log's first `generation` operations as applied (the run was trained with them)."""
+        with self._lock:
+            snap = self.snapshot
+            assert snap.generation == 0 and snap.count == 0, "start_at is for a freshly loaded version"
+            self.snapshot = LiveSnapshot(vectors=snap.vectors, base_deleted=snap.base_deleted,
+                                         base_deleted_ids=snap.base_deleted_ids, generation=int(generation))
 
     # ---- reads (any thread, no lock) ----
     def lookup(self, item_id: str, snap: LiveSnapshot | None = None) -> int | None:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from recsys.config import get_settings
-from serving.catalogue_store import CatalogueLog
+from feature_store.catalogue_log import CatalogueLog
 from serving.retriever import Retriever
 from serving.search import ENCODERS, recorded_spec
 
@@ -132,11 +132,34 @@ def sync(retriever: Retriever, precomputed: dict[int, np.ndarray] | None = None)
             apply_op(retriever, op, media_log, (precomputed or {}).get(op["seq"]))
 
 
+def folded_ops(retriever: Retriever, media_log: CatalogueLog) -> int:
+    """How many of the log's first operations the run was trained with (`recsys train` folds the log
+    into its catalogue and records the prefix in run.json): those need no replay. 0 when the run
+    folded none, or a prefix of another log (then everything is replayed, which is always safe)."""
+    folded = retriever.run.meta.get("catalogue_log")
+    if not isinstance(folded, dict) or not folded.get("ops"):
+        return 0
+    n = int(folded["ops"])
+    media_log.refresh()
+    if n > len(media_log) or media_log.prefix_digest(n) != folded.get("digest"):
+        log.warning("catalogue: model %s was trained with %d operations of a catalogue log that is not %s's "
+                    "prefix; replaying the whole log", retriever.version, n, media_log.path)
+        return 0
+    return n
+
+
 def replay_log(retriever: Retriever) -> None:
-    """Attach the dataset's catalogue log to a freshly loaded version and replay it (load time, off the loop)."""
-    retriever.catalogue_log = CatalogueLog.open(get_settings().store_dir, retriever.run.dataset)
-    if len(retriever.catalogue_log):
+    """Attach the dataset's catalogue log to a freshly loaded version and replay what its training
+    did not already fold in (load time, off the loop)."""
+    media_log = CatalogueLog.open(get_settings().store_dir, retriever.run.dataset)
+    retriever.catalogue_log = media_log
+    skipped = folded_ops(retriever, media_log)
+    if skipped:
+        retriever.live.start_at(skipped)
+    if len(media_log) > skipped:
         sync(retriever)
-        log.info("catalogue: replayed %d operations into %s (%d live items, %d taken down)",
-                 len(retriever.catalogue_log), retriever.version, len(retriever.live.snapshot.row_of),
+    if len(media_log):
+        log.info("catalogue: %d operations in %s's log, %d folded in by training, %d replayed into %s "
+                 "(%d live items, %d taken down)", len(media_log), retriever.run.dataset, skipped,
+                 len(media_log) - skipped, retriever.version, len(retriever.live.snapshot.row_of),
                  len(retriever.live.snapshot.base_deleted_ids))

@@ -75,7 +75,9 @@ class Retriever:
         self._tombstoned: dict[frozenset[str], tuple[np.ndarray, AllowedItems]] = {}
         self._lock = threading.Lock()
         self._cold_pool, self._mmr_lambda, self._max_k = cold_start_pool, mmr_lambda, max_k
-        self.live = LiveCatalogue(len(self.item_ids), self.index.dim, run.item_index_by_id)
+        # items taken down before this run was trained stay in its tables (users' histories) but are no candidates
+        taken_down = run.items["taken_down"].fill_null(False).to_numpy() if "taken_down" in run.items.columns else None
+        self.live = LiveCatalogue(len(self.item_ids), self.index.dim, run.item_index_by_id, taken_down=taken_down)
         self.catalogue_log = None  # the dataset's operations log, attached by `load` (serving.catalogue_sync)
         self.cold_start(None)  # the unfiltered list is the common case: build it eagerly
 

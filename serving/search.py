@@ -69,22 +69,33 @@ class EncoderPool:
 ENCODERS = EncoderPool()
 
 
+def search_problem(retriever: Retriever, medium: str) -> str | None:
+    """Why `retriever`'s model cannot embed a search query of `medium`, or None when it can (as far
+    as the run says: whether the encoder builds on this machine shows on the first query)."""
+    if medium not in retriever.media_now():
+        return f"its catalogue has no {medium} items (it has: {', '.join(sorted(retriever.media_now())) or 'none'})"
+    spec = recorded_spec(retriever.run, medium)
+    if spec is None:
+        return "the run records no content encoder for this medium"
+    if spec.get("kind") == "precomputed":
+        return (f"its {medium} vectors are precomputed features ({spec.get('source', 'external')}) that no encoder "
+                "here can reproduce")
+    if retriever.content is None:
+        return "the run has no content path (content_projection.pt)"
+    if medium not in retriever.content.in_dims:
+        return f"its content path has no {medium} projection (trained with {', '.join(retriever.content.media)})"
+    return None
+
+
 class ContentSearch:
     """Query side of content search: the run's encoder, then its content path (blocking: worker thread)."""
 
     def query_vector(self, retriever: Retriever, medium: str, payload: str | bytes) -> np.ndarray:
         """Embed one query into `retriever`'s item space (blocking: call from a worker thread)."""
-        if medium not in retriever.media_now():
-            raise _unsupported(retriever, medium, f"its catalogue has no {medium} items "
-                                                  f"(it has: {', '.join(retriever.media) or 'none'})")
+        problem = search_problem(retriever, medium)
+        if problem is not None:
+            raise _unsupported(retriever, medium, problem)
         spec = recorded_spec(retriever.run, medium)
-        if spec is None:
-            raise _unsupported(retriever, medium, "the run records no content encoder for this medium")
-        if spec.get("kind") == "precomputed":
-            raise _unsupported(retriever, medium, f"its {medium} vectors are precomputed features "
-                                                  f"({spec.get('source', 'external')}) that no encoder here can reproduce")
-        if retriever.content is None:
-            raise _unsupported(retriever, medium, "the run has no content path (content_projection.pt)")
         try:
             encoder = ENCODERS.get(medium, spec)
         except ValueError as err:

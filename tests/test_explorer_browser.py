@@ -110,6 +110,23 @@ def media_server(tmp_path_factory, redis_server):
 
 
 @pytest.fixture(scope="module")
+def image_search_server(tmp_path_factory, redis_server):
+    """The media catalogue under a run whose content path embeds images only (text/audio items, no encoders)."""
+    from test_explorer_live import image_content_run
+
+    root = tmp_path_factory.mktemp("explorer-image-search")
+    catalogue = write_media_catalogue(root / "catalogue")
+    run = image_content_run(catalogue, root / "run")
+    namespace = "test-explorer-browser-image-search"
+    materialize(load_dataset(catalogue), client=redis_server, namespace=namespace, offline_root=root / "offline",
+                progress=False)
+    env = {"REDIS_URL": redis_url_of(redis_server), "RECSYS_REDIS_NAMESPACE": namespace,
+           "RECSYS_SERVE_LOG_DIR": str(root / "logs"), "RECSYS_STORE_DIR": str(root / "store"), "HF_HUB_OFFLINE": "1"}
+    with ExplorerServer(run, env, root / "server.log") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
 def browser():
     if not CHROMIUM.exists():
         pytest.fail("CI is set but /usr/bin/chromium is missing: the CI script must apt-get install chromium")
@@ -224,31 +241,16 @@ def test_feed_history_click_similar_and_search_in_headless_chromium(tiktok_serve
                         clip={"x": 0, "y": 0, "width": 1440, "height": feed_box["y"] + feed_box["height"] + 24})
     _screenshot_is_a_real_page(shot)
 
-    # Search by text: results when the run can embed text, else the API's message, readable.
-    query = "a cat playing the piano"
-    with page.expect_response(lambda r: r.url.endswith("/v1/search")) as answered:
-        page.fill("#search-text", query)
-        page.click("#search-form button[type='submit']")
-    expected = api.post("/v1/search", json={"text": query, "k": 12})
-    assert answered.value.status == expected.status_code
-    if expected.status_code == 200:
-        page.wait_for_function("document.querySelectorAll('#results .card').length === 12")
-        assert _ids(page, "#results .card") == [i["item_id"] for i in expected.json()["items"]]
-    else:
-        error = page.locator("#results-error")
-        error.wait_for(state="visible")
-        assert expected.json()["message"] in error.inner_text() and expected.json()["code"] in error.inner_text()
-        assert page.locator("#results .card").count() == 0
-
-    # Search by an uploaded image goes out as multipart; TikTok's precomputed features cannot embed it.
-    with page.expect_response(lambda r: r.url.endswith("/v1/search")) as uploaded:
-        page.set_input_files("#search-file", {"name": "astronaut.png", "mimeType": "image/png",
-                                              "buffer": image_bytes("astronaut")})
-        page.click("#search-form button[type='submit']")
-    assert "multipart/form-data" in uploaded.value.request.headers["content-type"]
-    if uploaded.value.status != 200:
-        page.wait_for_function("document.querySelector('#results-error').innerText.includes('image')")
-        assert uploaded.value.json()["message"] in page.locator("#results-error").inner_text()
+    # TikTok's features are precomputed: no query medium can be embedded, so every search input is
+    # disabled and the page says why, with the reasons the server gives (#17).
+    reasons = examples["search_media"]
+    assert all(reasons[m] for m in ("text", "image", "audio")), reasons
+    assert page.locator("#search-text").is_disabled() and page.locator("#search-file").is_disabled()
+    assert page.locator("#search-form button[type='submit']").is_disabled()
+    note = page.locator("#search-note")
+    assert note.is_visible()
+    for medium in ("text", "image", "audio"):
+        assert reasons[medium] in note.locator(f".search-off[data-medium='{medium}']").inner_text()
 
     # The media filter reaches the API (and the feed still renders).
     with page.expect_response(lambda r: "/recommendations" in r.url and "media=image" in r.url) as filtered:
@@ -290,5 +292,42 @@ def test_cards_show_thumbnails_and_audio_players_for_items_with_files(media_serv
     assert page.locator("#feed .card[data-item-id='note'] .badge.medium-text").count() == 1
     with io.BytesIO(page.screenshot(full_page=True)) as png:
         assert png.getbuffer().nbytes > 30_000
+    watched.check_clean()
+    page.close()
+
+
+def test_search_inputs_for_media_the_model_cannot_embed_are_disabled_with_the_reason(image_search_server, browser):
+    """#17: the run embeds image queries only; its catalogue also has text and audio items."""
+    reasons = httpx.get(image_search_server.url + "/v1/explorer/examples", timeout=30).json()["search_media"]
+    assert reasons["image"] is None and reasons["text"] and reasons["audio"]
+    watched = Watched(browser, image_search_server.url, {"width": 1280, "height": 900})
+    page = watched.page
+    page.goto(image_search_server.url + "/", wait_until="load")
+    page.wait_for_selector("body[data-ready='true']")
+    text = page.locator("#search-text")
+    assert text.is_disabled() and reasons["text"] in text.get_attribute("title")
+    assert page.locator("#search-file").is_enabled() and page.locator("#search-file").get_attribute("accept") == "image/*"
+    assert page.locator("label[for='search-file']").inner_text() == "or an image file"
+    assert reasons["text"] in page.locator("#search-note .search-off[data-medium='text']").inner_text()
+    assert reasons["audio"] in page.locator("#search-note .search-off[data-medium='audio']").inner_text()
+    assert page.locator("#search-note .search-off[data-medium='image']").count() == 0
+
+    # an audio file is refused on the page with the reason, and never sent
+    before = len([u for u in watched.requests if u.endswith("/v1/search")])
+    page.set_input_files("#search-file", {"name": "clip.wav", "mimeType": "audio/wav", "buffer": b"RIFF0000WAVE"})
+    page.click("#search-form button[type='submit']")
+    error = page.locator("#results-error")
+    error.wait_for(state="visible")
+    assert "cannot search by audio" in error.inner_text() and reasons["audio"] in error.inner_text()
+    assert len([u for u in watched.requests if u.endswith("/v1/search")]) == before
+
+    # an image search goes out and answers with the items nearest the photo
+    with page.expect_response(lambda r: r.url.endswith("/v1/search")) as answered:
+        page.set_input_files("#search-file", {"name": "astronaut.png", "mimeType": "image/png",
+                                              "buffer": image_bytes("astronaut")})
+        page.click("#search-form button[type='submit']")
+    assert answered.value.status == 200, answered.value.text()
+    page.wait_for_selector("#results .card")
+    assert page.locator("#results-error").is_hidden()
     watched.check_clean()
     page.close()

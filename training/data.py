@@ -11,7 +11,8 @@ every distinct train (user, item) pair as a positive.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,9 @@ import numpy as np
 import polars as pl
 import torch
 
+from feature_store.catalogue_log import CatalogueFold
 from feature_store.store import FeatureStore, FeatureWindow, as_index_lists
+from recsys.config import get_settings
 from recsys.data import Dataset, load_dataset
 from recsys.data.splits import apply_split
 from recsys.models.graph import FrozenSparse, InteractionGraph, item_knn_graph
@@ -27,7 +30,10 @@ from recsys.models.item_tower import ItemCatalog
 from recsys.models.user_encoder import distinct_latest
 from recsys.models.user_tower import UserHistories
 from training.config import DataConfig
+from training.catalogue_fold import describe_fold, fold_content, fold_log
 from training.content import ItemContent, load_item_content
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -41,6 +47,8 @@ class TrainingData:
         window: the feature window; data_version: the dataset's version before the split (what
             the online store records).
         item_counts: train interactions per item; warm = item_counts > 0.
+        catalogue: the live-catalogue log folded in (`training.catalogue_fold`), None without one;
+        not_candidates: items no ranking may return (taken down, or added live without usable media).
     """
 
     dataset: Dataset
@@ -57,6 +65,9 @@ class TrainingData:
     test: pl.DataFrame
     window: FeatureWindow
     data_version: str
+    catalogue: CatalogueFold | None = None
+    not_candidates: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    catalogue_summary: str = ""
 
     @property
     def n_users(self) -> int:
@@ -90,6 +101,13 @@ class TrainingData:
         ends = np.cumsum(lengths)
         return [items[e - n:e].tolist() for n, e in zip(lengths, ends)]
 
+    def catalogue_record(self) -> dict[str, Any] | None:
+        """What run.json records of the folded log (`catalogue_log`); None without one."""
+        if self.catalogue is None:
+            return None
+        return {**self.catalogue.describe(), "not_candidates": int(self.not_candidates.sum()),
+                "summary": self.catalogue_summary}
+
     def describe(self) -> dict[str, Any]:
         return {"n_users": self.n_users, "n_items": self.n_items, "n_train_pairs": len(self.train_users),
                 "cold_items": int((~self.warm).sum()), "media": list(self.catalog.media),
@@ -111,7 +129,11 @@ def build_training_data(config: DataConfig, dataset: Dataset | None = None) -> T
     ds = dataset if dataset is not None else load_dataset(config.dataset)
     if config.split == "predefined" and "split" not in ds.interactions.columns:
         raise ValueError(f"dataset {ds.name} has no predefined split; set data.split to leave-last-out or temporal")
+    # the version of the interactions and the dataset's own items: what the online store was materialised from
     source_version = ds.version
+    store_dir = Path(config.content_store) if config.content_store else get_settings().store_dir
+    base = ds
+    ds, fold = fold_log(base, store_dir)
     ds = apply_split(ds, config.split, config.tie_break)
     train, valid, test = ds.split("train"), ds.split("valid"), ds.split("test")
     pairs = _distinct_train_pairs(train)
@@ -122,7 +144,15 @@ def build_training_data(config: DataConfig, dataset: Dataset | None = None) -> T
     windows = store.historical_windows(train, n_users=ds.n_users)
     window_items, window_lengths = as_index_lists([distinct_latest(w, ds.n_items) for w in windows])
     window_users = np.repeat(np.arange(ds.n_users, dtype=np.int64), window_lengths)
-    content = load_item_content(ds, config.media, Path(config.content_store) if config.content_store else None)
+    content = load_item_content(base, config.media, Path(config.content_store) if config.content_store else None)
+    not_candidates = np.zeros(ds.n_items, bool)
+    summary = ""
+    if fold is not None:
+        content, report = fold_content(content, ds, fold, store_dir)
+        index_of = dict(zip(ds.items["item_id"].to_list(), ds.items["item_index"].to_list()))
+        not_candidates[[index_of[i] for i in fold.removed + report.unusable]] = True
+        summary = describe_fold(fold, report, list(content.features))
+        log.info("%s", summary)
     catalog = ItemCatalog.from_arrays(content.features, content.masks, counts)
     return TrainingData(
         dataset=ds, split_strategy=config.split, content=content, catalog=catalog,
@@ -130,4 +160,4 @@ def build_training_data(config: DataConfig, dataset: Dataset | None = None) -> T
         graph=InteractionGraph.from_pairs(window_users, window_items, ds.n_users, ds.n_items),
         train_users=torch.as_tensor(users), train_items=torch.as_tensor(items),
         item_counts=torch.as_tensor(counts), train=train, valid=valid, test=test, window=store.window,
-        data_version=source_version)
+        data_version=source_version, catalogue=fold, not_candidates=not_candidates, catalogue_summary=summary)

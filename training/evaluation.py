@@ -39,10 +39,15 @@ def _check_task(task: str) -> None:
 def _open(run_dir: Path | str, split: str, dataset: Dataset | None) -> tuple[RunArtifact, EvalSplit]:
     run = load_run(run_dir)
     ds = dataset if dataset is not None else load_dataset(run.dataset)
+    own_version = ds.version
+    if dataset is None:  # the live catalogue the run was trained with (training.catalogue_fold)
+        from training.catalogue_fold import fold_recorded
+
+        ds = fold_recorded(ds, run.meta.get("catalogue_log"))
     strategy = run.meta.get("split_strategy") or run.config.get("split_strategy")
     strategy = str(strategy).replace("_", "-") if strategy else None  # "leave_last_out" is the same strategy
     ev = prepare_split(ds, split, strategy, run_tie_break(run.config))
-    if run.meta.get("data_version") not in (None, ds.version, ev.dataset.version):
+    if run.meta.get("data_version") not in (None, own_version, ds.version, ev.dataset.version):
         log.warning("run %s was trained on data version %s, evaluating on %s", run.model_version,
                     run.meta.get("data_version"), ds.version)
     return run, ev

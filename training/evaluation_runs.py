@@ -64,6 +64,8 @@ def align_run(run: RunArtifact, dataset: Dataset) -> AlignedRun:
     users[ds_user] = run.user_vectors[run_users["user_index"].to_numpy()[pos_user]]
     item_known = np.zeros(dataset.n_items, bool)
     item_known[ds_item] = True
+    if "taken_down" in run_items.columns:  # taken down before training: in the run, never served
+        item_known[ds_item[run_items["taken_down"].fill_null(False).to_numpy()[pos_item]]] = False
     user_known = np.zeros(dataset.n_users, bool)
     user_known[ds_user] = True
     aligned = AlignedRun(users, items, item_known, user_known, _new_item_prior(run, ds_item, pos_item, dataset.n_items))

@@ -38,8 +38,12 @@ MEMBERS_DIR = "members"  # ensemble members' checkpoints: RUN_DIR/members/<k>/ch
 
 def _items_table(data: TrainingData) -> pl.DataFrame:
     counts = data.item_counts.numpy()
-    return data.dataset.items.select("item_id", "item_index", "media", "title").with_columns(
-        pl.Series("popularity", counts[data.dataset.items["item_index"].to_numpy()], dtype=pl.Int64))
+    index = data.dataset.items["item_index"].to_numpy()
+    table = data.dataset.items.select("item_id", "item_index", "media", "title").with_columns(
+        pl.Series("popularity", counts[index], dtype=pl.Int64))
+    if data.not_candidates.any():  # taken down (training.catalogue_fold): in the tables, never served
+        table = table.with_columns(pl.Series("taken_down", data.not_candidates[index], dtype=pl.Boolean))
+    return table
 
 
 def _users_table(data: TrainingData) -> pl.DataFrame:
@@ -171,4 +175,5 @@ def export_run(run_dir: Path, config: TrainConfig, data: TrainingData, members: 
                     # the feed's treatment of items without interactions, chosen on TikTok valid for the default
                     # config (recsys.new_items); serving reads it unless RECSYS_SERVE_NEW_ITEM_BOOST is set
                     "new_item_policy": dataclasses.asdict(NewItemPolicy()),
-                    "feature_window": data.window.describe()})
+                    "feature_window": data.window.describe(),
+                    **({"catalogue_log": data.catalogue_record()} if data.catalogue is not None else {})})

@@ -91,8 +91,12 @@ def train_member(config: TrainConfig, data: TrainingData, run_dir: Path, resume:
 
 def served_item_prior(data: TrainingData) -> np.ndarray:
     """The new-item prior the run records (`export_run`) on items without train interactions, as
-    the feed and `recsys evaluate` add it: the reported metrics are those of the served ranking."""
-    return item_prior(NewItemPolicy().boost, ~data.warm.numpy())
+    the feed and `recsys evaluate` add it: the reported metrics are those of the served ranking.
+    Items that are no candidates (taken down, `training.catalogue_fold`) get -inf, as nothing serves them."""
+    prior = item_prior(NewItemPolicy().boost, ~data.warm.numpy())
+    if data.not_candidates.any():
+        prior[data.not_candidates] = -np.inf
+    return prior
 
 
 def evaluate_vectors(data: TrainingData, users: np.ndarray, items: np.ndarray, split: str,

@@ -346,9 +346,16 @@ function mediumOfFile(file) {
   return null;
 }
 
+// Why the served model cannot embed a query of `medium` (null when it can), from /v1/explorer/examples.
+function searchProblem(medium) {
+  const reasons = (state.info && state.info.search_media) || {};
+  return reasons[medium] || null;
+}
+
 function search(event) {
   event.preventDefault();
-  const text = $("#search-text").value.trim();
+  const textInput = $("#search-text");
+  const text = textInput.disabled ? "" : textInput.value.trim();
   const fileInput = $("#search-file");
   const file = fileInput.files && fileInput.files[0];
   let media;
@@ -356,6 +363,11 @@ function search(event) {
     media = selectedMedia();
     if (!file && !text) throw new ApiError(0, "empty_query", "Type some text, or choose an image or audio file.");
     if (file && !mediumOfFile(file)) throw new ApiError(0, "unsupported_file", `${file.name} is neither an image nor an audio file.`);
+    if (file && searchProblem(mediumOfFile(file))) {
+      fileInput.value = "";
+      throw new ApiError(0, "medium_not_searchable",
+        `This model cannot search by ${mediumOfFile(file)}: ${searchProblem(mediumOfFile(file))}.`);
+    }
   } catch (err) {
     $("#results-title").hidden = true;
     $("#results-meta").hidden = true;
@@ -386,6 +398,29 @@ function onCardAction(event) {
 }
 
 // ---------------------------------------------------------------- start-up
+
+// Search inputs for media the served model cannot embed are disabled, each with its reason on screen.
+function renderSearchMedia() {
+  const textInput = $("#search-text");
+  const textProblem = searchProblem("text");
+  textInput.disabled = Boolean(textProblem);
+  textInput.title = textProblem ? `No text search: ${textProblem}` : "";
+  if (textProblem) textInput.placeholder = "text search is off for this model";
+  const fileMedia = ["image", "audio"].filter((m) => !searchProblem(m));
+  const fileInput = $("#search-file");
+  fileInput.disabled = !fileMedia.length;
+  fileInput.accept = fileMedia.map((m) => `${m}/*`).join(",");
+  fileInput.title = fileMedia.length === 2 ? "" : ["image", "audio"].filter(searchProblem)
+    .map((m) => `No ${m} search: ${searchProblem(m)}`).join("\n");
+  $("label[for='search-file']").textContent = fileMedia.length === 1 ? `or an ${fileMedia[0]} file` : "or a file";
+  $("#search-form button[type='submit']").disabled = textInput.disabled && fileInput.disabled;
+  const off = ["text", "image", "audio"].filter(searchProblem);
+  const note = $("#search-note");
+  note.replaceChildren(...off.map((m) => el("span", {
+    class: "search-off", "data-medium": m, text: `No ${m} search: ${searchProblem(m)}.`,
+  })));
+  note.hidden = !off.length;
+}
 
 function renderInfo(info) {
   $("#model-info").replaceChildren(
@@ -427,6 +462,7 @@ async function start() {
   try {
     state.info = await api.get("/v1/explorer/examples");
     renderInfo(state.info);
+    renderSearchMedia();
   } catch (err) {
     $("#model-info").textContent = `Model information unavailable: ${err.message}`;
   }

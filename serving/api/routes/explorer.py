@@ -14,6 +14,10 @@ Media files come from the `image_uri` / `audio_uri` columns of the run's `items.
 it has them, else from the dataset the run names (loaded once per model version); relative URIs
 resolve against the dataset folder, as in the embed job. TikTok ships precomputed features only,
 so its items have no files and the page shows placeholders.
+
+The live catalogue counts like the dataset: an item added through `PUT /v1/items/{id}` (or
+`recsys items add`) is described, listed and linked to the raw media kept in the catalogue log
+(`feature_store.catalogue_log`); an item taken down is no longer known to the page.
 """
 from __future__ import annotations
 
@@ -36,9 +40,11 @@ from recsys.artifact import RunArtifact
 from recsys.config import get_settings
 from serving.api.deps import State
 from serving.auth import page_user, require_read, set_page_cookie
+from serving.catalogue_sync import sync
 from serving.errors import ServingError
 from serving.schemas import ErrorBody, MediumName
 from serving.retriever import Retriever
+from serving.search import search_problem
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +69,11 @@ class ExplorerInfo(BaseModel):
     dataset: str
     model_version: str = Field(description="variant A's model (similar items and search use it)")
     variants: list[str]
-    media: list[str] = Field(description="media the catalogue has items of")
+    media: list[str] = Field(description="media the catalogue has items of (items added live included)")
     media_files: dict[str, int] = Field(description="medium -> how many items name a file of it (image, audio)")
+    search_media: dict[str, str | None] = Field(default_factory=dict, description=(
+        "medium -> null when the served model can embed a search query of it, else why it cannot "
+        "(the page disables that search input and shows the reason)"))
     users: list[ExampleUser]
     new_user_id: str = Field(description="an id with no history (the feed is the cold-start list); with a page "
                              "session (RECSYS_SERVE_PAGE_KEY), the visitor id the page may post events for")
@@ -74,10 +83,12 @@ class ExplorerInfo(BaseModel):
 
 class CatalogueItem(BaseModel):
     item_id: str
-    known: bool = Field(description="False when the serving model does not know the id (e.g. a newer item)")
+    known: bool = Field(description="False when the serving model does not serve the id (unknown, or taken down)")
     media: list[str]
     title: str | None = None
     files: dict[str, str] = Field(default_factory=dict, description="medium -> URL of the item's image/audio file")
+    live: bool = Field(False, description="added through the API (PUT /v1/items/{id} or `recsys items add`)")
+    metadata: dict | None = Field(None, description="the metadata it was added with (live items)")
 
 
 class HistoryItem(CatalogueItem):
@@ -108,13 +119,39 @@ class MediaFiles:
     def __init__(self) -> None:
         self._by_version: dict[str, tuple[dict[str, dict[int, str]], Path]] = {}
         self._lock = threading.Lock()
+        self._live: tuple[object, int, dict[str, dict]] | None = None  # (log, operations read, current puts)
+
+    def live_puts(self, retriever: Retriever) -> dict[str, dict]:
+        """item_id -> its last put in the catalogue log, for items not taken down since (cached per log length)."""
+        catalogue = retriever.catalogue_log
+        if catalogue is None:
+            return {}
+        with self._lock:
+            cached = self._live
+            if cached is None or cached[0] is not catalogue or cached[1] != len(catalogue):
+                cached = self._live = (catalogue, len(catalogue), catalogue.current())
+            return cached[2]
 
     def counts(self, retriever: Retriever) -> dict[str, int]:
         uris, _ = self._catalogue(retriever)
-        return {medium: len(by_index) for medium, by_index in uris.items()}
+        counts = {medium: len(by_index) for medium, by_index in uris.items()}
+        for item_id, op in self.live_puts(retriever).items():
+            base = retriever.run.item_index_by_id.get(item_id)
+            for medium in URI_COLUMNS:
+                if medium in (op.get("files") or {}):
+                    counts[medium] += 0 if base is not None and base in uris[medium] else 1
+        return counts
 
     def source(self, retriever: Retriever, index: int, medium: str) -> Path | str | None:
-        """A local path, an http(s) URL, or None when the item names no file of `medium`."""
+        """A local path, an http(s) URL, or None when the item names no file of `medium`.
+
+        An item put through the API is shown with what it was put with (its files in the log)."""
+        op = self.live_puts(retriever).get(str(retriever.item_id(index)))
+        if op is not None:
+            relative = (op.get("files") or {}).get(medium)
+            return retriever.catalogue_log.root / relative if relative else None
+        if index >= retriever.n_items:
+            return None
         uris, root = self._catalogue(retriever)
         uri = uris.get(medium, {}).get(index)
         if uri is None:
@@ -131,7 +168,7 @@ class MediaFiles:
     def urls(self, retriever: Retriever, index: int) -> dict[str, str]:
         """medium -> URL of the media endpoint, for the files that exist (or are remote)."""
         out = {}
-        item_id = quote(str(retriever.item_ids[index]), safe="")
+        item_id = quote(str(retriever.item_id(index)), safe="")
         for medium in URI_COLUMNS:
             source = self.source(retriever, index, medium)
             if isinstance(source, str) or (isinstance(source, Path) and source.is_file()):
@@ -191,15 +228,27 @@ def media_files(request: Request) -> MediaFiles:
 
 
 def describe(retriever: Retriever, files: MediaFiles, item_id: str) -> dict:
-    """The catalogue entry of one item id, as the page shows it."""
-    index = retriever.run.item_index_by_id.get(item_id)
+    """The catalogue entry of one item id, as the page shows it: trained or added live, unless taken down."""
+    index = retriever.lookup(item_id)
     if index is None:
         return {"item_id": item_id, "known": False, "media": []}
-    entry = {"item_id": item_id, "known": True, "media": retriever.item_media[index],
+    entry = {"item_id": item_id, "known": True, "media": retriever.item_media_of(index),
              "files": files.urls(retriever, index)}
-    if retriever.item_titles[index] is not None:
-        entry["title"] = retriever.item_titles[index]
+    title = retriever.item_title(index)
+    if title is not None:
+        entry["title"] = title
+    op = files.live_puts(retriever).get(item_id)
+    if op is not None:
+        entry["live"] = True
+        entry["metadata"] = op.get("metadata") or {}
     return entry
+
+
+def served(state: State, variant: str | None = None) -> Retriever:
+    """The variant's model, caught up with the catalogue log (items added or taken down by anyone)."""
+    retriever = state.models.get(variant or state.models.variants[0])
+    sync(retriever)
+    return retriever
 
 
 def example_users(users: pl.DataFrame, n: int) -> list[dict]:
@@ -243,10 +292,12 @@ async def static_file(name: str) -> FileResponse:
 @router.get("/v1/explorer/examples", response_model=ExplorerInfo, tags=["explorer"], dependencies=_READ,
             summary="Example users and what the model serves (for the explorer page)")
 async def examples(state: State, request: Request, n: Annotated[int, Query(ge=1, le=8)] = 5) -> ExplorerInfo:
-    retriever = state.models.get(state.models.variants[0])
+    retriever = served(state)
     counts = await asyncio.to_thread(media_files(request).counts, retriever)
     return ExplorerInfo(dataset=retriever.run.dataset, model_version=retriever.version, variants=state.models.variants,
-                        media=retriever.media, media_files=counts, users=example_users(retriever.run.users, n),
+                        media=sorted(retriever.media_now()), media_files=counts,
+                        search_media={m: search_problem(retriever, m) for m in ("text", "image", "audio")},
+                        users=example_users(retriever.run.users, n),
                         new_user_id=page_user(request) or NEW_USER_EXAMPLE, default_k=state.settings.default_k, max_k=state.settings.max_k)
 
 
@@ -264,7 +315,7 @@ async def user_history(state: State, request: Request,
         raise ServingError(503, "online_store_unavailable", "the online history cannot be read right now (Redis "
                                                             "unreachable or no features materialised)")
     variant = state.experiment.assign(user_id)
-    retriever = state.models.get(variant)
+    retriever = served(state, variant)
     files = media_files(request)
     newest = pairs[::-1][:n]
     items = await asyncio.to_thread(
@@ -281,7 +332,7 @@ async def catalogue_items(state: State, request: Request, ids: Annotated[str, Qu
     wanted = [i for i in dict.fromkeys(part.strip() for part in ids.split(",")) if i]
     if not wanted or len(wanted) > MAX_IDS:
         raise ServingError(422, "invalid_request", f"ids: give 1..{MAX_IDS} comma-separated item ids, got {len(wanted)}")
-    retriever = state.models.get(state.models.variants[0])
+    retriever = served(state)
     files = media_files(request)
     items = await asyncio.to_thread(lambda: [describe(retriever, files, item) for item in wanted])
     return CatalogueItems(items=items, model_version=retriever.version)
@@ -293,10 +344,11 @@ async def catalogue_items(state: State, request: Request, ids: Annotated[str, Qu
             summary="The item's image or audio file")
 async def item_media(state: State, request: Request,
                      item_id: Annotated[str, PathParam(min_length=1, max_length=200)], medium: MediumName) -> Response:
-    retriever = state.models.get(state.models.variants[0])
-    index = retriever.run.item_index_by_id.get(item_id)
+    retriever = served(state)
+    index = retriever.lookup(item_id)
     if index is None:
-        raise ServingError(404, "unknown_item", f"item '{item_id}' is not in model {retriever.version}'s catalogue")
+        raise ServingError(404, "unknown_item", f"item '{item_id}' is not in model {retriever.version}'s catalogue "
+                                                "(unknown, or taken down)")
     source = None
     if medium in URI_COLUMNS:
         source = await asyncio.to_thread(media_files(request).source, retriever, index, medium)
@@ -308,4 +360,21 @@ async def item_media(state: State, request: Request,
     if not source.is_file():
         raise ServingError(404, "media_file_missing", f"item '{item_id}''s {medium} file ({source.name}) is missing "
                                                       "on this server")
-    return FileResponse(source, headers={"Cache-Control": "public, max-age=3600"})
+    # files in the catalogue log are named by content hash (.bin): say what they are; content-addressed,
+    # so they may be cached, but an item's file can change with a new put: revalidate
+    media_type = sniff_media_type(source) if source.suffix == ".bin" else None
+    return FileResponse(source, media_type=media_type, headers={"Cache-Control": "public, max-age=3600"}
+                        if media_type is None else {"Cache-Control": "no-cache"})
+
+
+_MAGIC = ((b"\x89PNG", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), (b"GIF8", "image/gif"), (b"BM", "image/bmp"),
+          (b"OggS", "audio/ogg"), (b"fLaC", "audio/flac"), (b"ID3", "audio/mpeg"), (b"\xff\xfb", "audio/mpeg"))
+
+
+def sniff_media_type(path: Path) -> str:
+    """The media type of a stored upload, from its first bytes (uploads are kept without a name)."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head[:4] == b"RIFF":
+        return {b"WAVE": "audio/wav", b"WEBP": "image/webp"}.get(head[8:12], "application/octet-stream")
+    return next((kind for magic, kind in _MAGIC if head.startswith(magic)), "application/octet-stream")
