@@ -9,7 +9,10 @@ tuned ML-100K task in everything a recipe could have been fitted to:
 - new opaque ids (`u<n>`, `i<n>` in a shuffled order), so no registered name or config matches;
 - a random per-user 80/10/10 split (MMRec's protocol) instead of leave-last-out, so recency is
   not what the task rewards and the held-out sets hold ~10 items per user, not one;
-- optionally a subsample of users (`--user-fraction`), which changes size and density.
+- optionally a subsample of users (`--user-fraction`), which changes size and density;
+- optionally a thinned, sparse next-item task (`--keep-fraction 0.15 --next-item`): each user keeps a
+  random share of their events (at least 5), and no split column is written, so the loader's
+  leave-last-out split applies (the shape of Amazon-review data: ~15 events per user, timestamps).
 The result is a generic folder dataset (`items.csv`, `interactions.csv` with a `split` column),
 loaded by `recsys.data.tabular`; it lives outside the repository (licence: no redistribution).
 """
@@ -24,7 +27,8 @@ import polars as pl
 from recsys.data import load_dataset
 
 
-def build(out: Path, seed: int = 0, user_fraction: float = 1.0, valid: float = 0.1, test: float = 0.1) -> Path:
+def build(out: Path, seed: int = 0, user_fraction: float = 1.0, valid: float = 0.1, test: float = 0.1,
+          keep_fraction: float = 1.0, next_item: bool = False) -> Path:
     """Write the folder dataset to `out` (overwrites) and return it."""
     ds = load_dataset("ml-100k")
     rng = np.random.default_rng(seed)
@@ -32,6 +36,12 @@ def build(out: Path, seed: int = 0, user_fraction: float = 1.0, valid: float = 0
     users = inter["user_index"].unique().to_numpy()
     keep = rng.permutation(users)[:max(1, int(round(user_fraction * len(users))))]
     inter = inter.filter(pl.col("user_index").is_in(keep.tolist()))
+    if keep_fraction < 1.0:  # thin each user's events at random, keeping at least 5 (and all of a short history)
+        inter = inter.with_columns(pl.Series("_k", rng.random(inter.height)))
+        inter = inter.with_columns(pl.col("_k").rank("ordinal").over("user_index").alias("_kr"),
+                                   pl.len().over("user_index").alias("_kn"))
+        quota = pl.max_horizontal((pl.col("_kn") * keep_fraction).round(0), pl.lit(5))
+        inter = inter.filter(pl.col("_kr") <= quota).drop("_k", "_kr", "_kn")
     user_label = rng.permutation(ds.n_users)
     item_label = rng.permutation(ds.n_items)
     # Per user: a random order; the first 10% (at least one when the user has >= 3) is test, the next valid.
@@ -52,7 +62,8 @@ def build(out: Path, seed: int = 0, user_fraction: float = 1.0, valid: float = 0
     used = inter["item_id"].unique().sort()
     out.mkdir(parents=True, exist_ok=True)
     pl.DataFrame({"item_id": used}).write_csv(out / "items.csv")
-    inter.select("user_id", "item_id", "timestamp", "split").write_csv(out / "interactions.csv")
+    columns = ["user_id", "item_id", "timestamp"] + ([] if next_item else ["split"])
+    inter.select(columns).write_csv(out / "interactions.csv")
     return out
 
 
@@ -61,11 +72,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--user-fraction", type=float, default=1.0)
+    parser.add_argument("--keep-fraction", type=float, default=1.0, help="share of each user's events kept (min 5)")
+    parser.add_argument("--next-item", action="store_true", help="no split column: leave-last-out by time")
     args = parser.parse_args()
-    path = build(args.out, args.seed, args.user_fraction)
+    path = build(args.out, args.seed, args.user_fraction, keep_fraction=args.keep_fraction, next_item=args.next_item)
     frame = pl.read_csv(path / "interactions.csv")
-    print(path, frame.height, "interactions", frame["user_id"].n_unique(), "users",
-          frame.group_by("split").len().sort("split").rows())
+    print(path, frame.height, "interactions", frame["user_id"].n_unique(), "users", frame["item_id"].n_unique(), "items",
+          frame.group_by("split").len().sort("split").rows() if "split" in frame.columns else "leave-last-out")
 
 
 if __name__ == "__main__":
