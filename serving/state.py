@@ -80,7 +80,8 @@ def build_state(settings: ServingSettings, shared: Settings, models: LiveModels 
     experiment = Experiment(settings.experiment_name, settings.experiment_salt, settings.variant_weights,
                             settings.experiment_mode)
     experiment.write_manifest(settings.log_dir)
-    link = RedisLink.connect(shared.redis_url, settings.redis_timeout_s, settings.redis_retry_after_s)
+    link = RedisLink.connect(shared.redis_url, settings.redis_timeout_s, settings.redis_retry_after_s,
+                             cluster=shared.redis_cluster)
     namespace = shared.redis_namespace
     served = models.get(models.variants[0]).run.meta
     history = OnlineHistoryReader(link, namespace, run_window(served) or shared.online_history_cap, expect=served)
