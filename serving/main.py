@@ -48,6 +48,8 @@ def create_app(settings: ServingSettings | None = None, shared: Settings | None 
         if warning:
             log.warning(warning)
         state = build_state(settings, shared, models)
+        if state.link is not None:
+            await state.link.start()  # a cluster client learns the slot map before the first burst
         faiss.omp_set_num_threads(1)  # one query per request: OpenMP threads only add contention
         torch.set_num_threads(1)  # same for the user tower: 1 ms per encode on one thread, ~50 ms on two under load
         app.state.serving = state

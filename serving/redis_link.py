@@ -88,8 +88,8 @@ class RedisLink:
         sync_retry = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
         aio_retry = AsyncRetry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
         try:
-            sync = redis_client(target, max_connections=32, retry=sync_retry, **common)
-            aio = redis_client(target, aio=True, max_connections=64, retry=aio_retry, **common)
+            sync = redis_client(target, cluster=cluster, max_connections=32, retry=sync_retry, **common)
+            aio = redis_client(target, aio=True, cluster=cluster, max_connections=64, retry=aio_retry, **common)
         except REDIS_ERRORS as err:  # a cluster client asks a node for the slot map when it is built
             raise RedisUnavailableError(f"Redis Cluster at {address} unreachable at start ({err})") from err
         link = cls(sync, aio, retry_after_s, address, credentials, url=target)
@@ -110,6 +110,16 @@ class RedisLink:
         retry = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
         return redis_client(self._url, cluster=self.cluster, socket_timeout=timeout_s,
                             socket_connect_timeout=timeout_s, retry=retry, **self._credentials)
+
+    async def start(self) -> None:
+        """Finish connecting before concurrent use (the app's start-up): an asyncio cluster client
+        learns the slot map on first use, and a burst of first commands racing that start lost
+        connections ("Connection lost", redis-py 8.1); a single node needs nothing."""
+        if self.cluster:
+            try:
+                await self.aio.initialize()
+            except REDIS_ERRORS as err:
+                self.failed(err)
 
     def usable(self) -> bool:
         """False while a recent failure pauses Redis use."""
