@@ -113,6 +113,10 @@ class ServingSettings(BaseSettings):
 
     default_k: int = 20
     max_k: int = Field(default=API_MAX_K, ge=1, le=API_MAX_K)
+    workers: int = Field(default=1, ge=1, le=64, description="server processes (uvicorn workers); everything they "
+                         "share lives in Redis and the offline store, each holds the model")
+    catalogue_poll_ms: int = Field(default=100, ge=10, description="how often a server process applies catalogue "
+                                   "writes made by other processes (other workers, `recsys items add`)")
     cache_enabled: bool = True
     cache_ttl_s: int = Field(default=300, ge=1)
     lock_ttl_ms: int = Field(default=2000, ge=10, description="a stampede lock expires even if its holder dies")

@@ -159,34 +159,65 @@ class JsonlLog:
                 self._idle.set()
 
     def _write_batch(self, pending: list[tuple[str, dict]]) -> None:
-        touched = set()
+        """Write the batch, one `write` per file, so N server processes (``recsys serve --workers N``)
+        appending to one file (O_APPEND) never split each other's lines."""
+        lines: dict[str, list[str]] = {}
+        for name, record in pending:
+            lines.setdefault(name, []).append(json.dumps(record, separators=(",", ":")) + "\n")
         try:
-            for name, record in pending:
-                line = json.dumps(record, separators=(",", ":")) + "\n"
-                handle = self._handle(name)
-                if handle.tell() and handle.tell() + len(line.encode()) > self.max_bytes:
+            for name, chunk in lines.items():
+                text = "".join(chunk)
+                handle = self._current(name)
+                size = os.fstat(handle.fileno()).st_size
+                if size and size + len(text.encode()) > self.max_bytes:
                     self._rotate(name)
                     handle = self._handle(name)
-                handle.write(line)
-                touched.add(name)
-            for name in touched:
-                handle = self._files[name]
+                handle.write(text)
                 handle.flush()
                 os.fsync(handle.fileno())
         except OSError:
             log.exception("could not write %d log records to %s", len(pending), self.log_dir)
 
+    def _current(self, name: str) -> Any:
+        """The open handle of the active file, reopened when another process rotated it away."""
+        handle = self._handle(name)
+        try:
+            moved = os.stat(self.log_dir / name).st_ino != os.fstat(handle.fileno()).st_ino
+        except FileNotFoundError:
+            moved = True
+        if moved:
+            self._files.pop(name).close()
+            handle = self._handle(name)
+        return handle
+
     def _rotate(self, name: str) -> None:
-        """Close the active file, rename it to the next part, delete parts beyond `keep_parts`."""
+        """Close the active file, rename it to the next part, delete parts beyond `keep_parts`.
+
+        Under an exclusive lock on ``<name>.lock``: with several server processes only one renames
+        the file; the others find it already rotated (another inode) and just reopen it."""
+        import fcntl  # noqa: PLC0415 - POSIX only, like the servers that rotate
+
         handle = self._files.pop(name)
         handle.flush()
         os.fsync(handle.fileno())
-        handle.close()
-        parts = rotated_parts(self.log_dir, name)
-        number = parts[-1][0] + 1 if parts else 1
-        os.replace(self.log_dir / name, self.log_dir / part_name(name, number))
-        parts.append((number, self.log_dir / part_name(name, number)))
-        for _, old in parts[:-self.keep_parts]:
-            old.unlink(missing_ok=True)
-            log.warning("log rotation deleted %s (keep_parts=%d): reports over this period lose its records",
-                        old, self.keep_parts)
+        with open(self.log_dir / f"{name}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                active = self.log_dir / name
+                try:
+                    ours = os.stat(active).st_ino == os.fstat(handle.fileno()).st_ino
+                except FileNotFoundError:
+                    ours = False
+                handle.close()
+                if not ours:
+                    return  # another process rotated it already
+                parts = rotated_parts(self.log_dir, name)
+                number = parts[-1][0] + 1 if parts else 1
+                os.replace(active, self.log_dir / part_name(name, number))
+                parts.append((number, self.log_dir / part_name(name, number)))
+                for _, old in parts[:-self.keep_parts]:
+                    old.unlink(missing_ok=True)
+                    log.warning("log rotation deleted %s (keep_parts=%d): reports over this period lose its records",
+                                old, self.keep_parts)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
