@@ -126,6 +126,9 @@ class ServingSettings(BaseSettings):
     redis_retry_after_s: float = Field(default=2.0, ge=0, description="pause before talking to a failed Redis again")
 
     index_kind: IndexKind = "auto"
+    index_dir: Path | None = Field(default=None, description="where HNSW / IVF indexes are built once and "
+                                   "memory-mapped from, shared by the server processes; default "
+                                   "<RECSYS_CACHE_DIR>/index")
     exact_max_items: int = Field(default=50_000, description="'auto': IVF above this many items")
     exact_max_scan: int = Field(default=2_000_000, ge=0, description="'auto': exact search while items x dim is at "
                                 "most this (one query's scan cost), HNSW above it up to exact_max_items")
