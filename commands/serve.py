@@ -61,7 +61,8 @@ def register(app: typer.Typer) -> None:
             if value is not None:
                 os.environ[f"RECSYS_SERVE_{name.upper()}"] = str(Path(value).resolve()) if isinstance(value, Path) \
                     else str(value)
-        uvicorn.run("serving.main:worker_app", factory=True, workers=settings.workers, **options)
+        uvicorn.run("serving.main:worker_app", factory=True, workers=settings.workers,
+                    timeout_worker_healthcheck=settings.worker_healthcheck_s, **options)
 
 
 def materialize_for(run_dir: Path) -> None:

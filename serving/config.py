@@ -115,6 +115,9 @@ class ServingSettings(BaseSettings):
     max_k: int = Field(default=API_MAX_K, ge=1, le=API_MAX_K)
     workers: int = Field(default=1, ge=1, le=64, description="server processes (uvicorn workers); everything they "
                          "share lives in Redis and the offline store, each holds the model")
+    worker_healthcheck_s: int = Field(default=120, ge=5, description="with workers > 1: a worker that does not "
+                                      "answer the supervisor's ping this long is restarted (loading a large model "
+                                      "holds the interpreter for tens of seconds)")
     catalogue_poll_ms: int = Field(default=100, ge=10, description="how often a server process applies catalogue "
                                    "writes made by other processes (other workers, `recsys items add`)")
     cache_enabled: bool = True
