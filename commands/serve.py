@@ -57,6 +57,9 @@ def register(app: typer.Typer) -> None:
         # N processes: each builds its app from the environment (serving.main.worker_app); the run
         # loaded above only proved that it loads, so a broken run is still one line, not N tracebacks.
         del app
+        import gc
+
+        gc.collect()  # the supervisor does not serve: give the check's model back before the workers load theirs
         for name, value in overrides.items():
             if value is not None:
                 os.environ[f"RECSYS_SERVE_{name.upper()}"] = str(Path(value).resolve()) if isinstance(value, Path) \
