@@ -89,9 +89,9 @@ async def run_phases(url: str, users: list[str], rate: float, duration: float, c
 
 def clear_feed_cache(url: str, namespace: str) -> int:
     """Drop the cached feeds a previous run left, so the miss phase really misses."""
-    import redis
+    from feature_store.redis_server import redis_client
 
-    client = redis.Redis.from_url(url)
+    client = redis_client(url)  # RECSYS_REDIS_CLUSTER=true: a cluster client scanning every master
     keys = list(client.scan_iter(f"{namespace}:feed:*", count=10_000))
     for start in range(0, len(keys), 10_000):
         client.unlink(*keys[start:start + 10_000])

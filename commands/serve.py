@@ -1,6 +1,7 @@
 """Command `recsys serve`: run the feed API (FastAPI on uvicorn with uvloop + httptools)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -16,6 +17,12 @@ def register(app: typer.Typer) -> None:
         split_b: float = typer.Option(None, "--split-b", min=0.0, max=1.0, help="share of users on variant B"),
         log_dir: Path = typer.Option(None, "--log-dir", help="where exposures/events/experiment logs go"),
         index: str = typer.Option(None, "--index", help="auto | flat | hnsw | ivf"),
+        workers: int = typer.Option(None, "--workers", min=1, max=64,
+                                    help="server processes (default: RECSYS_SERVE_WORKERS or 1); they share Redis, "
+                                         "the logs, the catalogue and the index file, each holds the model"),
+        materialize: bool = typer.Option(False, "--materialize",
+                                         help="first materialise the online features of the run's dataset and "
+                                              "window when the online store cannot serve it (what /readyz names)"),
     ) -> None:
         """Serve recommendations, similar items, content search and event ingestion over HTTP.
 
@@ -29,7 +36,7 @@ def register(app: typer.Typer) -> None:
         from serving.main import create_app
 
         overrides = {"run_dir": run, "port": port, "host": host, "run_dir_b": run_b, "split_b": split_b,
-                     "log_dir": log_dir, "index_kind": index}
+                     "log_dir": log_dir, "index_kind": index, "workers": workers}
         try:  # models load before the port opens: a broken run is one line, not a start-up traceback
             settings = ServingSettings(**{k: v for k, v in overrides.items() if v is not None})
             app = create_app(settings, preload=True)
@@ -38,8 +45,54 @@ def register(app: typer.Typer) -> None:
                 f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
             typer.echo(f"recsys serve: {message}", err=True)
             raise typer.Exit(2) from None
-        uvicorn.run(app, host=settings.host, port=settings.port, loop="uvloop", http="httptools",
-                    access_log=False, log_level="info", timeout_graceful_shutdown=10)
+        if materialize:
+            for run_dir in (settings.run_dir, settings.run_dir_b):
+                if run_dir is not None:
+                    materialize_for(Path(run_dir))
+        options = dict(host=settings.host, port=settings.port, loop="uvloop", http="httptools", access_log=False,
+                       log_level="info", timeout_graceful_shutdown=10)
+        if settings.workers == 1:
+            uvicorn.run(app, **options)
+            return
+        # N processes: each builds its app from the environment (serving.main.worker_app); the run
+        # loaded above only proved that it loads, so a broken run is still one line, not N tracebacks.
+        del app
+        import gc
+
+        gc.collect()  # the supervisor does not serve: give the check's model back before the workers load theirs
+        for name, value in overrides.items():
+            if value is not None:
+                os.environ[f"RECSYS_SERVE_{name.upper()}"] = str(Path(value).resolve()) if isinstance(value, Path) \
+                    else str(value)
+        uvicorn.run("serving.main:worker_app", factory=True, workers=settings.workers,
+                    timeout_worker_healthcheck=settings.worker_healthcheck_s, **options)
+
+
+def materialize_for(run_dir: Path) -> None:
+    """Materialise the online store for a run when it cannot serve it (no features, another dataset
+    version or window): the command `/readyz` would name, run here. Prints what it did."""
+    import json
+
+    from rich.console import Console
+
+    from commands.features import _or_exit
+    from feature_store.store import FeatureStore, run_window
+
+    console = Console()
+    meta = json.loads((run_dir / "run.json").read_text())
+    store = FeatureStore(run_window(meta))
+    problems = _or_exit(console, lambda: store.check_run(meta))
+    if not problems:
+        console.print(f"online store (namespace '{store.online.namespace}') already serves {meta['model_version']}: "
+                      "nothing to materialise", highlight=False, soft_wrap=True)
+        return
+    console.print(f"materialising online features for {meta['model_version']}: {problems[0]}", highlight=False,
+                  soft_wrap=True)
+    report = _or_exit(console, lambda: store.materialize(meta["dataset"], train_split=meta.get("split_strategy")))
+    online = report.online
+    console.print(f"  {report.dataset} version {report.dataset_version}, window {report.history_cap}: online version "
+                  f"{online.version if online else '-'} ({online.users if online else 0} users) in "
+                  f"{report.total_seconds:.1f}s", highlight=False, soft_wrap=True)
 
 
 def _one_line(err: Exception) -> str:

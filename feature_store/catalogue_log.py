@@ -110,7 +110,18 @@ class CatalogueLog:
         return (self.root / relative).read_bytes()
 
     def append(self, op: dict[str, Any]) -> dict[str, Any]:
-        """Durably append one operation (fsync) and return it with its sequence number."""
+        """Durably append one operation (fsync) and return it with its sequence number.
+
+        Under an exclusive lock on ``ops.lock``, so several writer processes (``recsys serve
+        --workers N``, ``recsys items add``) read each other's lines first and never reuse a seq."""
+        import fcntl  # noqa: PLC0415 - POSIX only, like the servers that write
+
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / "ops.lock", "a") as process_lock:
+            fcntl.flock(process_lock, fcntl.LOCK_EX)
+            return self._append_locked(op)
+
+    def _append_locked(self, op: dict[str, Any]) -> dict[str, Any]:
         self.refresh()
         with self._lock:
             op = {**op, "seq": len(self.ops)}

@@ -1,24 +1,29 @@
 """Online store: the features serving reads per request, from Redis, under one active version.
 
-Key layout (``ns`` = namespace, ``ver`` = a materialisation's version id)::
+Key layout (``ns`` = namespace, ``ver`` = a materialisation's version id, ``{user}`` = the user id
+in braces: a Redis Cluster hash tag, so every key of one user, the feed cache's included, lies in one
+hash slot and the append script and the cache lookup touch one slot only)::
 
     ns:active                  STRING  the version serving reads (switched atomically)
     ns:versions                ZSET    every version ever started -> sequence number
-    ns:v:ver:meta              HASH    dataset, dataset_version, history_cap, vector_dim, ...
-    ns:v:ver:hist:<user_id>    LIST    "<timestamp> <item_id>", newest first, capped
-    ns:v:ver:hist_count        HASH    user_id -> number of events seen (not capped), materialised users
-    ns:v:ver:new_count:<user>  STRING  the same count for a user the materialisation did not know
+    ns:v:ver:meta              HASH    dataset, dataset_version, history_cap, vector_dim, key_layout, ...
+    ns:v:ver:hist:{user}       LIST    "<timestamp> <item_id>", newest first, capped
+    ns:v:ver:count:{user}      STRING  number of events seen (not capped); no TTL for materialised users
     ns:v:ver:item_vec          HASH    item_id -> float32 little-endian bytes
     ns:v:ver:item_meta         HASH    item_id -> JSON object (item metadata row)
 
 A user the materialisation did not know (a new user, created by their first event) gets a TTL
 on their history list and count (``RECSYS_ONLINE_NEW_USER_TTL_S``, renewed by every event), so
 one-off or made-up user ids cannot grow Redis without bound; the next materialisation folds the
-users that stayed into the store proper.
+users that stayed into the store proper. A count key without a TTL marks a materialised user.
 
 Reads resolve the active version on every call; the previous version is kept after a switch, so a
-reader that resolved the pointer just before a switch still finds its keys. Keys are built inside
-the Lua script, so this layout targets a standalone Redis (not Redis Cluster).
+reader that resolved the pointer just before a switch still finds its keys. An append resolves
+the version (and its history cap, fixed per version) first, then runs one Lua script on that
+user's two keys, so one append never spans two versions; an append racing a switch lands in the
+previous version, like the events of the materialisation's own run time. The layout works on a
+single Redis and on a Redis Cluster alike (``key_layout`` in the meta hash; a store written
+with another layout is reported by `feature_store.store.compatibility_problems`).
 """
 from __future__ import annotations
 
@@ -39,12 +44,20 @@ class OutOfOrderEventError(ValueError):
     """An appended event is older than the newest event already stored for that user."""
 
 
+KEY_LAYOUT = "2"  # 2: per-user keys carry the user's hash tag (Redis Cluster); 1 (absent): before that
+
+
+def user_tag(user_id: str) -> str:
+    """The hash tag of every key of one user (online history and count, feed cache): ``{user_id}``."""
+    return f"{{{user_id}}}"
+
+
 class OnlineKeys:
     """Key names of one namespace (the single place that knows the layout above)."""
 
     def __init__(self, namespace: str) -> None:
-        if not namespace or any(c in namespace for c in " \n\t"):
-            raise ValueError(f"namespace must be a non-empty string without whitespace, got {namespace!r}")
+        if not namespace or any(c in namespace for c in " \n\t{}"):
+            raise ValueError(f"namespace must be a non-empty string without whitespace or braces, got {namespace!r}")
         self.namespace = namespace
         self.active = f"{namespace}:active"
         self.versions = f"{namespace}:versions"
@@ -58,13 +71,10 @@ class OnlineKeys:
         return self.prefix(version) + "meta"
 
     def history(self, version: str, user_id: str) -> str:
-        return self.prefix(version) + f"hist:{user_id}"
+        return self.prefix(version) + f"hist:{user_tag(user_id)}"
 
-    def history_count(self, version: str) -> str:
-        return self.prefix(version) + "hist_count"
-
-    def new_user_count(self, version: str, user_id: str) -> str:
-        return self.prefix(version) + f"new_count:{user_id}"
+    def event_count(self, version: str, user_id: str) -> str:
+        return self.prefix(version) + f"count:{user_tag(user_id)}"
 
     def item_vectors(self, version: str) -> str:
         return self.prefix(version) + "item_vec"
@@ -83,34 +93,28 @@ def decode_history_entry(raw: bytes) -> tuple[str, int]:
     return item_id, int(ts)
 
 
-# Append runs as one script: it reads the active version and that version's cap, so a concurrent
-# version switch can never split one append across two versions, and the trim keeps the cap.
+# KEYS: the user's history list and event count (one version, one hash slot); ARGV: history cap,
+# new-user TTL, entries oldest first. The order check and the trim happen with the push.
 _APPEND_SCRIPT = """
-local version = redis.call('GET', KEYS[1])
-if not version then return redis.error_reply('NOVERSION no active feature version') end
-local prefix = ARGV[1] .. ':v:' .. version .. ':'
-local cap = tonumber(redis.call('HGET', prefix .. 'meta', 'history_cap'))
-local ttl = tonumber(ARGV[3])
-local hist = prefix .. 'hist:' .. ARGV[2]
+local hist, count = KEYS[1], KEYS[2]
+local cap, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
 local head = redis.call('LINDEX', hist, 0)
 if head then
   local head_ts = tonumber(string.match(head, '^(%-?%d+) '))
-  local first_ts = tonumber(string.match(ARGV[4], '^(%-?%d+) '))
+  local first_ts = tonumber(string.match(ARGV[3], '^(%-?%d+) '))
   if first_ts < head_ts then
     return redis.error_reply('OUTOFORDER event at ' .. first_ts .. ' is older than the newest stored event at ' .. head_ts)
   end
 end
-for i = 4, #ARGV do redis.call('LPUSH', hist, ARGV[i]) end
+local known = redis.call('TTL', count) == -1
+for i = 3, #ARGV do redis.call('LPUSH', hist, ARGV[i]) end
 redis.call('LTRIM', hist, 0, cap - 1)
-if redis.call('HEXISTS', prefix .. 'hist_count', ARGV[2]) == 1 then
-  redis.call('HINCRBY', prefix .. 'hist_count', ARGV[2], #ARGV - 3)
-else
-  local count = prefix .. 'new_count:' .. ARGV[2]
-  redis.call('INCRBY', count, #ARGV - 3)
+redis.call('INCRBY', count, #ARGV - 2)
+if not known then
   redis.call('EXPIRE', count, ttl)
   redis.call('EXPIRE', hist, ttl)
 end
-return version
+return 1
 """
 
 
@@ -135,6 +139,7 @@ class OnlineStore:
         if self.new_user_ttl_s < 1:
             raise ValueError(f"new_user_ttl_s must be >= 1 second, got {self.new_user_ttl_s}")
         self._append = redis.register_script(_APPEND_SCRIPT)
+        self._caps: dict[str, int] = {}
 
     @property
     def namespace(self) -> str:
@@ -162,10 +167,7 @@ class OnlineStore:
 
     def get_user_event_count(self, user_id: str) -> int:
         """How many events the user has in total (the history list itself is capped)."""
-        version = self._require_active()
-        raw = self.redis.hget(self.keys.history_count(version), str(user_id))
-        if raw is None:
-            raw = self.redis.get(self.keys.new_user_count(version, str(user_id)))
+        raw = self.redis.get(self.keys.event_count(self._require_active(), str(user_id)))
         return int(raw) if raw is not None else 0
 
     def append_user_events(self, user_id: str, events: Sequence[tuple[str, int]]) -> str:
@@ -183,17 +185,22 @@ class OnlineStore:
             return self._require_active()
         ordered = sorted(((str(item), int(ts)) for item, ts in events), key=lambda event: event[1])
         entries = [encode_history_entry(item, ts) for item, ts in ordered]
+        version = self._require_active()
+        cap = self._caps.get(version)
+        if cap is None:  # fixed per version: read once
+            raw_cap = self.redis.hget(self.keys.meta(version), "history_cap")
+            if raw_cap is None:
+                raise self._no_version()
+            cap = self._caps[version] = int(raw_cap)
         try:
-            version = self._append(keys=[self.keys.active],
-                                   args=[self.namespace, str(user_id), self.new_user_ttl_s, *entries])
+            self._append(keys=[self.keys.history(version, str(user_id)), self.keys.event_count(version, str(user_id))],
+                         args=[cap, self.new_user_ttl_s, *entries])
         except redis.ResponseError as err:
             message = str(err)
-            if message.startswith("NOVERSION"):
-                raise self._no_version() from err
             if message.startswith("OUTOFORDER"):
                 raise OutOfOrderEventError(f"user {user_id}: {message.removeprefix('OUTOFORDER ')}") from err
             raise
-        return version.decode()
+        return version
 
     def get_item_vectors(self, ids: Sequence[str]) -> np.ndarray:
         """float32 matrix (len(ids), dim), row i = ids[i].

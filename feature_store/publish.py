@@ -22,7 +22,7 @@ import redis
 from tqdm.auto import tqdm
 
 from feature_store.definitions import HIST_COUNT, HIST_ITEMS, HIST_TIMESTAMPS, ITEM_METADATA_COLUMNS, VECTOR
-from feature_store.online import OnlineKeys
+from feature_store.online import KEY_LAYOUT, OnlineKeys
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ def publish_version(client: redis.Redis, namespace: str, *, users: pl.DataFrame,
             commands += _write_users(client, keys, version, users, batch_size, progress)
             vector_dim = items[VECTOR].dtype.size if VECTOR in items.columns else 0
             client.hset(keys.meta(version), mapping={**{k: str(v) for k, v in meta.items()}, "vector_dim": vector_dim,
+                                                     "key_layout": KEY_LAYOUT,
                                                      "users": users.height, "items": items.height,
                                                      "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
         except BaseException:
@@ -121,15 +122,14 @@ def _write_users(client: redis.Redis, keys: OnlineKeys, version: str, users: pl.
         .agg(pl.col("user_id").first(), pl.col(HIST_COUNT).first(), pl.col("entry").drop_nulls())
     )
     rows = entries.select("user_id", HIST_COUNT, "entry").rows()
-    count_key = keys.history_count(version)
     commands = 0
     for start in _batches(len(rows), batch_size, progress, "users"):
         batch = rows[start:start + batch_size]
-        pipe = client.pipeline(transaction=False)
-        for user_id, _, user_entries in batch:
+        pipe = client.pipeline(transaction=False)  # on a cluster: split by node, one round trip per node
+        for user_id, count, user_entries in batch:
             if user_entries:
                 pipe.rpush(keys.history(version, user_id), *user_entries)  # already newest first
-        pipe.hset(count_key, mapping={user_id: count for user_id, count, _ in batch})
+            pipe.set(keys.event_count(version, user_id), count)  # no TTL: a materialised user
         commands += len(pipe)
         pipe.execute()
     return commands
@@ -148,6 +148,7 @@ def _batches(total: int, batch_size: int, progress: bool, what: str) -> Iterator
 def _delete_version(client: redis.Redis, keys: OnlineKeys, version: str) -> None:
     pattern = _glob_escape(keys.prefix(version)) + "*"
     doomed: list[bytes] = []
+    # A cluster client scans every master and splits UNLINK by slot; a single node does one call.
     for key in client.scan_iter(match=pattern, count=1000):
         doomed.append(key)
         if len(doomed) >= 1000:

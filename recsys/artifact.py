@@ -204,8 +204,13 @@ def _toml_safe(value: Any) -> Any:
     return value
 
 
-def load_run(run_dir: Path | str) -> RunArtifact:
-    """Open and check a run directory; raises `RunDirError` naming the first bad file."""
+def load_run(run_dir: Path | str, *, mmap: bool = False) -> RunArtifact:
+    """Open and check a run directory; raises `RunDirError` naming the first bad file.
+
+    Args:
+        mmap: memory-map item_vectors.npy read-only instead of reading it (serving: the server's
+            worker processes then share one copy through the page cache).
+    """
     import tomllib
 
     run_dir = Path(run_dir)
@@ -227,7 +232,7 @@ def load_run(run_dir: Path | str) -> RunArtifact:
         reading = "users.parquet"
         users = pl.read_parquet(run_dir / "users.parquet")
         reading = "item_vectors.npy"
-        item_vectors = np.load(run_dir / "item_vectors.npy", allow_pickle=False)
+        item_vectors = np.load(run_dir / "item_vectors.npy", allow_pickle=False, mmap_mode="r" if mmap else None)
         reading = "user_vectors.npy"
         user_vectors = np.load(run_dir / "user_vectors.npy", allow_pickle=False)
         reading = "metrics.json"
@@ -245,4 +250,5 @@ def load_run(run_dir: Path | str) -> RunArtifact:
                           f"{users.height} users x {item_vectors.shape[1]} dims")
     if not (np.isfinite(item_vectors).all() and np.isfinite(user_vectors).all()):
         raise RunDirError(f"{run_dir}: vectors contain NaN or infinite values")
-    return RunArtifact(run_dir, meta, config, items, users, item_vectors.astype(np.float32), user_vectors.astype(np.float32), metrics)
+    return RunArtifact(run_dir, meta, config, items, users, item_vectors.astype(np.float32, copy=not mmap),
+                       user_vectors.astype(np.float32), metrics)

@@ -24,6 +24,8 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(default_factory=_default_data_dir, validation_alias="RECSYS_DATA_DIR")
     redis_url: str | None = Field(default=None, validation_alias="REDIS_URL")
+    redis_cluster: bool = Field(default=False, validation_alias="RECSYS_REDIS_CLUSTER",
+                                description="REDIS_URL names one node of a Redis Cluster (redis-py RedisCluster)")
     store_dir: Path = Field(default=Path("artifacts/store"), validation_alias="RECSYS_STORE_DIR")
     cache_dir: Path = Field(default=Path("artifacts/cache"), validation_alias="RECSYS_CACHE_DIR")
     online_history_cap: int = Field(default=50, validation_alias="RECSYS_ONLINE_HISTORY_CAP")

@@ -26,6 +26,7 @@ import itertools
 import os
 from collections.abc import Awaitable, Callable
 
+from feature_store.online import user_tag
 from serving.metrics import CACHE_LOOKUPS
 from serving.redis_link import REDIS_ERRORS, RedisLink
 
@@ -74,11 +75,13 @@ class FeedCache:
             self._lookup = link.aio.register_script(_LOOKUP)
             self._release = link.aio.register_script(_RELEASE)
 
+    # Every key of a user carries the user's hash tag (`user_tag`), like the user's online history,
+    # so the lookup script (generation, value, lock, prefetched history) touches one cluster slot.
     def generation_key(self, user_id: str) -> str:
-        return f"{self.prefix}:gen:{{{user_id}}}"
+        return f"{self.prefix}:gen:{user_tag(user_id)}"
 
     def _value_prefix(self, user_id: str, scope: str) -> str:
-        return f"{self.prefix}:{{{user_id}}}:{scope}:g"
+        return f"{self.prefix}:{user_tag(user_id)}:{scope}:g"
 
     async def get_or_compute(self, user_id: str, scope: str, compute: Compute,
                              prefetch: tuple[str, int] | None = None) -> tuple[bytes, str]:

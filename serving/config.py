@@ -113,6 +113,13 @@ class ServingSettings(BaseSettings):
 
     default_k: int = 20
     max_k: int = Field(default=API_MAX_K, ge=1, le=API_MAX_K)
+    workers: int = Field(default=1, ge=1, le=64, description="server processes (uvicorn workers); everything they "
+                         "share lives in Redis and the offline store, each holds the model")
+    worker_healthcheck_s: int = Field(default=120, ge=5, description="with workers > 1: a worker that does not "
+                                      "answer the supervisor's ping this long is restarted (loading a large model "
+                                      "holds the interpreter for tens of seconds)")
+    catalogue_poll_ms: int = Field(default=100, ge=10, description="how often a server process applies catalogue "
+                                   "writes made by other processes (other workers, `recsys items add`)")
     cache_enabled: bool = True
     cache_ttl_s: int = Field(default=300, ge=1)
     lock_ttl_ms: int = Field(default=2000, ge=10, description="a stampede lock expires even if its holder dies")
@@ -122,6 +129,9 @@ class ServingSettings(BaseSettings):
     redis_retry_after_s: float = Field(default=2.0, ge=0, description="pause before talking to a failed Redis again")
 
     index_kind: IndexKind = "auto"
+    index_dir: Path | None = Field(default=None, description="where HNSW / IVF indexes are built once and "
+                                   "memory-mapped from, shared by the server processes; default "
+                                   "<RECSYS_CACHE_DIR>/index")
     exact_max_items: int = Field(default=50_000, description="'auto': IVF above this many items")
     exact_max_scan: int = Field(default=2_000_000, ge=0, description="'auto': exact search while items x dim is at "
                                 "most this (one query's scan cost), HNSW above it up to exact_max_items")

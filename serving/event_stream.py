@@ -16,7 +16,8 @@ fingerprints existed, or re-seeded from the offline store after Redis lost them,
 
 A Redis without persistence forgets every claim when it restarts, and a client's retry of an
 acknowledged event would be accepted twice. The claim set therefore carries a marker key set
-once it is complete; when `seen` finds the marker missing (a new or wiped Redis), the caller
+once it is complete (stream, claims and marker share one hash tag: one Redis Cluster slot, so the
+event path is as atomic on a cluster as on one node; the event stream is one key anyway); when `seen` finds the marker missing (a new or wiped Redis), the caller
 re-claims the ids the offline store archived within the id TTL (`reclaim`) before deciding
 anything, then sets the marker.
 """
@@ -59,8 +60,14 @@ def fingerprint(user_id: str, item_id: str, event_type: str, ts: float | None) -
     return hashlib.sha256(raw.encode()).hexdigest()[:32].encode()
 
 
+def events_tag(namespace: str) -> str:
+    """The hash tag shared by the stream and every event-id claim, so the record script (stream +
+    claims) and `forget`'s transaction touch one slot of a Redis Cluster."""
+    return f"{{{namespace}:serve:events}}"
+
+
 def stream_key(namespace: str) -> str:
-    return f"{namespace}:serve:events:stream"
+    return f"{events_tag(namespace)}:stream"
 
 
 class EventStream:
@@ -75,8 +82,8 @@ class EventStream:
     def __init__(self, link: RedisLink, namespace: str, id_ttl_s: int):
         self.link, self.id_ttl_s = link, id_ttl_s
         self.key = stream_key(namespace)
-        self.id_prefix = f"{namespace}:serve:event:"
-        self.warm_key = f"{namespace}:serve:event-claims-complete"
+        self.id_prefix = f"{events_tag(namespace)}:id:"
+        self.warm_key = f"{events_tag(namespace)}:claims-complete"
         self._record = link.aio.register_script(_RECORD)
 
     async def seen(self, claims: list[tuple[str, bytes]]) -> tuple[list[Seen], bool]:

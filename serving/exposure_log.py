@@ -107,7 +107,6 @@ class JsonlLog:
         self._flush_s = flush_ms / 1000.0
         self._batch = batch
         self._files: dict[str, Any] = {}
-        self._sizes: dict[str, int] = {}  # bytes in each active file (a text file's tell() costs ~20 us)
         self._idle = threading.Event()
         self._idle.set()
         self._thread = threading.Thread(target=self._run, name="jsonl-log", daemon=True)
@@ -131,9 +130,7 @@ class JsonlLog:
 
     def _handle(self, name: str) -> Any:
         if name not in self._files:
-            handle = open(self.log_dir / name, "ab")
-            self._files[name] = handle
-            self._sizes[name] = os.fstat(handle.fileno()).st_size
+            self._files[name] = open(self.log_dir / name, "a", encoding="utf-8")
         return self._files[name]
 
     def _run(self) -> None:
@@ -162,43 +159,65 @@ class JsonlLog:
                 self._idle.set()
 
     def _write_batch(self, pending: list[tuple[str, dict]]) -> None:
-        """Encode the batch, then one write, flush and fsync per file (rotating between records
-        when a file would pass `max_bytes`). Runs beside the event loop, so it stays cheap."""
-        chunks: dict[str, list[bytes]] = {}
+        """Write the batch, one `write` per file, so N server processes (``recsys serve --workers N``)
+        appending to one file (O_APPEND) never split each other's lines."""
+        lines: dict[str, list[str]] = {}
+        for name, record in pending:
+            lines.setdefault(name, []).append(json.dumps(record, separators=(",", ":")) + "\n")
         try:
-            for name, record in pending:
-                line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
-                self._handle(name)
-                if self._sizes[name] and self._sizes[name] + len(line) > self.max_bytes:
-                    self._flush_chunks(name, chunks.pop(name, []))
+            for name, chunk in lines.items():
+                text = "".join(chunk)
+                handle = self._current(name)
+                size = os.fstat(handle.fileno()).st_size
+                if size and size + len(text.encode()) > self.max_bytes:
                     self._rotate(name)
-                    self._handle(name)
-                chunks.setdefault(name, []).append(line)
-                self._sizes[name] += len(line)
-            for name, lines in chunks.items():
-                self._flush_chunks(name, lines)
+                    handle = self._handle(name)
+                handle.write(text)
+                handle.flush()
+                os.fsync(handle.fileno())
         except OSError:
             log.exception("could not write %d log records to %s", len(pending), self.log_dir)
 
-    def _flush_chunks(self, name: str, lines: list[bytes]) -> None:
-        if lines:
-            handle = self._files[name]
-            handle.write(b"".join(lines))
-            handle.flush()
-            os.fsync(handle.fileno())
+    def _current(self, name: str) -> Any:
+        """The open handle of the active file, reopened when another process rotated it away."""
+        handle = self._handle(name)
+        try:
+            moved = os.stat(self.log_dir / name).st_ino != os.fstat(handle.fileno()).st_ino
+        except FileNotFoundError:
+            moved = True
+        if moved:
+            self._files.pop(name).close()
+            handle = self._handle(name)
+        return handle
 
     def _rotate(self, name: str) -> None:
-        """Close the active file, rename it to the next part, delete parts beyond `keep_parts`."""
+        """Close the active file, rename it to the next part, delete parts beyond `keep_parts`.
+
+        Under an exclusive lock on ``<name>.lock``: with several server processes only one renames
+        the file; the others find it already rotated (another inode) and just reopen it."""
+        import fcntl  # noqa: PLC0415 - POSIX only, like the servers that rotate
+
         handle = self._files.pop(name)
-        self._sizes.pop(name, None)
         handle.flush()
         os.fsync(handle.fileno())
-        handle.close()
-        parts = rotated_parts(self.log_dir, name)
-        number = parts[-1][0] + 1 if parts else 1
-        os.replace(self.log_dir / name, self.log_dir / part_name(name, number))
-        parts.append((number, self.log_dir / part_name(name, number)))
-        for _, old in parts[:-self.keep_parts]:
-            old.unlink(missing_ok=True)
-            log.warning("log rotation deleted %s (keep_parts=%d): reports over this period lose its records",
-                        old, self.keep_parts)
+        with open(self.log_dir / f"{name}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                active = self.log_dir / name
+                try:
+                    ours = os.stat(active).st_ino == os.fstat(handle.fileno()).st_ino
+                except FileNotFoundError:
+                    ours = False
+                handle.close()
+                if not ours:
+                    return  # another process rotated it already
+                parts = rotated_parts(self.log_dir, name)
+                number = parts[-1][0] + 1 if parts else 1
+                os.replace(active, self.log_dir / part_name(name, number))
+                parts.append((number, self.log_dir / part_name(name, number)))
+                for _, old in parts[:-self.keep_parts]:
+                    old.unlink(missing_ok=True)
+                    log.warning("log rotation deleted %s (keep_parts=%d): reports over this period lose its records",
+                                old, self.keep_parts)
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)

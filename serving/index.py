@@ -11,10 +11,13 @@ nearest-neighbour index".
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # six INFO lines about CPU builds on every start
 import faiss  # noqa: E402
@@ -65,21 +68,58 @@ class ItemIndex:
         index = ItemIndex(run.item_vectors, IndexConfig()); ids, scores = index.search(q, 20)
     """
 
-    def __init__(self, vectors: np.ndarray, config: IndexConfig = IndexConfig()):
-        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    def __init__(self, vectors: np.ndarray, config: IndexConfig = IndexConfig(), *, store: Path | None = None):
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)  # no copy of a float32 memory map
         assert self.vectors.ndim == 2, f"expected a (n_items, d) matrix, got shape {self.vectors.shape}"
         self.n_items, self.dim = self.vectors.shape
         self.config = config
         self.kind = config.resolve(self.n_items, self.dim)
+        self.shared_file: Path | None = None
         started = time.perf_counter()
+        if self.kind == "flat":
+            # Exact search scans `vectors` itself (BLAS, see `_exact_masked`): no FAISS copy, so
+            # worker processes that memory-map the run's item_vectors.npy share one copy.
+            self.index = None
+        elif store is not None:
+            self.index = self._shared(Path(store))
+        else:
+            self.index = self._build_threads()
+        self.build_seconds = time.perf_counter() - started
+        log.info("%s %s index over %d items (d=%d) in %.2fs", "mapped" if self.shared_file else "built", self.kind,
+                 self.n_items, self.dim, self.build_seconds)
+
+    def _build_threads(self) -> faiss.Index:
         previous_threads = faiss.omp_get_max_threads()
-        faiss.omp_set_num_threads(max(1, config.build_threads))
+        faiss.omp_set_num_threads(max(1, self.config.build_threads))
         try:
-            self.index = self._build()
+            return self._build()
         finally:
             faiss.omp_set_num_threads(previous_threads)
-        self.build_seconds = time.perf_counter() - started
-        log.info("built %s index over %d items (d=%d) in %.2fs", self.kind, self.n_items, self.dim, self.build_seconds)
+
+    def _shared(self, store: Path) -> faiss.Index:
+        """The index built once into `store` and memory-mapped (``IO_FLAG_MMAP``): the server
+        processes of one machine share its vectors / inverted lists through the page cache instead of
+        holding one copy each (HNSW's graph stays per process). The first process builds it under a
+        file lock; the file name carries the index parameters and a sample of the vectors."""
+        import fcntl  # noqa: PLC0415
+
+        fingerprint = hashlib.sha256(repr((self.kind, self.config, self.vectors.shape)).encode())
+        fingerprint.update(np.ascontiguousarray(self.vectors[:: max(1, self.n_items // 4096)]).tobytes())
+        path = store / f"{self.kind}-{self.n_items}x{self.dim}-{fingerprint.hexdigest()[:16]}.faiss"
+        try:
+            store.mkdir(parents=True, exist_ok=True)
+            with open(store / ".build.lock", "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if not path.exists():
+                    tmp = path.with_suffix(f".tmp{os.getpid()}")
+                    faiss.write_index(self._build_threads(), str(tmp))
+                    tmp.replace(path)
+            index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY)
+        except (OSError, RuntimeError) as err:  # a read-only or full disk: one private copy still serves
+            log.warning("index file %s unusable (%s); building a private %s index", path, err, self.kind)
+            return self._build_threads()
+        self.shared_file = path
+        return index
 
     def _build(self) -> faiss.Index:
         d = self.dim
@@ -102,7 +142,11 @@ class ItemIndex:
 
     @property
     def memory_bytes(self) -> int:
-        """Bytes of the serialised index (vectors + graph or lists): what it costs in RAM."""
+        """Bytes of the serialised index (vectors + graph or lists): what it costs in RAM (flat: the vectors)."""
+        if self.index is None:
+            return int(self.vectors.nbytes)
+        if self.shared_file is not None:
+            return self.shared_file.stat().st_size
         return int(faiss.serialize_index(self.index).nbytes)
 
     def _params(self, fetch: int, selector: faiss.IDSelector | None) -> faiss.SearchParameters | None:
@@ -115,6 +159,8 @@ class ItemIndex:
     def search_batch(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Unfiltered top-k for many queries: (ids (b, k), scores (b, k)); ids are -1 past the end."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if self.index is None:
+            return self.exact_batch(queries, k)
         scores, ids = self.index.search(queries, k, params=self._params(k, None))
         return ids, scores
 

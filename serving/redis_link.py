@@ -27,7 +27,8 @@ from serving.metrics import REDIS_UP
 
 log = logging.getLogger(__name__)
 
-REDIS_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, OSError, TimeoutError)
+# RedisClusterException (no node reachable, slots not covered) is not a RedisError subclass.
+REDIS_ERRORS: tuple[type[BaseException], ...] = (redis.RedisError, redis.RedisClusterException, OSError, TimeoutError)
 
 
 class RedisLink:
@@ -45,27 +46,33 @@ class RedisLink:
         self._credentials = credentials or {}
         self._url = url or address
         self._down_until = 0.0
+        self.cluster = False  # True: both clients are RedisCluster clients
 
     @classmethod
-    def connect(cls, url: str | None, timeout_s: float = 0.25, retry_after_s: float = 2.0) -> "RedisLink":
+    def connect(cls, url: str | None, timeout_s: float = 0.25, retry_after_s: float = 2.0,
+                cluster: bool | None = None) -> "RedisLink":
         """Resolve the address like the feature store does; start degraded if it does not answer.
 
         A configured URL is used as given, without probing it here: the probe would have no read
         timeout, and a Redis that accepts connections but never answers would hang start-up. The
         breaker finds out soon enough, and `/readyz` says so.
+
+        Args:
+            cluster: `url` names a node of a Redis Cluster; None follows ``RECSYS_REDIS_CLUSTER``.
         """
-        from feature_store.redis_server import RedisUnavailableError, connect_redis, redact_url
+        from feature_store.redis_server import (RedisUnavailableError, cluster_enabled, connect_redis, redact_url,
+                                                 redis_client)
 
         credentials: dict = {}
+        cluster = cluster_enabled() if cluster is None else cluster
         if url:
-            kwargs = dict(redis.Redis.from_url(url).connection_pool.connection_kwargs)
             target, address = url, redact_url(url)
         else:
             try:
                 kwargs = dict(connect_redis(None, timeout_s=max(timeout_s, 0.5)).connection_pool.connection_kwargs)
             except RedisUnavailableError as err:
                 log.warning("Redis unavailable at start (%s); serving without cache until it answers", err)
-                kwargs = dict(redis.Redis.from_url("redis://127.0.0.1:6379").connection_pool.connection_kwargs)
+                kwargs = {"host": "127.0.0.1", "port": 6379}
             credentials = {k: kwargs[k] for k in ("password", "username") if kwargs.get(k) is not None}
             db = kwargs.get("db", 0)
             if kwargs.get("path"):
@@ -80,11 +87,13 @@ class RedisLink:
         # default (3, exponential backoff, timeouts too) turns an outage into seconds per request.
         sync_retry = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
         aio_retry = AsyncRetry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
-        sync = redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(
-            target, max_connections=32, retry=sync_retry, **common), retry=sync_retry)
-        aio = aioredis.Redis(connection_pool=aioredis.BlockingConnectionPool.from_url(
-            target, max_connections=64, retry=aio_retry, **common), retry=aio_retry)
+        try:
+            sync = redis_client(target, cluster=cluster, max_connections=32, retry=sync_retry, **common)
+            aio = redis_client(target, aio=True, cluster=cluster, max_connections=64, retry=aio_retry, **common)
+        except REDIS_ERRORS as err:  # a cluster client asks a node for the slot map when it is built
+            raise RedisUnavailableError(f"Redis Cluster at {address} unreachable at start ({err})") from err
         link = cls(sync, aio, retry_after_s, address, credentials, url=target)
+        link.cluster = cluster
         try:
             sync.ping()
             link.ok()
@@ -96,9 +105,21 @@ class RedisLink:
 
     def dedicated(self, timeout_s: float) -> redis.Redis:
         """A separate blocking client to the same server (for background loops with long reads)."""
+        from feature_store.redis_server import redis_client
+
         retry = Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,))
-        return redis.Redis.from_url(self._url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-                                    retry=retry, **self._credentials)
+        return redis_client(self._url, cluster=self.cluster, socket_timeout=timeout_s,
+                            socket_connect_timeout=timeout_s, retry=retry, **self._credentials)
+
+    async def start(self) -> None:
+        """Finish connecting before concurrent use (the app's start-up): an asyncio cluster client
+        learns the slot map on first use, and a burst of first commands racing that start lost
+        connections ("Connection lost", redis-py 8.1); a single node needs nothing."""
+        if self.cluster:
+            try:
+                await self.aio.initialize()
+            except REDIS_ERRORS as err:
+                self.failed(err)
 
     def usable(self) -> bool:
         """False while a recent failure pauses Redis use."""

@@ -49,13 +49,13 @@ class Retriever:
     """
 
     def __init__(self, run: RunArtifact, index_config: IndexConfig = IndexConfig(), *, cold_start_pool: int = 500,
-                 mmr_lambda: float = 0.7, max_k: int = 200):
+                 mmr_lambda: float = 0.7, max_k: int = 200, index_store: Path | None = None):
         self.run = run
         self.version = run.model_version
         self.encoder = run.user_encoder  # loaded now: a broken user_encoder.pt must fail the load, not a request
         # Loaded and checked now too: a corrupt content_projection.pt fails the load, never a search.
         self.content: ContentPath | None = load_content_path(run.run_dir)
-        self.index = ItemIndex(run.item_vectors, index_config)
+        self.index = ItemIndex(run.item_vectors, index_config, store=index_store)  # store: built once, memory-mapped
         self.item_ids = np.asarray(run.items["item_id"].to_list(), dtype=object)
         self.item_media: list[list[str]] = [list(m or []) for m in run.items["media"].to_list()]
         titles = run.items["title"].to_list() if "title" in run.items.columns else [None] * len(self.item_ids)
@@ -85,7 +85,7 @@ class Retriever:
     def load(cls, run_dir: Path | str, index_config: IndexConfig = IndexConfig(), **kwargs) -> "Retriever":
         """Load and check a run directory completely; raises `RunDirError` with the reason."""
         started = time.perf_counter()
-        run = load_run(run_dir)
+        run = load_run(run_dir, mmap=True)  # item vectors memory-mapped: server processes share one copy
         if not np.allclose(np.linalg.norm(run.item_vectors[:1000], axis=1), 1.0, atol=1e-3):
             raise RunDirError(f"{run.run_dir / 'item_vectors.npy'}: rows are not L2-normalised")
         for column in ("item_id", "media"):

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from functools import partial
 
 from feature_store.store import run_window
-from recsys.config import Settings
+from recsys.config import Settings, get_settings
 from serving.auth import KeyRing
 from serving.cache import FeedCache
 from serving.catalogue_explore import ExplorationPolicy
@@ -66,7 +66,8 @@ def load_models(settings: ServingSettings) -> LiveModels:
     if settings.run_dir is None:
         raise ValueError("no run directory: pass --run RUN_DIR or set RECSYS_SERVE_RUN_DIR")
     loader = partial(Retriever.load, index_config=index_config(settings), cold_start_pool=settings.cold_start_pool,
-                     mmr_lambda=settings.mmr_lambda, max_k=settings.max_k)
+                     mmr_lambda=settings.mmr_lambda, max_k=settings.max_k,
+                     index_store=settings.index_dir or get_settings().cache_dir / "index")
     models = LiveModels(loader, settings.model_load_timeout_s)
     models.load_now("A", settings.run_dir)
     if settings.run_dir_b is not None:
@@ -80,7 +81,8 @@ def build_state(settings: ServingSettings, shared: Settings, models: LiveModels 
     experiment = Experiment(settings.experiment_name, settings.experiment_salt, settings.variant_weights,
                             settings.experiment_mode)
     experiment.write_manifest(settings.log_dir)
-    link = RedisLink.connect(shared.redis_url, settings.redis_timeout_s, settings.redis_retry_after_s)
+    link = RedisLink.connect(shared.redis_url, settings.redis_timeout_s, settings.redis_retry_after_s,
+                             cluster=shared.redis_cluster)
     namespace = shared.redis_namespace
     served = models.get(models.variants[0]).run.meta
     history = OnlineHistoryReader(link, namespace, run_window(served) or shared.online_history_cap, expect=served)

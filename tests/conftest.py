@@ -26,12 +26,52 @@ from feature_store.materialize import FeatureFrames, compute_features, write_off
 from feature_store.offline import OfflineStore
 from feature_store.redis_server import connect_redis, start_embedded_redis
 from recsys.config import get_settings
+from support.local_server import is_cluster
 from recsys.data import Dataset, load_dataset
 
 
+BACKENDS = ("single", "cluster")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "redis_backends: run the module's Redis tests against a single node and a "
+                                       "Redis Cluster (`redis_server` / `redis_client` are parametrised)")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Modules marked `redis_backends` run each Redis test twice: single node, then the cluster."""
+    if metafunc.definition.get_closest_marker("redis_backends") and "redis_backend" in metafunc.fixturenames:
+        metafunc.parametrize("redis_backend", BACKENDS, indirect=True, scope="session")
+
+
 @pytest.fixture(scope="session")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> redis.Redis:
-    """The session's Redis (embedded unless RECSYS_TEST_REDIS_URL is set); shared, never flushed."""
+def redis_backend(request: pytest.FixtureRequest) -> str:
+    """"single" (default) or "cluster" (modules marked `redis_backends` get both)."""
+    return getattr(request, "param", "single")
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator:
+    """A real 3-master Redis Cluster (redis-server --cluster-enabled yes), one per session, started on first use."""
+    from support.redis_process import RedisClusterProcesses  # noqa: PLC0415
+
+    cluster = RedisClusterProcesses(tmp_path_factory.mktemp("redis-cluster")).start()
+    client = cluster.client()
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(redis_backend: str, request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """The session's Redis (embedded unless RECSYS_TEST_REDIS_URL is set); shared, never flushed.
+
+    For the "cluster" backend: a client of the session's Redis Cluster (`redis_cluster`).
+    """
+    if redis_backend == "cluster":
+        return request.getfixturevalue("redis_cluster")
     url = os.environ.get("RECSYS_TEST_REDIS_URL")
     if url:
         return connect_redis(url)
@@ -39,12 +79,19 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> redis.Redis:
 
 
 @pytest.fixture
-def redis_client(redis_server: redis.Redis) -> Iterator[redis.Redis]:
+def redis_client(redis_server) -> Iterator:
     """A real Redis connection to a database that is empty when the test starts and emptied after it.
 
     It is the DB index after `redis_server`'s on the same server, so flushing it never touches
     data other fixtures keep in `redis_server`. Responses are bytes (as `connect_redis` returns).
+    On the cluster (one DB only) the whole cluster is flushed before and after the test, so tests
+    must not keep data in the cluster's `redis_server` across tests.
     """
+    if is_cluster(redis_server):
+        redis_server.flushdb(target_nodes="primaries")
+        yield redis_server
+        redis_server.flushdb(target_nodes="primaries")
+        return
     pool = redis_server.connection_pool
     kwargs = {**pool.connection_kwargs, "db": (pool.connection_kwargs.get("db", 0) + 1) % 16}
     client = redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from support.catalogue_runs import tiktok_content_run
-from support.local_server import LocalServer, redis_url_of
+from support.local_server import LocalServer, redis_env
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.redis_backends]  # one server per backend: single node, cluster
 
 API_KEY = "live-catalogue-key-0123456789"
 AUTH = {"X-API-Key": API_KEY}
@@ -43,7 +43,7 @@ def world(tmp_path_factory, redis_server):
     run_a = tiktok_content_run(root / "run-a", seed=0, model_version="tiktok-content-A")
     run_b = tiktok_content_run(root / "run-b", seed=1, model_version="tiktok-content-B")
     ds = load_dataset("tiktok")
-    env = {"REDIS_URL": redis_url_of(redis_server), "RECSYS_REDIS_NAMESPACE": "test-catalogue-live",
+    env = {**redis_env(redis_server), "RECSYS_REDIS_NAMESPACE": "test-catalogue-live",
            "RECSYS_STORE_DIR": str(root / "store"), "RECSYS_SERVE_LOG_DIR": str(root / "logs"),
            "RECSYS_SERVE_API_KEY": API_KEY, "RECSYS_SERVE_LOG_FLUSH_MS": "10", "HF_HUB_OFFLINE": "1",
            "RECSYS_SERVE_EXPLORE_SHARE": "0.1", "RECSYS_SERVE_NEW_ITEM_BOOST": "0.35"}

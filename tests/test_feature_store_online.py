@@ -14,6 +14,8 @@ from feature_store.online import NoActiveVersionError, OnlineStore, OutOfOrderEv
 from feature_store.publish import publish_version
 from recsys.data import load_dataset
 
+pytestmark = pytest.mark.redis_backends  # every Redis test here runs on one node and on a cluster
+
 
 def test_online_equals_offline_latest_history_for_every_ml100k_user(redis_client, redis_namespace, tmp_path):
     dataset = load_dataset("ml-100k")
@@ -101,7 +103,7 @@ def test_new_users_histories_expire_while_materialised_users_keep_theirs(redis_c
         store.append_user_events(f"drive-by-{i}", [("a", 100 + i)])
     for i in range(5):
         assert 0 < redis_client.ttl(keys.history(version, f"drive-by-{i}")) <= 3600
-        assert 0 < redis_client.ttl(keys.new_user_count(version, f"drive-by-{i}")) <= 3600
+        assert 0 < redis_client.ttl(keys.event_count(version, f"drive-by-{i}")) <= 3600
     store.append_user_events("u1", [("c", 30)])  # a materialised user: kept until the next materialisation
     assert redis_client.ttl(keys.history(version, "u1")) == -1
     assert store.get_user_event_count("u1") == 3

@@ -4,11 +4,14 @@ from __future__ import annotations
 import polars as pl
 import pytest
 import redis
+import redis.cluster
 
 from feature_store import publish
 from feature_store.definitions import HIST_COUNT, HIST_ITEMS, HIST_TIMESTAMPS, ITEM_METADATA_COLUMNS
 from feature_store.online import OnlineKeys, OnlineStore
 from feature_store.publish import MaterializationInProgressError, publish_version
+
+pytestmark = pytest.mark.redis_backends  # every Redis test here runs on one node and on a cluster
 
 N_USERS = 50
 
@@ -38,17 +41,19 @@ def _keys_of(client: redis.Redis, namespace: str, version: str) -> list[bytes]:
 
 
 def _fail_pipeline_after(monkeypatch: pytest.MonkeyPatch, successful_calls: int) -> None:
-    """Make the real pipeline raise on its (successful_calls + 1)-th execute: a crash mid-write."""
-    original = redis.client.Pipeline.execute
+    """Make the real pipeline (single node or cluster) raise on its (successful_calls + 1)-th execute: a crash mid-write."""
     calls = {"n": 0}
 
-    def execute(self, *args, **kwargs):  # noqa: ANN001, ANN202
-        calls["n"] += 1
-        if calls["n"] > successful_calls:
-            raise redis.ConnectionError("injected failure mid-materialisation")
-        return original(self, *args, **kwargs)
+    def failing(original):  # noqa: ANN001, ANN202
+        def execute(self, *args, **kwargs):  # noqa: ANN001, ANN202
+            calls["n"] += 1
+            if calls["n"] == successful_calls + 1:  # once: the cleanup after it (a pipeline on a cluster) runs
+                raise redis.ConnectionError("injected failure mid-materialisation")
+            return original(self, *args, **kwargs)
+        return execute
 
-    monkeypatch.setattr(redis.client.Pipeline, "execute", execute)
+    for kind in (redis.client.Pipeline, redis.cluster.ClusterPipeline):
+        monkeypatch.setattr(kind, "execute", failing(kind.execute))
 
 
 def test_failure_halfway_leaves_the_old_version_serving(redis_client, redis_namespace, monkeypatch):
@@ -89,7 +94,7 @@ def test_switch_keeps_only_the_active_and_previous_versions(redis_client, redis_
     first, second, third = (_publish(redis_client, redis_namespace, tag) for tag in ("a", "b", "c"))
     assert OnlineStore(redis_client, redis_namespace).active_version() == third
     assert _keys_of(redis_client, redis_namespace, first) == []
-    assert len(_keys_of(redis_client, redis_namespace, second)) == N_USERS + 3  # histories, counts, item metadata, meta
+    assert len(_keys_of(redis_client, redis_namespace, second)) == 2 * N_USERS + 2  # histories, counts; item metadata, meta
     versions = redis_client.zrange(OnlineKeys(redis_namespace).versions, 0, -1)
     assert versions == [second.encode(), third.encode()]
 

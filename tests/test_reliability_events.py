@@ -21,7 +21,7 @@ import redis
 from feature_store.materialize import materialize
 from serving.event_archive import EventArchiver, read_events
 from serving.event_stream import FIELD, GROUP, stream_key
-from support.local_server import LocalServer, redis_url_of
+from support.local_server import LocalServer, is_cluster, redis_url_of
 from serving.responses import dumps
 from support.sample_runs import tiktok_mean_pool_run
 
@@ -29,6 +29,10 @@ NAMESPACE = "test-reliability-events"
 
 
 def _client_factory(client: redis.Redis):
+    if is_cluster(client):  # the flusher's own client to the same cluster (the server's `RedisLink.dedicated`)
+        from feature_store.redis_server import redis_client  # noqa: PLC0415
+
+        return lambda timeout_s: redis_client(redis_url_of(client), cluster=True, socket_timeout=timeout_s)
     pool = client.connection_pool
 
     def make(timeout_s: float) -> redis.Redis:
@@ -61,6 +65,7 @@ def _flush_errors() -> float:
     return REGISTRY.get_sample_value("recsys_event_flush_errors_total") or 0.0
 
 
+@pytest.mark.redis_backends
 def test_flusher_acks_only_after_the_parquet_write(redis_client, tmp_path):
     stream = stream_key("flush-ack")
     blocker = tmp_path / "store"
@@ -82,6 +87,7 @@ def test_flusher_acks_only_after_the_parquet_write(redis_client, tmp_path):
     assert stored["ts"].to_list() == [1.0 + i for i in range(50)]
 
 
+@pytest.mark.redis_backends
 def test_entries_of_a_dead_consumer_are_taken_over_and_withdrawn_ones_skipped(redis_client, tmp_path):
     stream = stream_key("flush-claim")
     redis_client.xgroup_create(stream, GROUP, id="0", mkstream=True)

@@ -17,10 +17,10 @@ import pytest
 from feature_store.materialize import materialize
 from feature_store.online import OnlineStore
 from serving.experiment import Experiment
-from support.local_server import LocalServer, redis_url_of
+from support.local_server import LocalServer, redis_env
 from support.sample_runs import tiktok_mean_pool_run
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.redis_backends]  # one server per backend: single node, cluster
 NAMESPACE = "test-serving-api"
 SPLIT_B = 0.3
 
@@ -31,7 +31,7 @@ def env(tmp_path_factory, redis_server):
     run_a = tiktok_mean_pool_run(root / "run-a", model_version="tiktok-meanpool-a")
     run_b = tiktok_mean_pool_run(root / "run-b", model_version="tiktok-meanpool-b")
     materialize("tiktok", client=redis_server, namespace=NAMESPACE, offline_root=root / "offline", progress=False)
-    server_env = {"REDIS_URL": redis_url_of(redis_server), "RECSYS_REDIS_NAMESPACE": NAMESPACE,
+    server_env = {**redis_env(redis_server), "RECSYS_REDIS_NAMESPACE": NAMESPACE,
                   "RECSYS_SERVE_LOG_DIR": str(root / "logs"), "RECSYS_SERVE_EXPERIMENT_SALT": "test-salt"}
     with LocalServer(run_a, env=server_env, args=["--run-b", str(run_b), "--split-b", str(SPLIT_B)],
                      log_file=root / "server.log") as server:

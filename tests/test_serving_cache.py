@@ -7,9 +7,18 @@ import time
 
 import pytest
 
+from feature_store.online import user_tag
 from serving.cache import FeedCache
-from support.local_server import free_port, redis_url_of
+from support.local_server import free_port, is_cluster, redis_url_of
 from serving.redis_link import RedisLink
+
+pytestmark = pytest.mark.redis_backends  # every Redis test here runs on one node and on a cluster
+
+
+async def _link(redis_server) -> RedisLink:  # noqa: ANN001
+    link = RedisLink.connect(redis_url_of(redis_server), cluster=is_cluster(redis_server))
+    await link.start()
+    return link
 
 
 def _counting_compute(counter: list[int], delay: float = 0.05):
@@ -23,7 +32,7 @@ def _counting_compute(counter: list[int], delay: float = 0.05):
 def test_concurrent_misses_in_two_processes_compute_once(redis_server, redis_namespace):
     async def scenario() -> tuple[list[int], set]:
         # Two caches with separate clients stand for two server processes sharing one Redis.
-        links = [RedisLink.connect(redis_url_of(redis_server)) for _ in range(2)]
+        links = [await _link(redis_server) for _ in range(2)]
         caches = [FeedCache(link, redis_namespace, ttl_s=60) for link in links]
         calls: list[int] = []
         compute = _counting_compute(calls)
@@ -39,7 +48,7 @@ def test_concurrent_misses_in_two_processes_compute_once(redis_server, redis_nam
 
 def test_invalidation_hides_every_cached_answer_of_the_user(redis_server, redis_namespace):
     async def scenario() -> list[str]:
-        link = RedisLink.connect(redis_url_of(redis_server))
+        link = await _link(redis_server)
         cache = FeedCache(link, redis_namespace, ttl_s=60)
         calls: list[int] = []
         outcomes = [(await cache.get_or_compute("u2", scope, _counting_compute(calls, 0)))[1]
@@ -72,7 +81,7 @@ def test_unreachable_redis_degrades_to_computing_without_cache():
 @pytest.mark.parametrize("failure", [RuntimeError("model blew up")])
 def test_a_failed_computation_reaches_every_waiter_and_is_not_cached(redis_server, redis_namespace, failure):
     async def scenario() -> tuple[int, str]:
-        link = RedisLink.connect(redis_url_of(redis_server))
+        link = await _link(redis_server)
         cache = FeedCache(link, redis_namespace, ttl_s=60)
 
         async def broken(_prefetched=None) -> bytes:
@@ -89,11 +98,12 @@ def test_a_failed_computation_reaches_every_waiter_and_is_not_cached(redis_serve
 
 
 def test_a_miss_hands_the_prefetched_list_to_the_computation(redis_server, redis_namespace):
-    redis_server.delete(f"{redis_namespace}:list")
-    redis_server.rpush(f"{redis_namespace}:list", b"c", b"b", b"a")
+    listed = f"{redis_namespace}:list:{user_tag('u4')}"  # a key of the user's: the lookup script's slot
+    redis_server.delete(listed)
+    redis_server.rpush(listed, b"c", b"b", b"a")
 
     async def scenario() -> list:
-        link = RedisLink.connect(redis_url_of(redis_server))
+        link = await _link(redis_server)
         cache = FeedCache(link, redis_namespace, ttl_s=60)
         seen: list = []
 
@@ -102,7 +112,7 @@ def test_a_miss_hands_the_prefetched_list_to_the_computation(redis_server, redis
             return b"[]\n{}"
 
         for _ in range(2):  # the second call is a hit: nothing computed, nothing prefetched
-            await cache.get_or_compute("u4", "v1", compute, prefetch=(f"{redis_namespace}:list", 2))
+            await cache.get_or_compute("u4", "v1", compute, prefetch=(listed, 2))
         await link.close()
         return seen
 

