@@ -208,16 +208,16 @@ class TwoTowerTrainTask(nn.Module):
         out = self.model.step_forward(x.catalog, x.graphs, sample, self.cache, generator)
         if self.cache is not None:  # historical embeddings: the batch users' layer 0 is fresh now
             self.cache.users[0][sample.users] = out.users0.detach()
-        batch_users = out.users[torch.searchsorted(sample.users, users)]
+        batch_users = out.users.index_select(0, torch.searchsorted(sample.users, users))
         at = torch.searchsorted(sample.candidates, candidates)
-        main = self.candidate_loss(batch_users, items, users, candidates, out.items[at])
+        main = self.candidate_loss(batch_users, items, users, candidates, out.items.index_select(0, at))
         parts = {"retrieval": main.detach()}
         loss = main
         if cfg.content_weight > 0 and x.catalog.media:
-            content_items = nn.functional.normalize(out.encoding.content[out.rows(sample.candidates)], dim=1)
+            content_items = nn.functional.normalize(out.encoding.content.index_select(0, out.rows(sample.candidates)), dim=1)
             if self.model.popularity is not None:
                 content_items = self.model.popularity.items(content_items, x.catalog.popularity[sample.candidates])
-            content = self.candidate_loss(batch_users, items, users, candidates, content_items[at])
+            content = self.candidate_loss(batch_users, items, users, candidates, content_items.index_select(0, at))
             parts["content"] = content.detach()
             loss = loss + cfg.content_weight * content
         if pairs:

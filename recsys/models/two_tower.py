@@ -181,19 +181,19 @@ class TwoTower(nn.Module):
             knn = sample_neighbours(graphs.item_knn.matrix, encoded, None)
             encoded = torch.unique(torch.cat([encoded, knn.nodes]))
         encoding = self.item_tower(catalog, generator, rows=encoded)
-        items0 = encoding.base[torch.searchsorted(encoded, sample.encode)]  # rows = sample.encode
+        items0 = encoding.base.index_select(0, torch.searchsorted(encoded, sample.encode))  # rows = sample.encode
         if knn is not None:
             items0 = items0 + self.config.item_knn_weight * knn.aggregate(
-                encoding.base[torch.searchsorted(encoded, knn.nodes)], len(sample.encode))
+                encoding.base.index_select(0, torch.searchsorted(encoded, knn.nodes)), len(sample.encode))
         local = lambda ids: torch.searchsorted(sample.encode, ids)  # noqa: E731 - rows of items0
         users0 = self.user_tower(sample.histories, items0, item_rows=local(sample.histories.items))
-        users, items = users0, items0[local(sample.candidates)]
+        users, items = users0, items0.index_select(0, local(sample.candidates))
         layers = self.config.propagation_layers
         if layers > 0 and graphs.interactions is not None:
             assert cache is not None and sample.user_neighbours is not None and sample.item_neighbours is not None
             un, inb = sample.user_neighbours, sample.item_neighbours
             n_users, n_items = len(sample.users), len(sample.candidates)
-            users = users + un.aggregate(items0[local(un.nodes)], n_users)
+            users = users + un.aggregate(items0.index_select(0, local(un.nodes)), n_users)
             for k in range(1, layers):
                 users = users + un.aggregate(cache.items[k - 1][un.nodes], n_users)
             for k in range(layers):
