@@ -44,8 +44,9 @@ class ItemCatalog:
 
     def subset(self, rows: torch.Tensor) -> "ItemCatalog":
         """The catalogue restricted to items `rows` (in that order)."""
-        return ItemCatalog(self.media, {m: f[rows] for m, f in self.features.items()}, self.present[rows],
-                           self.has_id[rows], self.popularity[rows])
+        return ItemCatalog(self.media, {m: f.index_select(0, rows) for m, f in self.features.items()},
+                           self.present.index_select(0, rows), self.has_id.index_select(0, rows),
+                           self.popularity.index_select(0, rows))
 
     @classmethod
     def from_arrays(cls, features: dict[str, np.ndarray], masks: dict[str, np.ndarray], counts: np.ndarray) -> "ItemCatalog":

@@ -70,8 +70,9 @@ class TaskInputs:
         total = int(lengths.sum())
         first = torch.repeat_interleave(self.history_starts[users] - (torch.cumsum(lengths, 0) - lengths), lengths)
         entries = first + torch.arange(total)
-        return UserHistories(self.histories.items[entries], lengths,
-                             torch.repeat_interleave(torch.arange(len(users)), lengths), self.histories.age[entries])
+        return UserHistories(self.histories.items.index_select(0, entries), lengths,
+                             torch.repeat_interleave(torch.arange(len(users)), lengths),
+                             self.histories.age.index_select(0, entries))
 
     def alignment_sample(self, batch: int, generator: torch.Generator | None = None
                          ) -> list[tuple[int, int, torch.Tensor]]:

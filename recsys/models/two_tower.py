@@ -195,9 +195,9 @@ class TwoTower(nn.Module):
             n_users, n_items = len(sample.users), len(sample.candidates)
             users = users + un.aggregate(items0.index_select(0, local(un.nodes)), n_users)
             for k in range(1, layers):
-                users = users + un.aggregate(cache.items[k - 1][un.nodes], n_users)
+                users = users + un.aggregate(cache.items[k - 1].index_select(0, un.nodes), n_users)
             for k in range(layers):
-                items = items + inb.aggregate(cache.users[k][inb.nodes], n_items)
+                items = items + inb.aggregate(cache.users[k].index_select(0, inb.nodes), n_items)
             users, items = users / (layers + 1), items / (layers + 1)
         items = nn.functional.normalize(items, dim=1)
         if self.popularity is not None:
