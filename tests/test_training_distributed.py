@@ -32,7 +32,7 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
                           "--config", str(config), "--out", str(root / "two"), "--no-progress"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
-    return {"single": single.metrics, "proc": out, "two": root / "two"}
+    return {"single": single.metrics, "proc": out, "two": root / "two", "single_dir": root / "single"}
 
 
 def test_two_processes_train_with_dmp_and_agree(runs: dict) -> None:
@@ -54,3 +54,19 @@ def test_two_processes_land_close_to_one(runs: dict) -> None:
             assert abs(two[split][key] - runs["single"][split][key]) < tolerance, (split, key, two[split][key],
                                                                                     runs["single"][split][key])
     assert two["test"]["recall@20"] > 0.03
+
+
+def test_two_processes_train_the_sampled_step_with_dmp(runs: dict, tmp_path: Path) -> None:
+    """The sampled step under DMP: each rank looks up its batch's ids only, and the ranks still agree."""
+    folder, config = runs["single_dir"].parent / "tiktok-slice", runs["single_dir"].parent / "test.toml"
+    out = subprocess.run([sys.executable, "-m", "commands.main", "train", "--nproc", "2", "--dataset", str(folder),
+                          "--config", str(config), "--out", str(tmp_path / "two"), "--no-progress",
+                          "--set", "loss.step=sampled"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    metrics = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    digests = metrics["training"]["rank_weight_digests"]
+    assert metrics["training"]["wrapper"] == "DistributedModelParallel"
+    assert len(digests) == 2 and digests[0] == digests[1], digests
+    assert metrics["test"]["recall@20"] > 0.03

@@ -70,6 +70,21 @@ def test_epochs_split_over_two_invocations_end_where_one_run_ends(setup: dict, r
     assert _scores(rest.metrics) == _scores(reference["metrics"])
 
 
+def test_a_sampled_step_run_is_reproducible_across_a_resume(setup: dict) -> None:
+    """The sampled step (issue 14): its layer cache is rebuilt each epoch and SparseAdam's state is checkpointed,
+    so a run split over two invocations ends where one run ends."""
+    sampled = ["loss.step=sampled", "loss.fanout=4"]
+    whole = train(load_config(setup["config"], str(setup["folder"]), sampled), setup["root"] / "sampled",
+                  resume=False, progress=False)
+    split_dir = setup["root"] / "sampled-split"
+    train(load_config(setup["config"], str(setup["folder"]), sampled + ["train.epochs=1"]), split_dir, resume=False,
+          progress=False)
+    rest = train(load_config(setup["config"], str(setup["folder"]), sampled), split_dir, resume=True, progress=False)
+    assert [h["epoch"] for h in rest.metrics["history"]] == [1, 2, 3]
+    assert _scores(rest.metrics) == _scores(whole.metrics)
+    assert whole.metrics["valid"]["recall@20"] > 0.03
+
+
 def test_a_killed_run_resumes_to_the_same_metrics(setup: dict) -> None:
     """SIGKILL `recsys train` right after its first checkpoint, rerun the same command: same numbers as uninterrupted."""
     overrides = ["train.epochs=8"]

@@ -1,6 +1,7 @@
 """Multi-process training under `torchrun`: process group + TorchRec DistributedModelParallel.
 
-Each rank runs the full-graph forward (the catalogue is small) and the loss on its slice of the
+Each rank runs the training step (the full-graph one on small catalogues, the sampled one that
+looks up its batch's ids only on large ones: `recsys.models.task`) and the loss on its slice of the
 global batch; DMP shards the EmbeddingBagCollections (data-parallel by default: the tables are
 small, so replicating them beats all-to-all traffic) and wraps the dense part in DDP, so gradients
 are averaged and every rank holds identical weights after each step. A table of

@@ -1,4 +1,4 @@
-"""The epoch loop: shuffled batches of train pairs, full-graph steps, valid evaluation, early stopping.
+"""The epoch loop: shuffled batches of train pairs, full or sampled steps, valid evaluation, early stopping.
 
 Reproducibility: every epoch re-seeds its own generator from (seed, epoch), so the same config gives
 the same metrics and a resumed run continues on exactly the batches the killed one would have seen.
@@ -49,6 +49,49 @@ def scheduled_lr(base: float, schedule: str, warmup_epochs: float, epochs: int, 
     done = min(max((progress - warmup_epochs) / span, 0.0), 1.0)
     floor = base / 20
     return floor + (base - floor) * 0.5 * (1.0 + float(np.cos(np.pi * done)))
+
+
+class SplitOptimizer:
+    """Adam on the dense parameters + SparseAdam on sparse-gradient tables (the sampled step's ID tables).
+
+    SparseAdam is the lazy Adam of recommender training: it updates only the rows a step looked up, so
+    an optimiser step costs O(batch) rows, not O(catalogue). It applies no weight decay (the dense
+    parameters keep theirs). Quacks like one optimiser (param_groups, zero_grad, step, state dicts).
+    """
+
+    def __init__(self, dense: list[torch.nn.Parameter], sparse: list[torch.nn.Parameter], lr: float,
+                 weight_decay: float):
+        self.dense = torch.optim.Adam(dense, lr=lr, weight_decay=weight_decay)
+        self.sparse = torch.optim.SparseAdam(sparse, lr=lr)
+
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return self.dense.param_groups + self.sparse.param_groups
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.dense.zero_grad(set_to_none=set_to_none)
+        self.sparse.zero_grad(set_to_none=set_to_none)
+
+    def step(self) -> None:
+        self.dense.step()
+        self.sparse.step()
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"dense": self.dense.state_dict(), "sparse": self.sparse.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.dense.load_state_dict(state["dense"])
+        self.sparse.load_state_dict(state["sparse"])
+
+
+def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer | SplitOptimizer:
+    """Adam over `model`'s parameters; with sparse-gradient EmbeddingBags (sampled step) those get SparseAdam."""
+    sparse_ids = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.EmbeddingBag) and m.sparse}
+    params = list(model.parameters())
+    if not sparse_ids:
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    return SplitOptimizer([p for p in params if id(p) not in sparse_ids], [p for p in params if id(p) in sparse_ids],
+                          lr, weight_decay)
 
 
 class WeightAverage:
@@ -111,7 +154,7 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.progress = progress and ctx.is_main
         opt = config.train
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=opt.lr, weight_decay=opt.weight_decay)
+        self.optimizer = build_optimizer(model, opt.lr, opt.weight_decay)
         self.state = TrainState()
         self.average = WeightAverage([p for p in model.parameters() if p.requires_grad], opt.ema_decay) \
             if opt.ema_decay > 0 else None
@@ -168,6 +211,7 @@ class Trainer:
         starts = [s for s in range(0, n, step_size) if min(step_size, n - s) >= 2 * self.ctx.world_size]
         bar = self.job_bar if self.progress else None
         total, parts_sum, seen, began = 0.0, {}, 0, time.perf_counter()
+        self.task.begin_epoch()  # sampled step: neighbours' layers from this epoch's weights (O(catalogue) once)
         for step, start in enumerate(starts):
             lr = scheduled_lr(opt.lr, opt.lr_schedule, opt.warmup_epochs, opt.epochs, epoch - 1 + step / len(starts))
             for group in self.optimizer.param_groups:

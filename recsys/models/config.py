@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 FusionKind = Literal["weighted", "concat_mlp", "gated_attention"]
 PoolingKind = Literal["mean", "attention"]
 LossKind = Literal["softmax", "full_softmax", "bpr"]
+StepKind = Literal["auto", "full", "sampled"]
 
 
 class _Strict(BaseModel):
@@ -66,3 +67,17 @@ class LossConfig(_Strict):
     alignment_weight: float = Field(0.0, ge=0.0, description="Weight of the image<->audio(<->text) InfoNCE.")
     alignment_temperature: float = Field(0.2, gt=0.0)
     alignment_batch: int = Field(1024, ge=2, description="Items per alignment step (train items only).")
+    step: StepKind = Field("auto", description=(
+        "full: every step encodes and propagates the whole catalogue (exact graph gradients; what the TikTok "
+        "and ML-100K figures use); sampled: a step encodes only the items it needs (positives, negatives, "
+        "the batch users' history windows, a fan-out of graph neighbours), so its cost grows with the batch, "
+        "not the catalogue; auto: full up to `recsys.models.task.AUTO_FULL_MAX_ITEMS` items, else sampled."))
+    fanout: int = Field(16, ge=1, description=(
+        "Sampled step: graph neighbours drawn per batch user and per candidate item (all of them below that degree)."))
+
+    @model_validator(mode="after")
+    def _sampled_needs_sampled_loss(self) -> "LossConfig":
+        if self.step == "sampled" and self.kind == "full_softmax":
+            raise ValueError("loss.step=sampled cannot score the whole catalogue (kind=full_softmax); "
+                             "use kind=softmax or step=full")
+        return self

@@ -90,6 +90,18 @@ class InteractionGraph:
         return cls(FrozenSparse(norm), FrozenSparse(norm.T), di.astype(np.float32), du.astype(np.float32))
 
 
+def propagation_layers(graph: InteractionGraph, users0: torch.Tensor, items0: torch.Tensor, layers: int
+                       ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """LightGCN's layers 0..L of the users and of the items (alternating neighbour sums)."""
+    user_layers, item_layers = [users0], [items0]
+    u, i = users0, items0
+    for _ in range(layers):
+        u, i = graph.user_item @ i, graph.item_user @ u
+        user_layers.append(u)
+        item_layers.append(i)
+    return user_layers, item_layers
+
+
 def propagate(graph: InteractionGraph, users0: torch.Tensor, items0: torch.Tensor, layers: int
               ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     """LightGCN: mean over layers 0..L of alternating neighbour sums; returns (users, items, item layers).
@@ -97,13 +109,54 @@ def propagate(graph: InteractionGraph, users0: torch.Tensor, items0: torch.Tenso
     The item layers 0..L-1 are what a *new* history needs at serving time (user layer k is the
     normalised sum of the history's item layer k-1), so they are returned too.
     """
-    user_layers, item_layers = [users0], [items0]
-    u, i = users0, items0
-    for _ in range(layers):
-        u, i = graph.user_item @ i, graph.item_user @ u
-        user_layers.append(u)
-        item_layers.append(i)
+    user_layers, item_layers = propagation_layers(graph, users0, items0, layers)
     return torch.stack(user_layers).mean(0), torch.stack(item_layers).mean(0), item_layers
+
+
+@dataclass
+class Neighbours:
+    """Sampled neighbourhoods of some rows of a sparse matrix A: entry e is neighbour `nodes[e]` of row
+    `segment[e]` (a position in the rows asked for) with weight `weight[e]`, so that
+    `segment_sum(weight * x[nodes])` estimates (A @ x)[rows] without bias (exact for rows of degree <= fan-out)."""
+
+    segment: torch.Tensor
+    nodes: torch.Tensor
+    weight: torch.Tensor
+
+    def aggregate(self, values: torch.Tensor, n_rows: int) -> torch.Tensor:
+        """Σ_e weight[e] · values[e] per row; `values` are the neighbours' vectors, one per entry."""
+        out = torch.zeros(n_rows, values.shape[1], dtype=values.dtype)
+        return out.index_add(0, self.segment, self.weight.unsqueeze(1) * values)
+
+
+def sample_neighbours(matrix: sp.csr_matrix, rows: torch.Tensor, fanout: int | None,
+                      generator: torch.Generator | None = None) -> Neighbours:
+    """GraphSAGE/PinSage-style fan-out: every neighbour of a row with at most `fanout`, else `fanout`
+    drawn uniformly with replacement, each weighted degree / fanout (so the sum stays unbiased).
+    `fanout=None`: every neighbour of every row (exact; for graphs of bounded degree such as the kNN one).
+
+    Cost is O(len(rows) x fanout), whatever the size of the matrix.
+    """
+    r = rows.numpy()
+    start = matrix.indptr[r].astype(np.int64)
+    degree = matrix.indptr[r + 1].astype(np.int64) - start
+    small = np.ones(len(r), bool) if fanout is None else degree <= fanout
+    fanout = fanout or 1
+    lengths = degree[small]
+    seg_small = np.repeat(np.flatnonzero(small), lengths)
+    within = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    pos_small = np.repeat(start[small], lengths) + within
+    big = np.flatnonzero(~small)
+    draws = (torch.rand((len(big), fanout), generator=generator).numpy() * degree[big, None]).astype(np.int64)
+    draws = np.minimum(draws, degree[big, None] - 1)
+    pos_big = (start[big, None] + draws).ravel()
+    seg_big = np.repeat(big, fanout)
+    scale = np.concatenate([np.ones(len(pos_small), np.float32),
+                            np.repeat(degree[big] / fanout, fanout).astype(np.float32)])
+    pos = np.concatenate([pos_small, pos_big])
+    return Neighbours(torch.as_tensor(np.concatenate([seg_small, seg_big]), dtype=torch.long),
+                      torch.as_tensor(matrix.indices[pos], dtype=torch.long),
+                      torch.as_tensor(matrix.data[pos] * scale, dtype=torch.float32))
 
 
 def item_knn_graph(features: dict[str, np.ndarray], masks: dict[str, np.ndarray], k: int,

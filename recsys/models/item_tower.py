@@ -42,6 +42,12 @@ class ItemCatalog:
     def n_items(self) -> int:
         return int(self.present.shape[0])
 
+    def subset(self, rows: torch.Tensor) -> "ItemCatalog":
+        """The catalogue restricted to items `rows` (in that order)."""
+        return ItemCatalog(self.media, {m: f.index_select(0, rows) for m, f in self.features.items()},
+                           self.present.index_select(0, rows), self.has_id.index_select(0, rows),
+                           self.popularity.index_select(0, rows))
+
     @classmethod
     def from_arrays(cls, features: dict[str, np.ndarray], masks: dict[str, np.ndarray], counts: np.ndarray) -> "ItemCatalog":
         media = tuple(features)
@@ -95,18 +101,26 @@ class ItemTower(nn.Module):
         """One medium's encoder output -> item space (not normalised); the search path uses this."""
         return self.projections[medium](features)
 
-    def id_features(self, has_id: torch.Tensor, generator: torch.Generator | None = None
-                    ) -> tuple[KeyedJaggedTensor, torch.Tensor]:
-        """One bag per item: its own ID if it has a row (and survives ID dropout), else an empty bag; + the keep mask."""
+    def id_features(self, has_id: torch.Tensor, generator: torch.Generator | None = None,
+                    ids: torch.Tensor | None = None) -> tuple[KeyedJaggedTensor, torch.Tensor]:
+        """One bag per item: its own ID if it has a row (and survives ID dropout), else an empty bag; + the keep mask.
+
+        `ids`: the items' table rows when `has_id` covers a subset of the catalogue (None: all, in order),
+        so the lookup touches those rows only.
+        """
         keep = has_id.clone()
         if self.training and self.config.id_dropout > 0:
             keep &= torch.rand(len(keep), generator=generator) >= self.config.id_dropout
-        ids = torch.arange(len(keep), dtype=torch.long)
+        ids = torch.arange(len(keep), dtype=torch.long) if ids is None else ids
         kjt = KeyedJaggedTensor.from_lengths_sync(keys=[ITEM_ID_FEATURE], values=ids[keep], lengths=keep.to(torch.int32))
         return kjt, keep
 
-    def forward(self, catalog: ItemCatalog, generator: torch.Generator | None = None) -> ItemEncoding:
+    def forward(self, catalog: ItemCatalog, generator: torch.Generator | None = None,
+                rows: torch.Tensor | None = None) -> ItemEncoding:
+        """Encode the catalogue, or only its items `rows` (the sampled training step): same maths per item."""
         assert catalog.media == self.media, f"catalogue media {catalog.media} != tower media {self.media}"
+        if rows is not None:
+            catalog = catalog.subset(rows)
         n = catalog.n_items
         media = {m: self.project(m, catalog.features[m]) * catalog.present[:, j:j + 1]
                  for j, m in enumerate(self.media)}
@@ -116,7 +130,7 @@ class ItemTower(nn.Module):
             content = torch.zeros(n, self.config.dim)
         if self.id_embedding is None:
             return ItemEncoding(content, media, content)
-        kjt, keep = self.id_features(catalog.has_id, generator)
+        kjt, keep = self.id_features(catalog.has_id, generator, rows)
         ids = self.id_embedding(kjt)[ITEM_ID_FEATURE]
         if self.config.content_mode == "fallback":
             base = torch.where(keep.unsqueeze(1), ids, content)

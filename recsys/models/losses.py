@@ -5,9 +5,26 @@ Pure functions of tensors, so the training task can combine them and tests can c
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch.nn import functional as F
+
+
+def mixed_candidates(pos_items: torch.Tensor, n_items: int, n_uniform: int = 0,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """The sampled softmax's candidate set: the batch's positives, then `n_uniform` uniform negatives."""
+    if n_uniform <= 0:
+        return pos_items
+    return torch.cat([pos_items, torch.randint(0, n_items, (n_uniform,), generator=generator)])
+
+
+def candidate_log_q(log_popularity: torch.Tensor, batch: int, n_uniform: int, n_items: int) -> torch.Tensor:
+    """log expected count of each candidate in the candidate set: `batch` popularity draws + uniform ones.
+
+    `log_popularity` may be the whole catalogue's or only the candidates' rows (same formula).
+    """
+    return torch.log(batch * log_popularity.exp() + n_uniform / n_items)
 
 
 def sampled_softmax_loss(users: torch.Tensor, pos_items: torch.Tensor, batch_users: torch.Tensor,
@@ -26,13 +43,24 @@ def sampled_softmax_loss(users: torch.Tensor, pos_items: torch.Tensor, batch_use
         users: (B, d) normalised user vectors; pos_items: (B,) item indices; batch_users: (B,) user indices.
         item_vectors: (n_items, d) normalised; log_popularity: (n_items,) log train frequency share.
     """
-    b, n_items = len(pos_items), item_vectors.shape[0]
-    log_q = torch.log(b * log_popularity.exp() + n_uniform / n_items)
-    candidates = pos_items
-    if n_uniform > 0:
-        negatives = torch.randint(0, n_items, (n_uniform,), generator=generator)
-        candidates = torch.cat([pos_items, negatives])
-    logits = users @ item_vectors[candidates].T / temperature - logq_weight * log_q[candidates]
+    n_items = item_vectors.shape[0]
+    candidates = mixed_candidates(pos_items, n_items, n_uniform, generator)
+    log_q = candidate_log_q(log_popularity[candidates], len(pos_items), n_uniform, n_items)
+    return candidate_softmax_loss(users, pos_items, batch_users, candidates, item_vectors[candidates], log_q,
+                                  temperature, logq_weight)
+
+
+def candidate_softmax_loss(users: torch.Tensor, pos_items: torch.Tensor, batch_users: torch.Tensor,
+                           candidates: torch.Tensor, candidate_vectors: torch.Tensor, log_q: torch.Tensor,
+                           temperature: torch.Tensor, logq_weight: float = 1.0) -> torch.Tensor:
+    """`sampled_softmax_loss` given the candidates' vectors only (the sampled training step encodes no more).
+
+    Args:
+        candidates: (C,) item indices whose first B are `pos_items` (`mixed_candidates`);
+        candidate_vectors: (C, d) their normalised vectors; log_q: (C,) `candidate_log_q`.
+    """
+    b = len(pos_items)
+    logits = users @ candidate_vectors.T / temperature - logq_weight * log_q
     same = pos_items[:, None] == candidates[None, :]
     same[:, :b] |= batch_users[:, None] == batch_users[None, :]
     same[torch.arange(b), torch.arange(b)] = False
@@ -55,7 +83,13 @@ def bpr_loss(users: torch.Tensor, pos_items: torch.Tensor, item_vectors: torch.T
              generator: torch.Generator | None = None) -> torch.Tensor:
     """Bayesian personalised ranking with one uniform negative per positive."""
     negatives = torch.randint(0, item_vectors.shape[0], (len(pos_items),), generator=generator)
-    diff = (users * (item_vectors[pos_items] - item_vectors[negatives])).sum(1) / temperature
+    return pair_bpr_loss(users, item_vectors[pos_items], item_vectors[negatives], temperature)
+
+
+def pair_bpr_loss(users: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor,
+                  temperature: torch.Tensor) -> torch.Tensor:
+    """BPR given the (B, d) positive and negative item vectors of each row."""
+    diff = (users * (positives - negatives)).sum(1) / temperature
     return -F.logsigmoid(diff).mean()
 
 
@@ -67,6 +101,20 @@ def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tens
     return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
 
 
+def alignment_rows(present: torch.Tensor, eligible: torch.Tensor, batch: int,
+                   generator: torch.Generator | None = None) -> list[tuple[int, int, torch.Tensor]]:
+    """The items each pair of media (x, y) aligns this step: up to `batch` random eligible items having both."""
+    pairs = []
+    n_media = present.shape[1]
+    for x in range(n_media):
+        for y in range(x + 1, n_media):
+            rows = torch.nonzero(eligible & present[:, x] & present[:, y]).squeeze(1)
+            if len(rows) < 2:
+                continue
+            pairs.append((x, y, rows[torch.randperm(len(rows), generator=generator)[:batch]]))
+    return pairs
+
+
 def cross_media_alignment(media: dict[str, torch.Tensor], present: torch.Tensor, eligible: torch.Tensor,
                           batch: int, temperature: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """InfoNCE between every pair of media of the same items, over `eligible` (train) items that have both.
@@ -74,15 +122,17 @@ def cross_media_alignment(media: dict[str, torch.Tensor], present: torch.Tensor,
     Pulls an item's image and audio projections together so a query in one medium retrieves items
     by another, and so one-medium items land where their multi-medium neighbours are.
     """
+    return pairs_alignment(media, alignment_rows(present, eligible, batch, generator), temperature)
+
+
+def pairs_alignment(media: dict[str, torch.Tensor], pairs: list[tuple[int, int, torch.Tensor]], temperature: float,
+                    rows_of: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """Mean InfoNCE over `alignment_rows`' pairs; `rows_of` maps item ids to rows of `media` (None: same)."""
     names = list(media)
     losses = []
-    for x in range(len(names)):
-        for y in range(x + 1, len(names)):
-            rows = torch.nonzero(eligible & present[:, x] & present[:, y]).squeeze(1)
-            if len(rows) < 2:
-                continue
-            pick = rows[torch.randperm(len(rows), generator=generator)[:batch]]
-            losses.append(info_nce(media[names[x]][pick], media[names[y]][pick], temperature))
+    for x, y, pick in pairs:
+        rows = pick if rows_of is None else rows_of(pick)
+        losses.append(info_nce(media[names[x]][rows], media[names[y]][rows], temperature))
     return torch.stack(losses).mean() if losses else torch.zeros(())
 
 

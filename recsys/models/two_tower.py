@@ -13,7 +13,8 @@ import torch
 from torch import nn
 
 from recsys.models.config import ModelConfig
-from recsys.models.graph import FrozenSparse, InteractionGraph, propagate
+from recsys.models.graph import FrozenSparse, InteractionGraph, Neighbours, propagate, propagation_layers, \
+    sample_neighbours
 from recsys.models.item_tower import ItemCatalog, ItemEncoding, ItemTower
 from recsys.models.popularity_prior import PopularityCoordinate
 from recsys.models.user_tower import UserHistories, UserTower
@@ -34,6 +35,55 @@ class TowerOutput:
     item_encoding: ItemEncoding
     item_inputs: torch.Tensor  # (n_items, dim) layer-0 item vectors (what histories are pooled from)
     item_layers: list[torch.Tensor]  # propagation layers 0..L of the items
+
+
+@dataclass
+class LayerCache:
+    """Historical embeddings (GNNAutoScale, Fey et al. 2021) for the sampled training step.
+
+    A sampled step recomputes, with gradients, everything its batch touches directly (its items'
+    layer-0 vectors, its users' histories); the deeper propagation terms of the sampled neighbours
+    are read from here: the users' layers 0..L-1 and the items' layers 1..L-1 of the last full
+    (no-grad) pass, refreshed once per epoch and, for the batch users' layer 0, on every step.
+    """
+
+    users: list[torch.Tensor]  # layers 0..L-1, each (n_users, dim)
+    items: list[torch.Tensor]  # layers 1..L-1, each (n_items, dim)
+
+
+@dataclass
+class StepSample:
+    """What one sampled step encodes: global ids of its users, candidates and all items it reads.
+
+    Attributes:
+        users: (U,) unique batch users; histories: their history windows (global item ids).
+        candidates: (C,) unique items scored by the loss; encode: (N,) sorted unique items whose
+        layer-0 vectors are computed (candidates, history items, the users' sampled graph neighbours,
+        alignment items). user_neighbours: sampled graph rows of `users` (nodes = items);
+        item_neighbours: sampled graph rows of `candidates` (nodes = users); None without propagation.
+    """
+
+    users: torch.Tensor
+    histories: UserHistories
+    candidates: torch.Tensor
+    encode: torch.Tensor
+    user_neighbours: Neighbours | None = None
+    item_neighbours: Neighbours | None = None
+
+
+@dataclass
+class StepOutput:
+    """Vectors of a sampled step: served-space users and candidates, and the encoded items' tower output."""
+
+    users: torch.Tensor  # (U,) rows of sample.users, L2-normalised (+ popularity coordinate)
+    items: torch.Tensor  # (C,) rows of sample.candidates, likewise
+    users0: torch.Tensor  # (U, dim) layer-0 user vectors (written back into the cache)
+    encoding: ItemEncoding  # rows = `encoded`
+    encoded: torch.Tensor  # sorted global ids of the encoding's rows (⊇ sample.encode)
+
+    def rows(self, items: torch.Tensor) -> torch.Tensor:
+        """Rows of `encoding` holding global items `items`."""
+        return torch.searchsorted(self.encoded, items)
 
 
 @dataclass
@@ -103,6 +153,56 @@ class TwoTower(nn.Module):
         if self.popularity is not None:
             items = self.popularity.items(items, catalog.popularity)
         return TowerOutput(self.finalise_users(users), items, encoding, items0, layers)
+
+    def layer_cache(self, catalog: ItemCatalog, histories: UserHistories, graphs: GraphContext) -> LayerCache | None:
+        """The propagation layers the sampled step reads for its neighbours (None without propagation).
+
+        One full pass without gradients, in the caller's mode (the trainer uses eval: no ID dropout).
+        """
+        layers = self.config.propagation_layers
+        if graphs.interactions is None or layers == 0:
+            return None
+        with torch.no_grad():
+            items0 = self.item_inputs(self.item_tower(catalog), graphs)
+            users0 = self.user_tower(histories, items0)
+            user_layers, item_layers = propagation_layers(graphs.interactions, users0, items0, layers - 1)
+        return LayerCache(user_layers, item_layers[1:])
+
+    def step_forward(self, catalog: ItemCatalog, graphs: GraphContext, sample: StepSample, cache: LayerCache | None,
+                     generator: torch.Generator | None = None) -> StepOutput:
+        """`forward`'s vectors for the sample's users and candidates only, from the items it encodes.
+
+        Equal to `forward`'s rows when every neighbourhood is complete (fan-out >= degree) and `cache`
+        holds the current weights' layers (tests/test_training_sampled_step.py); the cost grows with
+        the sample, not with the catalogue.
+        """
+        encoded, knn = sample.encode, None
+        if graphs.item_knn is not None and self.config.item_knn > 0:  # the kNN smoothing reads 1 hop more
+            knn = sample_neighbours(graphs.item_knn.matrix, encoded, None)
+            encoded = torch.unique(torch.cat([encoded, knn.nodes]))
+        encoding = self.item_tower(catalog, generator, rows=encoded)
+        items0 = encoding.base.index_select(0, torch.searchsorted(encoded, sample.encode))  # rows = sample.encode
+        if knn is not None:
+            items0 = items0 + self.config.item_knn_weight * knn.aggregate(
+                encoding.base.index_select(0, torch.searchsorted(encoded, knn.nodes)), len(sample.encode))
+        local = lambda ids: torch.searchsorted(sample.encode, ids)  # noqa: E731 - rows of items0
+        users0 = self.user_tower(sample.histories, items0, item_rows=local(sample.histories.items))
+        users, items = users0, items0.index_select(0, local(sample.candidates))
+        layers = self.config.propagation_layers
+        if layers > 0 and graphs.interactions is not None:
+            assert cache is not None and sample.user_neighbours is not None and sample.item_neighbours is not None
+            un, inb = sample.user_neighbours, sample.item_neighbours
+            n_users, n_items = len(sample.users), len(sample.candidates)
+            users = users + un.aggregate(items0.index_select(0, local(un.nodes)), n_users)
+            for k in range(1, layers):
+                users = users + un.aggregate(cache.items[k - 1].index_select(0, un.nodes), n_users)
+            for k in range(layers):
+                items = items + inb.aggregate(cache.users[k].index_select(0, inb.nodes), n_items)
+            users, items = users / (layers + 1), items / (layers + 1)
+        items = nn.functional.normalize(items, dim=1)
+        if self.popularity is not None:
+            items = self.popularity.items(items, catalog.popularity[sample.candidates])
+        return StepOutput(self.finalise_users(users), items, users0, encoding, encoded)
 
     def serving_tables(self, output: TowerOutput, graphs: GraphContext) -> ServingTables:
         """Fold the propagation into per-item tables (exact for train histories; see `ServingTables`)."""

@@ -95,20 +95,27 @@ class UserTower(nn.Module):
             self.attn_query = nn.Parameter(torch.zeros(config.dim))
         self.recency_logit = nn.Parameter(torch.zeros(()))  # attention: learned recency slope
 
-    def pooling_weights(self, histories: UserHistories, item_vectors: torch.Tensor) -> torch.Tensor:
+    def pooling_weights(self, histories: UserHistories, item_vectors: torch.Tensor,
+                        item_rows: torch.Tensor | None = None) -> torch.Tensor:
         """Per-entry weights summing to 1 per user: recency-decayed mean, or attention + recency."""
+        item_rows = histories.items if item_rows is None else item_rows
         h = self.config.recency_half_life
         log_decay = -histories.age * (np.log(2.0) / h) if h > 0 else torch.zeros_like(histories.age)
         if self.config.user_pooling == "attention":
-            keys = torch.tanh(self.attn_key(item_vectors[histories.items]))
+            keys = torch.tanh(self.attn_key(item_vectors[item_rows]))
             log_decay = keys @ self.attn_query + log_decay - torch.nn.functional.softplus(self.recency_logit) * histories.age
         return segment_softmax(log_decay, histories.segment, histories.n_users)
 
     def forward(self, histories: UserHistories, item_vectors: torch.Tensor,
-                user_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """(n_users, dim) layer-0 user vectors; users with an empty history get zeros (+ their ID row if any)."""
-        weights = self.pooling_weights(histories, item_vectors)
-        out = segment_sum(weights.unsqueeze(1) * item_vectors.index_select(0, histories.items), histories.segment, histories.n_users)
+                user_ids: torch.Tensor | None = None, item_rows: torch.Tensor | None = None) -> torch.Tensor:
+        """(n_users, dim) layer-0 user vectors; users with an empty history get zeros (+ their ID row if any).
+
+        `item_rows`: each history entry's row in `item_vectors` when those are the vectors of a subset of
+        the catalogue (the sampled training step); None: `item_vectors` is the whole catalogue.
+        """
+        item_rows = histories.items if item_rows is None else item_rows
+        weights = self.pooling_weights(histories, item_vectors, item_rows)
+        out = segment_sum(weights.unsqueeze(1) * item_vectors.index_select(0, item_rows), histories.segment, histories.n_users)
         if self.history_embedding is not None:
             kjt = KeyedJaggedTensor.from_lengths_sync(keys=[HISTORY_FEATURE], values=histories.items,
                                                       lengths=histories.lengths.to(torch.int32), weights=weights.detach()
