@@ -14,6 +14,7 @@ from recsys.models.config import LossConfig
 from recsys.models.item_tower import ItemCatalog
 from recsys.models.losses import (bpr_loss, cross_media_alignment, full_softmax_loss, log_popularity,
                                   sampled_softmax_loss)
+from recsys.models.next_item import next_item_users
 from recsys.models.two_tower import GraphContext, TwoTower
 from recsys.models.user_tower import UserHistories
 
@@ -54,8 +55,9 @@ class TwoTowerTrainTask(nn.Module):
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         x = self.inputs
         out = self.model(x.catalog, x.histories, x.graphs, generator)
-        batch_users = out.users[users]
         cfg = self.loss_config
+        batch_users = next_item_users(self.model, out, x.histories, x.graphs, users, items) if cfg.next_item \
+            else out.users[users]
         main = self.retrieval_loss(batch_users, items, users, out.items, generator)
         parts = {"retrieval": main.detach()}
         loss = main
