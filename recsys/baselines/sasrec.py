@@ -150,6 +150,15 @@ class SASRec:
         self._cache = None
         return self
 
+    def read_histories(self, interactions: pl.DataFrame) -> "SASRec":
+        """Score users from the latest `max_len` items of `interactions` instead of their train events
+        (RecBole's test input is train + valid); the trained weights are unchanged."""
+        assert self._last is not None, "call fit() first"
+        sequences = user_sequences(interactions, len(self._last))
+        self._last = torch.as_tensor(np.stack([left_pad(s[-self.config.max_len:] + 1, self.config.max_len) for s in sequences]))
+        self._cache = None
+        return self
+
     def _loss(self, seq: torch.Tensor, target: torch.Tensor, owners: np.ndarray, seen: np.ndarray,
               rng: np.random.Generator) -> torch.Tensor:
         assert self.net is not None
