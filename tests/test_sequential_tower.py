@@ -97,3 +97,15 @@ def test_next_item_refuses_a_pooling_without_a_prefix_form() -> None:
     model, catalog, histories, graphs, _ = _model(1, user_pooling="attention")
     with pytest.raises(ValueError, match="next-item objective"):
         model.user_tower.prefix_states(UserHistories.from_lists(histories), torch.zeros(N_ITEMS, DIM))
+
+
+def test_a_training_step_reuses_the_forward_pass_states_exactly() -> None:
+    model, catalog, histories, graphs, _ = _model(6, user_pooling="self_attention", recency_half_life=3.0)
+    batch = UserHistories.from_lists(histories)
+    model.eval()  # no dropout: the reused and the recomputed states must agree
+    out = model(catalog, batch, graphs)
+    reused = model.user_tower.prefix_states(batch, out.item_inputs)
+    model.user_tower._states = None
+    fresh = model.user_tower.prefix_states(batch, out.item_inputs)
+    torch.testing.assert_close(reused, fresh)
+    assert reused.requires_grad

@@ -47,6 +47,7 @@ class BestOnValid:
             return False
         value = evaluate_scores(score, self.valid, self.train, self.n_items, ks=(20,))["ndcg@20"]
         self.history.append((epoch, value))
+        log.debug("epoch %d: valid NDCG@20 %.4f", epoch, value)
         if value > self.best:
             self.best, self.since_best, self.best_epoch = value, 0, epoch
             self._state = {k: v.detach().clone() for k, v in self.module.state_dict().items()}

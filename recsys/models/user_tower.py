@@ -188,6 +188,7 @@ class UserTower(nn.Module):
             self.attn_query = nn.Parameter(torch.zeros(config.dim))
         self.sequence = SequenceEncoder(config.dim, config.attention_blocks, config.attention_positions,
                                         config.attention_dropout) if config.user_pooling == "self_attention" else None
+        self._states: tuple | None = None  # the last grad-enabled pass's sequence states (see forward)
         self.recency_logit = nn.Parameter(torch.zeros(()))  # attention: learned recency slope
 
     def pooling_weights(self, histories: UserHistories, item_vectors: torch.Tensor) -> torch.Tensor:
@@ -206,7 +207,11 @@ class UserTower(nn.Module):
         entries = item_vectors.index_select(0, histories.items)
         out = segment_sum(weights.unsqueeze(1) * entries, histories.segment, histories.n_users)
         if self.sequence is not None:
-            out = out + self.sequence.states(PaddedHistories.of(histories, self.sequence.positions), entries)[:, -1]
+            padded = PaddedHistories.of(histories, self.sequence.positions)
+            states = self.sequence.states(padded, entries)
+            # a training step's next-item loss reads every entry's state: keep this pass's (same dropout)
+            self._states = (histories, item_vectors, padded, states) if torch.is_grad_enabled() else None
+            out = out + states[:, -1]
         if self.history_embedding is not None:
             kjt = KeyedJaggedTensor.from_lengths_sync(keys=[HISTORY_FEATURE], values=histories.items,
                                                       lengths=histories.lengths.to(torch.int32), weights=weights.detach()
@@ -230,7 +235,9 @@ class UserTower(nn.Module):
                              "history_embedding = false")
         positions = self.sequence.positions if self.sequence is not None else \
             int(histories.lengths.max()) if histories.n_users else 1
-        padded = PaddedHistories.of(histories, positions)
+        kept = self.__dict__.get("_states")
+        reuse = kept is not None and kept[0] is histories and kept[1] is item_vectors
+        padded = kept[2] if reuse else PaddedHistories.of(histories, positions)
         x = padded.grid(item_vectors.index_select(0, histories.items))
         slots = torch.arange(positions)
         distance = (slots[:, None] - slots[None, :]).to(x.dtype)
@@ -240,5 +247,5 @@ class UserTower(nn.Module):
         weights = torch.softmax(logit.unsqueeze(0).masked_fill(~allowed, -torch.inf), dim=-1).nan_to_num(0.0)
         states = weights @ x
         if self.sequence is not None:
-            states = states + self.sequence.states(padded, item_vectors.index_select(0, histories.items))
+            states = states + (kept[3] if reuse else self.sequence.states(padded, item_vectors.index_select(0, histories.items)))
         return states.reshape(-1, states.shape[-1]).index_select(0, padded.flat) * padded.kept.unsqueeze(1)
