@@ -1,7 +1,7 @@
 """A run's test figures under both masking rules: ours (train items) and RecBole's (train + valid items).
 
     RECSYS_DATA_DIR=../shared/data .venv/bin/python benchmarks/recbole_protocol.py --run runs/ml-100k [--baselines ...]
-        [--test-history train+valid]
+        [--test-history train|train+valid|both]
 
 Why: RecBole, evaluating on the leave-one-out split, removes a user's train *and* valid items from
 the ranking at test time; this project's harness (DiffMM's protocol) removes train items only, so
@@ -57,27 +57,32 @@ def main() -> None:
     parser.add_argument("--run", type=Path, action="append", default=[])
     parser.add_argument("--baselines", default="")
     parser.add_argument("--dataset", default="ml-100k", help="for --baselines")
-    parser.add_argument("--test-history", choices=("train", "train+valid"), default="train",
+    parser.add_argument("--test-history", choices=("train", "train+valid", "both"), default="train",
                         help="events a user is encoded from at test time (RecBole: train+valid)")
     args = parser.parse_args()
-    with_valid = args.test_history == "train+valid"
+    histories = ("train", "train+valid") if args.test_history == "both" else (args.test_history,)
     rows = []
     for run_dir in args.run:
         run = load_run(run_dir)
         ds = load_dataset(run.dataset)
         ev = prepare_split(ds, "test", "leave-last-out", run_tie_break(run.config))  # type: ignore[arg-type]
         aligned = align_run(run, ev.dataset)
-        if with_valid:
-            events = pl.concat([ev.train, ev.dataset.split("valid")])
-            aligned = replace(aligned, user_vectors=run_users_from(run, ev, events),
-                              user_known=np.ones(ev.dataset.n_users, bool))
-        rows.append((str(run_dir), both_masks(aligned_score_fn(aligned, ev.popularity, served_prior=True), ev)))
+        for history in histories:
+            if history == "train+valid":
+                events = pl.concat([ev.train, ev.dataset.split("valid")])
+                aligned = replace(aligned, user_vectors=run_users_from(run, ev, events),
+                                  user_known=np.ones(ev.dataset.n_users, bool))
+            rows.append((f"{run_dir} ({history} input)",
+                         both_masks(aligned_score_fn(aligned, ev.popularity, served_prior=True), ev)))
     for name in filter(None, args.baselines.split(",")):
         ev = prepare_split(load_dataset(args.dataset), "test", "leave-last-out")
         model = make_baseline(name, dataset=args.dataset).fit(ev.dataset, ev.train)
-        if with_valid and hasattr(model, "read_histories"):
-            model.read_histories(pl.concat([ev.train, ev.dataset.split("valid")]))
-        rows.append((name, both_masks(model.score, ev)))
+        for history in histories:
+            if history == "train+valid":
+                if not hasattr(model, "read_histories"):
+                    continue  # no history input: the train-input row is its figure
+                model.read_histories(pl.concat([ev.train, ev.dataset.split("valid")]))
+            rows.append((f"{name} ({history} input)", both_masks(model.score, ev)))
     keys = list(rows[0][1]) if rows else []
     print("| model | " + " | ".join(keys) + " |")
     print("|---|" + "---:|" * len(keys))
