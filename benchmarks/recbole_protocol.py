@@ -1,24 +1,34 @@
 """A run's test figures under both masking rules: ours (train items) and RecBole's (train + valid items).
 
     RECSYS_DATA_DIR=../shared/data .venv/bin/python benchmarks/recbole_protocol.py --run runs/ml-100k [--baselines ...]
+        [--test-history train|train+valid|both]
 
 Why: RecBole, evaluating on the leave-one-out split, removes a user's train *and* valid items from
 the ranking at test time; this project's harness (DiffMM's protocol) removes train items only, so
 a valid item can take a top slot. Same split, same vectors, two masks: the difference is what
 "comparable with RecBole" has to account for. Baselines given with `--baselines` are fitted on
 train and scored the same two ways.
+
+`--test-history train+valid` is RecBole's *input* rule as well: at test time a user is encoded
+from their train and valid events (the run's served user encoder on that window, as the feed
+would after the valid event arrives; SASRec reads that sequence); without it every model sees
+train events only, as `recsys evaluate` does. Baselines with no history input (BPR-MF,
+LightGCN, ItemKNN, MostPopular) keep their train-fitted scores.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from recsys.artifact import load_run  # noqa: E402
+from feature_store.store import FeatureStore, run_window  # noqa: E402
+from recsys.artifact import RunArtifact, load_run  # noqa: E402
 from recsys.baselines import make_baseline  # noqa: E402
 from recsys.data import load_dataset  # noqa: E402
 from recsys.metrics import ScoreFn, evaluate_scores  # noqa: E402
@@ -36,22 +46,43 @@ def both_masks(score: ScoreFn, ev: EvalSplit) -> dict[str, float]:
             **{f"{k} (train+valid mask)": recbole[k] for k in ("ndcg@10", "recall@10", "ndcg@20")}}
 
 
+def run_users_from(run: RunArtifact, ev: EvalSplit, events: pl.DataFrame) -> "np.ndarray":
+    """(n_users, d) the run's served user vectors of each dataset user's window over `events`."""
+    windows = FeatureStore(run_window(run.meta)).historical_windows(events, run.item_index_by_id, ev.dataset.n_users)
+    return run.user_encoder.encode(windows).astype(np.float32)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, action="append", default=[])
     parser.add_argument("--baselines", default="")
     parser.add_argument("--dataset", default="ml-100k", help="for --baselines")
+    parser.add_argument("--test-history", choices=("train", "train+valid", "both"), default="train",
+                        help="events a user is encoded from at test time (RecBole: train+valid)")
     args = parser.parse_args()
+    histories = ("train", "train+valid") if args.test_history == "both" else (args.test_history,)
     rows = []
     for run_dir in args.run:
         run = load_run(run_dir)
         ds = load_dataset(run.dataset)
         ev = prepare_split(ds, "test", "leave-last-out", run_tie_break(run.config))  # type: ignore[arg-type]
-        rows.append((str(run_dir), both_masks(aligned_score_fn(align_run(run, ev.dataset), ev.popularity), ev)))
+        aligned = align_run(run, ev.dataset)
+        for history in histories:
+            if history == "train+valid":
+                events = pl.concat([ev.train, ev.dataset.split("valid")])
+                aligned = replace(aligned, user_vectors=run_users_from(run, ev, events),
+                                  user_known=np.ones(ev.dataset.n_users, bool))
+            rows.append((f"{run_dir} ({history} input)",
+                         both_masks(aligned_score_fn(aligned, ev.popularity, served_prior=True), ev)))
     for name in filter(None, args.baselines.split(",")):
         ev = prepare_split(load_dataset(args.dataset), "test", "leave-last-out")
         model = make_baseline(name, dataset=args.dataset).fit(ev.dataset, ev.train)
-        rows.append((name, both_masks(model.score, ev)))
+        for history in histories:
+            if history == "train+valid":
+                if not hasattr(model, "read_histories"):
+                    continue  # no history input: the train-input row is its figure
+                model.read_histories(pl.concat([ev.train, ev.dataset.split("valid")]))
+            rows.append((f"{name} ({history} input)", both_masks(model.score, ev)))
     keys = list(rows[0][1]) if rows else []
     print("| model | " + " | ".join(keys) + " |")
     print("|---|" + "---:|" * len(keys))

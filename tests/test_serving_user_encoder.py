@@ -28,6 +28,8 @@ VARIANTS = [
     dict(user_pooling="mean", history_embedding=True),
     dict(user_pooling="attention", history_embedding=False),
     dict(user_pooling="attention", history_embedding=True, recency_half_life=5.0),
+    dict(user_pooling="self_attention", history_embedding=False, recency_half_life=3.0),
+    dict(user_pooling="self_attention", history_embedding=True, attention_positions=8),
 ]
 
 
@@ -80,6 +82,15 @@ def test_single_histories_run_a_trace_of_the_same_module() -> None:
     for history in histories:
         inputs = history_tensors([history])
         torch.testing.assert_close(encoder.single(*inputs), encoder.module(*inputs), atol=1e-6, rtol=0)
+
+
+def test_sequential_tower_single_histories_run_a_trace_too() -> None:
+    cfg, model, out, graphs, histories = _trained_like(3, True, 1, user_pooling="self_attention", recency_half_life=3.0,
+                                                       history_embedding=False)
+    encoder = load_user_encoder(encoder_payload(cfg, model, model.serving_tables(out, graphs)))
+    assert encoder.single is not None, "the self-attention tower must have the fast traced form"
+    for history in histories:
+        np.testing.assert_allclose(encoder.encode([history])[0], out.users.numpy()[histories.index(history)], atol=1e-5)
 
 
 def test_payload_is_weights_only_and_round_trips() -> None:

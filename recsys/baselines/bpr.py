@@ -16,8 +16,6 @@ Fully seeded: same config and data, same vectors.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,8 +23,8 @@ import polars as pl
 import torch
 
 from recsys.baselines.base import n_users_of
+from recsys.baselines.selection import BestOnValid, torch_threads
 from recsys.data.schema import Dataset
-from recsys.metrics import evaluate_scores
 from recsys.models.graph import InteractionGraph, propagate
 
 log = logging.getLogger(__name__)
@@ -71,7 +69,7 @@ class BPRMF(torch.nn.Module):
 
     def fit(self, dataset: Dataset, train_interactions: pl.DataFrame) -> "BPRMF":
         cfg = self.config
-        with _threads(cfg.threads):
+        with torch_threads(cfg.threads):
             return self._fit(dataset, train_interactions)
 
     def _fit(self, dataset: Dataset, train_interactions: pl.DataFrame) -> "BPRMF":
@@ -90,9 +88,7 @@ class BPRMF(torch.nn.Module):
         self.graph = InteractionGraph.from_pairs(users, pos, n_users, n_items) if cfg.layers else None
         seen = np.sort(users * n_items + pos)
         optimiser = (torch.optim.SparseAdam if sparse else torch.optim.Adam)(list(self.parameters()), lr=cfg.lr)
-        valid = _valid_split(dataset)
-        best, best_state, since_best = -1.0, None, 0
-        self.best_epoch, self.valid_history = cfg.epochs, []
+        pick = BestOnValid(self, dataset, train_interactions, cfg.eval_every, cfg.patience, cfg.epochs)
         for epoch in range(1, cfg.epochs + 1):
             order = rng.permutation(len(users))
             neg = sample_negatives(users[order], seen, n_items, rng)
@@ -106,19 +102,10 @@ class BPRMF(torch.nn.Module):
                 optimiser.step()
                 total += loss.item() * len(idx)
             log.debug("%s epoch %d loss %.4f", self.name, epoch, total / len(order))
-            if valid is not None and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
-                score = evaluate_scores(self.score, valid, train_interactions, n_items, ks=(20,))["ndcg@20"]
-                self.valid_history.append((epoch, score))
-                if score > best:
-                    best, since_best, self.best_epoch = score, 0, epoch
-                    best_state = {k: v.detach().clone() for k, v in self.state_dict().items()}
-                else:
-                    since_best += 1
-                    if since_best >= cfg.patience:
-                        break
-        if best_state is not None:
-            self.load_state_dict(best_state)
-        log.info("%s: best valid NDCG@20 %.4f at epoch %d", self.name, best, self.best_epoch)
+            if pick.stop_after(epoch, self.score):
+                break
+        pick.restore(self.name)
+        self.best_epoch, self.valid_history = pick.best_epoch, pick.history
         self._cache = None
         return self
 
@@ -174,14 +161,6 @@ class LightGCN(BPRMF):
         super().__init__(config or BPRConfig(layers=3, lr=5e-3, eval_every=5, patience=4), **overrides)
 
 
-def _valid_split(dataset: Dataset) -> pl.DataFrame | None:
-    """The dataset's valid interactions, when its split has any (else the fixed `epochs` are trained)."""
-    if "split" not in dataset.interactions.columns:
-        return None
-    valid = dataset.split("valid")
-    return valid if valid.height else None
-
-
 def sample_negatives(users: np.ndarray, seen_sorted: np.ndarray, n_items: int, rng: np.random.Generator,
                      max_rounds: int = 10) -> np.ndarray:
     """One uniform item per user that the user has not consumed.
@@ -212,14 +191,3 @@ def _is_seen(users: np.ndarray, items: np.ndarray, seen_sorted: np.ndarray, n_it
     keys = users * n_items + items
     pos = np.searchsorted(seen_sorted, keys).clip(max=len(seen_sorted) - 1)
     return seen_sorted[pos] == keys
-
-
-@contextmanager
-def _threads(n: int) -> Iterator[None]:
-    """Run a block with `n` torch threads, then restore the caller's setting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(max(1, n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)

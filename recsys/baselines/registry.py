@@ -49,11 +49,18 @@ def _lightgcn(dataset: str | None = None, **overrides: Any) -> Baseline:
     return LightGCN(**{**TUNED.get("lightgcn", {}).get(dataset or "", {}), **overrides})
 
 
+def _sasrec(dataset: str | None = None, **overrides: Any) -> Baseline:
+    from recsys.baselines.sasrec import SASRec
+
+    return SASRec(**{**TUNED.get("sasrec", {}).get(dataset or "", {}), **overrides})
+
+
 BASELINES: dict[str, BaselineFactory] = {
     "most-popular": _most_popular,
     "itemknn": _itemknn,
     "bpr-mf": _bpr_mf,
     "lightgcn": _lightgcn,
+    "sasrec": _sasrec,
 }
 
 

@@ -10,7 +10,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 FusionKind = Literal["weighted", "concat_mlp", "gated_attention"]
-PoolingKind = Literal["mean", "attention"]
+PoolingKind = Literal["mean", "attention", "self_attention"]
 LossKind = Literal["softmax", "full_softmax", "bpr"]
 StepKind = Literal["auto", "full", "sampled"]
 
@@ -34,7 +34,14 @@ class ModelConfig(_Strict):
     propagation_layers: int = Field(2, ge=0, description="LightGCN layers over the user-item train graph.")
     item_knn: int = Field(0, ge=0, description="Neighbours per item in the frozen content kNN graph (0 = off).")
     item_knn_weight: float = Field(1.0, ge=0.0, description="Weight of the kNN-smoothed item vector.")
-    user_pooling: PoolingKind = Field("mean", description="How the user tower pools history content vectors.")
+    user_pooling: PoolingKind = Field("mean", description=(
+        "How the user tower pools history content vectors: mean (recency-weighted by `recency_half_life`), "
+        "attention (learned query), or self_attention (the recency mean plus a causal self-attention readout "
+        "over the ordered history, SASRec-like; see `SequenceEncoder`)."))
+    attention_blocks: int = Field(2, ge=1, description="self_attention pooling: causal self-attention blocks.")
+    attention_positions: int = Field(50, ge=1, description=(
+        "self_attention pooling: newest history items it attends to, each distance with a learned bias."))
+    attention_dropout: float = Field(0.2, ge=0.0, lt=1.0, description="self_attention pooling: dropout while training.")
     recency_half_life: float = Field(0.0, ge=0.0, description="History half-life in events (0 = no recency decay).")
     history_embedding: bool = Field(True, description="User tower adds its own history-item EmbeddingBag.")
     user_id_embedding: bool = Field(False, description="Per-user ID row (off: users are their history, so unseen users work).")
@@ -59,6 +66,10 @@ class LossConfig(_Strict):
     """The training objective: retrieval loss plus optional cross-media alignment."""
 
     kind: LossKind = "softmax"
+    next_item: bool = Field(False, description=(
+        "Next-item objective: a train pair whose item has a predecessor in the user's history window trains the "
+        "user vector of the history *before* it (every prefix, as SASRec), not the whole window's vector; "
+        "older pairs keep the whole-window vector. Needs mean or self_attention pooling without history_embedding."))
     logq_correction: float = Field(1.0, ge=0.0, description="Multiplier of the log sampling-probability correction.")
     uniform_negatives: int = Field(0, ge=0, description="Extra uniformly sampled negatives per batch (mixed negatives).")
     content_weight: float = Field(0.0, ge=0.0, description=(

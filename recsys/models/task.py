@@ -34,7 +34,12 @@ from recsys.models.item_tower import ItemCatalog
 from recsys.models.losses import (bpr_loss, candidate_log_q, candidate_softmax_loss, cross_media_alignment,
                                   full_softmax_loss, log_popularity, mixed_candidates, pair_bpr_loss, pairs_alignment,
                                   sampled_softmax_loss)
+<<<<<<< HEAD
 from recsys.models.two_tower import GraphContext, LayerCache, StepSample, TwoTower
+=======
+from recsys.models.next_item import next_item_users
+from recsys.models.two_tower import GraphContext, TwoTower
+>>>>>>> seq
 from recsys.models.user_tower import UserHistories
 
 AUTO_FULL_MAX_ITEMS = 50_000
@@ -120,6 +125,10 @@ class TwoTowerTrainTask(nn.Module):
         self.loss_config = loss
         self.inputs = inputs
         self.step_kind = resolve_step(loss, inputs.catalog.n_items)
+        if self.step_kind == "sampled" and loss.next_item:
+            raise ValueError(f"loss.next_item needs every prefix of a history, which the sampled step "
+                             f"({inputs.catalog.n_items:,} items, loss.step={loss.step!r}) does not encode: "
+                             "set loss.next_item=false or loss.step=\"full\"")
         self.cache: LayerCache | None = None
         if self.step_kind == "sampled":
             sparse_tables(model)
@@ -145,8 +154,9 @@ class TwoTowerTrainTask(nn.Module):
             return self.sampled_forward(users, items, generator)
         x = self.inputs
         out = self.model(x.catalog, x.histories, x.graphs, generator)
-        batch_users = out.users[users]
         cfg = self.loss_config
+        batch_users = next_item_users(self.model, out, x.histories, x.graphs, users, items) if cfg.next_item \
+            else out.users[users]
         main = self.retrieval_loss(batch_users, items, users, out.items, generator)
         parts = {"retrieval": main.detach()}
         loss = main

@@ -204,12 +204,18 @@ class TwoTower(nn.Module):
             items = self.popularity.items(items, catalog.popularity[sample.candidates])
         return StepOutput(self.finalise_users(users), items, users0, encoding, encoded)
 
-    def serving_tables(self, output: TowerOutput, graphs: GraphContext) -> ServingTables:
-        """Fold the propagation into per-item tables (exact for train histories; see `ServingTables`)."""
+    def folded_propagation(self, output: TowerOutput, graphs: GraphContext) -> tuple[torch.Tensor, float]:
+        """(propagated per-item table, layer scale) of `ServingTables`, differentiable (the next-item
+        objective builds prefix users from it)."""
         n_layers = len(output.item_layers) - 1
         scale = 1.0 / (n_layers + 1)
         propagated = torch.zeros_like(output.item_inputs)
         if n_layers and graphs.interactions is not None:
             degree = torch.as_tensor(graphs.interactions.item_degree).clamp(min=1).unsqueeze(1)
             propagated = sum(output.item_layers[:n_layers]) / degree.sqrt() * scale
+        return propagated, scale
+
+    def serving_tables(self, output: TowerOutput, graphs: GraphContext) -> ServingTables:
+        """Fold the propagation into per-item tables (exact for train histories; see `ServingTables`)."""
+        propagated, scale = self.folded_propagation(output, graphs)
         return ServingTables(output.item_inputs.detach().numpy().copy(), propagated.detach().numpy().copy(), scale)

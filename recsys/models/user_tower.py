@@ -2,6 +2,13 @@
 
 No per-user parameters by default, so the same network embeds a user seen in training, a user
 whose history grew since, and a brand-new user: serving passes a live history and gets a vector.
+
+Pooling options: a recency-weighted mean, a learned-query attention, or `self_attention`: the
+recency mean plus the readout of causal self-attention blocks over the ordered history
+(`SequenceEncoder`, SASRec's design with learned *relative* positions). Relative positions make
+the state at every history entry exactly the vector the same tower gives the history ending
+there, so the next-item objective (`prefix_states`, every prefix trained on its next item) trains
+the very function serving runs on a live history.
 """
 from __future__ import annotations
 
@@ -63,6 +70,92 @@ def segment_sum(values: torch.Tensor, segment: torch.Tensor, n_segments: int) ->
     return torch.zeros(n_segments, values.shape[1], dtype=values.dtype).index_add(0, segment, values)
 
 
+@dataclass
+class PaddedHistories:
+    """The newest `positions` entries of each history on a right-aligned (n_users, positions) grid.
+
+    Attributes:
+        flat: (n_entries,) grid cell of each entry (user * positions + slot; slot positions - 1 = newest);
+        kept: (n_entries,) float 1 for entries on the grid (age < positions), 0 for older ones;
+        filled: (n_users, positions) bool, cells holding an entry.
+    """
+
+    flat: torch.Tensor
+    kept: torch.Tensor
+    filled: torch.Tensor
+
+    @classmethod
+    def of(cls, histories: UserHistories, positions: int) -> "PaddedHistories":
+        kept = (histories.age < positions).to(torch.float32)
+        slot = (positions - 1 - histories.age).clamp(min=0).long()
+        flat = histories.segment * positions + slot
+        filled = torch.zeros(histories.n_users * positions).index_add(0, flat, kept) > 0
+        return cls(flat, kept, filled.view(histories.n_users, positions))
+
+    def grid(self, values: torch.Tensor) -> torch.Tensor:
+        """(n_entries, d) -> (n_users, positions, d), zeros where no entry."""
+        n_users, positions = self.filled.shape
+        out = torch.zeros(n_users * positions, values.shape[1], dtype=values.dtype)
+        return out.index_add(0, self.flat, values * self.kept.unsqueeze(1)).view(n_users, positions, -1)
+
+
+class CausalBlock(nn.Module):
+    """Pre-LayerNorm single-head self-attention + point-wise feed-forward, both residual (SASRec's block).
+
+    A query attends to itself and older entries only; the attention logit gets a learned bias per
+    distance (0 = itself), the relative position.
+    """
+
+    def __init__(self, dim: int, positions: int, dropout: float):
+        super().__init__()
+        self.norm_attention = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.project = nn.Linear(dim, dim)
+        self.distance_bias = nn.Parameter(torch.zeros(positions))
+        self.norm_feed = nn.LayerNorm(dim)
+        self.feed = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, dim))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, distance: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(self.norm_attention(x)).chunk(3, dim=-1)
+        logits = q @ k.transpose(1, 2) / float(np.sqrt(x.shape[-1])) + self.distance_bias[distance]
+        weights = torch.softmax(logits.masked_fill(~allowed, -torch.inf), dim=-1)
+        x = x + self.dropout(self.project(self.dropout(weights) @ v))
+        return x + self.dropout(self.feed(self.norm_feed(x)))
+
+
+class SequenceEncoder(nn.Module):
+    """Causal self-attention over the newest `positions` history items: one state per entry.
+
+    The state of entry e depends on e and the entries before it (and their distances to e) only,
+    so it equals the newest state of the history cut after e: a prefix is encoded exactly as
+    serving would encode it. The user's vector reads the newest state through `readout`, which
+    starts at zero (the tower starts as its recency mean).
+    """
+
+    def __init__(self, dim: int, blocks: int, positions: int, dropout: float):
+        super().__init__()
+        self.positions = positions
+        self.blocks = nn.ModuleList([CausalBlock(dim, positions, dropout) for _ in range(blocks)])
+        self.norm = nn.LayerNorm(dim)
+        self.readout = nn.Linear(dim, dim)
+        nn.init.zeros_(self.readout.weight)
+        nn.init.zeros_(self.readout.bias)
+        self.dropout = nn.Dropout(dropout)
+        slots = torch.arange(positions)
+        self.register_buffer("distance", (slots[:, None] - slots[None, :]).clamp(min=0), persistent=False)
+        self.register_buffer("causal", slots[None, :] <= slots[:, None], persistent=False)
+
+    def states(self, padded: PaddedHistories, entry_vectors: torch.Tensor) -> torch.Tensor:
+        """(n_users, positions, dim) read-out states on the grid (0 where no entry)."""
+        eye = torch.eye(self.positions, dtype=torch.bool)
+        allowed = (self.causal.unsqueeze(0) & padded.filled.unsqueeze(1)) | eye  # a padded query sees itself: no empty row
+        x = self.dropout(padded.grid(entry_vectors))
+        for block in self.blocks:
+            x = block(x, allowed, self.distance)
+        return self.readout(self.norm(x)) * padded.filled.unsqueeze(-1)
+
+
 class UserTower(nn.Module):
     """Pools a history into a user vector: history-item EmbeddingBag (KJT) + attention/recency over item vectors.
 
@@ -93,6 +186,9 @@ class UserTower(nn.Module):
         if config.user_pooling == "attention":
             self.attn_key = nn.Linear(config.dim, config.dim)
             self.attn_query = nn.Parameter(torch.zeros(config.dim))
+        self.sequence = SequenceEncoder(config.dim, config.attention_blocks, config.attention_positions,
+                                        config.attention_dropout) if config.user_pooling == "self_attention" else None
+        self._states: tuple | None = None  # the last grad-enabled pass's sequence states (see forward)
         self.recency_logit = nn.Parameter(torch.zeros(()))  # attention: learned recency slope
 
     def pooling_weights(self, histories: UserHistories, item_vectors: torch.Tensor,
@@ -115,7 +211,14 @@ class UserTower(nn.Module):
         """
         item_rows = histories.items if item_rows is None else item_rows
         weights = self.pooling_weights(histories, item_vectors, item_rows)
-        out = segment_sum(weights.unsqueeze(1) * item_vectors.index_select(0, item_rows), histories.segment, histories.n_users)
+        entries = item_vectors.index_select(0, item_rows)
+        out = segment_sum(weights.unsqueeze(1) * entries, histories.segment, histories.n_users)
+        if self.sequence is not None:
+            padded = PaddedHistories.of(histories, self.sequence.positions)
+            states = self.sequence.states(padded, entries)
+            # a training step's next-item loss reads every entry's state: keep this pass's (same dropout)
+            self._states = (histories, item_vectors, padded, states) if torch.is_grad_enabled() else None
+            out = out + states[:, -1]
         if self.history_embedding is not None:
             kjt = KeyedJaggedTensor.from_lengths_sync(keys=[HISTORY_FEATURE], values=histories.items,
                                                       lengths=histories.lengths.to(torch.int32), weights=weights.detach()
@@ -126,3 +229,30 @@ class UserTower(nn.Module):
                                                       lengths=(user_ids >= 0).to(torch.int32))
             out = out + self.user_embedding(kjt)[USER_ID_FEATURE]
         return out
+
+    def prefix_states(self, histories: UserHistories, item_vectors: torch.Tensor) -> torch.Tensor:
+        """(n_entries, dim): for each entry e, the layer-0 vector this tower gives the history ending at e.
+
+        The next-item objective's input (every prefix predicts its next item). Exact for histories
+        within `attention_positions` (the feature window by default); the recency mean runs over
+        the same newest entries. Raises ValueError for poolings without a prefix form.
+        """
+        if self.config.user_pooling == "attention" or self.history_embedding is not None:
+            raise ValueError("the next-item objective needs user_pooling mean or self_attention and "
+                             "history_embedding = false")
+        positions = self.sequence.positions if self.sequence is not None else \
+            int(histories.lengths.max()) if histories.n_users else 1
+        kept = self.__dict__.get("_states")
+        reuse = kept is not None and kept[0] is histories and kept[1] is item_vectors
+        padded = kept[2] if reuse else PaddedHistories.of(histories, positions)
+        x = padded.grid(item_vectors.index_select(0, histories.items))
+        slots = torch.arange(positions)
+        distance = (slots[:, None] - slots[None, :]).to(x.dtype)
+        h = self.config.recency_half_life
+        logit = -distance * (np.log(2.0) / h) if h > 0 else torch.zeros_like(distance)
+        allowed = (distance >= 0).unsqueeze(0) & padded.filled.unsqueeze(1)
+        weights = torch.softmax(logit.unsqueeze(0).masked_fill(~allowed, -torch.inf), dim=-1).nan_to_num(0.0)
+        states = weights @ x
+        if self.sequence is not None:
+            states = states + (kept[3] if reuse else self.sequence.states(padded, item_vectors.index_select(0, histories.items)))
+        return states.reshape(-1, states.shape[-1]).index_select(0, padded.flat) * padded.kept.unsqueeze(1)
