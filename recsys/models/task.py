@@ -34,12 +34,8 @@ from recsys.models.item_tower import ItemCatalog
 from recsys.models.losses import (bpr_loss, candidate_log_q, candidate_softmax_loss, cross_media_alignment,
                                   full_softmax_loss, log_popularity, mixed_candidates, pair_bpr_loss, pairs_alignment,
                                   sampled_softmax_loss)
-<<<<<<< HEAD
-from recsys.models.two_tower import GraphContext, LayerCache, StepSample, TwoTower
-=======
 from recsys.models.next_item import next_item_users
-from recsys.models.two_tower import GraphContext, TwoTower
->>>>>>> seq
+from recsys.models.two_tower import GraphContext, LayerCache, StepSample, TwoTower
 from recsys.models.user_tower import UserHistories
 
 AUTO_FULL_MAX_ITEMS = 50_000
