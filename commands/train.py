@@ -10,6 +10,10 @@ The config comes from, in order: `--config FILE`; `<folder>.toml` beside the dat
 (`training/recipe.py`), sized from the data. The first line printed (and the run's config.toml,
 key `origin`) says which.
 
+The dataset's live-catalogue log (items added and taken down while serving,
+`<RECSYS_STORE_DIR>/offline/catalogue/<dataset>/ops.jsonl`) is folded in: one line says how many
+items came in and went out, from which log (`training.catalogue_fold`).
+
 A checkpoint already in RUN_DIR (same config) is resumed automatically; `--no-resume` refuses
 to, `--restart` deletes it first.
 """

@@ -86,3 +86,20 @@ def test_bulk_added_vectors_and_a_take_down_reach_the_next_run(tmp_path, store):
     assert data.content.masks["audio"][rows].tolist() == [True, False]
     assert data.not_candidates.sum() == 1 and data.not_candidates[ds.item_ids.index("3")]
     assert data.data_version == ds.version  # the interactions (what the online store holds) did not change
+
+
+def test_checkpoints_of_a_smaller_catalogue_are_not_resumed_silently(tmp_path, store):
+    """A run killed before items were added cannot resume into the grown catalogue (its tables no
+    longer fit): ValueError naming --restart, never a traceback from deep inside torch."""
+    from feature_store.catalogue_log import CatalogueLog
+    from training.config import load_config
+    from training.run import train
+
+    folder = write_tiktok_slice(tmp_path / "slice")
+    config = load_config(write_test_config(tmp_path / "test.toml"), str(folder), [*OVERRIDES[:2], "train.epochs=1"])
+    train(config, tmp_path / "run", resume=False, progress=False)
+    CatalogueLog.open(store, "slice").append({"op": "put", "item_id": "late", "ts": 1.0, "media": ["image"],
+                                              "features": {"image": {"precomputed-d128": [0.1] * 128}}})
+    with pytest.raises(ValueError, match="--restart"):
+        train(config, tmp_path / "run", resume=True, progress=False)
+    assert train(config, tmp_path / "run", resume=False, progress=False).metrics["data"]["n_items"] > 0

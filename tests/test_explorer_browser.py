@@ -311,6 +311,8 @@ def test_search_inputs_for_media_the_model_cannot_embed_are_disabled_with_the_re
     assert reasons["text"] in page.locator("#search-note .search-off[data-medium='text']").inner_text()
     assert reasons["audio"] in page.locator("#search-note .search-off[data-medium='audio']").inner_text()
     assert page.locator("#search-note .search-off[data-medium='image']").count() == 0
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.locator(".explore-panel").screenshot(path=str(ARTIFACTS / "explorer-search-media.png"))
 
     # an audio file is refused on the page with the reason, and never sent
     before = len([u for u in watched.requests if u.endswith("/v1/search")])

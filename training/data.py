@@ -8,10 +8,15 @@ the feature store's window (`FeatureStore.historical_windows`: the last `data.fe
 events, the list the online store serves), cleaned by the encoder's own `distinct_latest`, so the
 user vectors training evaluates are the ones the server computes from Redis. The loss still sees
 every distinct train (user, item) pair as a positive.
+
+The dataset's live-catalogue log (items added and taken down while serving) is folded in first
+(`training.catalogue_fold`): added items are cold items with content, taken-down items stay in
+the tables and histories but are no candidates (`not_candidates`).
 """
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,7 +157,8 @@ def build_training_data(config: DataConfig, dataset: Dataset | None = None) -> T
         index_of = dict(zip(ds.items["item_id"].to_list(), ds.items["item_index"].to_list()))
         not_candidates[[index_of[i] for i in fold.removed + report.unusable]] = True
         summary = describe_fold(fold, report, list(content.features))
-        log.info("%s", summary)
+        if os.environ.get("RANK", "0") == "0":  # once under torchrun
+            log.info("%s", summary)
     catalog = ItemCatalog.from_arrays(content.features, content.masks, counts)
     return TrainingData(
         dataset=ds, split_strategy=config.split, content=content, catalog=catalog,

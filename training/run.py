@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ from recsys.metrics import dot_product_scorer, evaluate_scores
 from recsys.new_items import NewItemPolicy, item_prior
 from recsys.models import GraphContext, TaskInputs, TwoTowerTrainTask, build_model
 from recsys.models.popularity_prior import prior_counts, standardised_log_counts
+from training.checkpoint import CHECKPOINT_DIR, LAST
 from training.config import TrainConfig, load_config
 from training.data import TrainingData, build_training_data
 from training.distributed import DistContext, broadcast, gather, init_distributed, shutdown, weights_digest, wrap_model
@@ -99,6 +101,30 @@ def served_item_prior(data: TrainingData) -> np.ndarray:
     return prior
 
 
+DATA_MARKER = "data.json"  # beside the checkpoints: the data they were trained on
+
+
+def check_resumable_data(run_dir: Path, data: TrainingData, resume: bool, ctx: DistContext) -> None:
+    """Refuse to resume checkpoints of another catalogue (ValueError): the config fingerprint does
+    not see data, and the live-catalogue log may have grown since a run was killed (its item tables
+    would no longer fit). Records the data identity for the next resume (rank 0)."""
+    marker = run_dir / CHECKPOINT_DIR / DATA_MARKER
+    fold = data.catalogue
+    identity = {"data_version": data.data_version, "n_items": data.n_items,
+                "catalogue_log": {"log": fold.log, "ops": fold.ops, "digest": fold.digest} if fold else None}
+    checkpoints = any(run_dir.glob(f"**/{CHECKPOINT_DIR}/{LAST}"))
+    if resume and checkpoints and marker.exists():
+        saved = json.loads(marker.read_text())
+        if saved != identity:
+            raise ValueError(f"the checkpoints in {run_dir} were trained on other data ({saved.get('n_items')} items, "
+                             f"catalogue log {saved.get('catalogue_log')}); now {identity['n_items']} items, catalogue log "
+                             f"{identity['catalogue_log']} (items were added or taken down since?): use --restart "
+                             "or another --out")
+    if ctx.is_main:
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps(identity))
+
+
 def evaluate_vectors(data: TrainingData, users: np.ndarray, items: np.ndarray, split: str,
                      ctx: DistContext) -> dict[str, Any]:
     """Full-ranking metrics of the served scores on `split` (mask = train items), on rank 0, shared."""
@@ -125,6 +151,7 @@ def train(config: TrainConfig, run_dir: Path | str, resume: bool = True, progres
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     data = data or build_training_data(config.data)
+    check_resumable_data(run_dir, data, resume, ctx)
     n = config.train.ensemble
     members = []
     # One bar over the whole job (members x epochs, early stopping shrinks it), with its ETA; epoch

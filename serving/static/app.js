@@ -405,7 +405,7 @@ function renderSearchMedia() {
   const textProblem = searchProblem("text");
   textInput.disabled = Boolean(textProblem);
   textInput.title = textProblem ? `No text search: ${textProblem}` : "";
-  if (textProblem) textInput.placeholder = "text search is off for this model";
+  if (textProblem) textInput.placeholder = "no text search (see below)";
   const fileMedia = ["image", "audio"].filter((m) => !searchProblem(m));
   const fileInput = $("#search-file");
   fileInput.disabled = !fileMedia.length;
