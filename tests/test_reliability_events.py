@@ -50,10 +50,16 @@ def _add(client: redis.Redis, stream: str, n: int, prefix: str) -> list[bytes]:
 
 
 def _wait(predicate, within_s: float = 60.0, what: str = "condition") -> None:
+    """Poll `predicate` until true; a consumer group the archiver's thread has not created yet
+    (NOGROUP) counts as "not yet", not as a failure."""
     deadline = time.monotonic() + within_s
     while time.monotonic() < deadline:
-        if predicate():
-            return
+        try:
+            if predicate():
+                return
+        except redis.ResponseError as err:
+            if "NOGROUP" not in str(err):
+                raise
         time.sleep(0.05)
     raise AssertionError(f"{what} not met within {within_s}s")
 
