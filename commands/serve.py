@@ -39,7 +39,17 @@ def register(app: typer.Typer) -> None:
                      "log_dir": log_dir, "index_kind": index, "workers": workers}
         try:  # models load before the port opens: a broken run is one line, not a start-up traceback
             settings = ServingSettings(**{k: v for k, v in overrides.items() if v is not None})
-            app = create_app(settings, preload=True)
+            if settings.workers == 1:
+                app = create_app(settings, preload=True)
+            else:  # the workers build their apps from the environment (serving.main.worker_app)
+                for name, value in overrides.items():
+                    if value is not None:
+                        os.environ[f"RECSYS_SERVE_{name.upper()}"] = str(Path(value).resolve()) \
+                            if isinstance(value, Path) else str(value)
+                problem = _check_in_subprocess()
+                if problem:
+                    typer.echo(f"recsys serve: {problem}", err=True)
+                    raise typer.Exit(2)
         except (RunDirError, ServingConfigError, ValidationError, OSError) as err:
             message = _one_line(err) if not isinstance(err, ValidationError) else "invalid settings: " + "; ".join(
                 f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
@@ -54,18 +64,32 @@ def register(app: typer.Typer) -> None:
         if settings.workers == 1:
             uvicorn.run(app, **options)
             return
-        # N processes: each builds its app from the environment (serving.main.worker_app); the run
-        # loaded above only proved that it loads, so a broken run is still one line, not N tracebacks.
-        del app
-        import gc
-
-        gc.collect()  # the supervisor does not serve: give the check's model back before the workers load theirs
-        for name, value in overrides.items():
-            if value is not None:
-                os.environ[f"RECSYS_SERVE_{name.upper()}"] = str(Path(value).resolve()) if isinstance(value, Path) \
-                    else str(value)
         uvicorn.run("serving.main:worker_app", factory=True, workers=settings.workers,
                     timeout_worker_healthcheck=settings.worker_healthcheck_s, **options)
+
+
+def _check_in_subprocess() -> str | None:
+    """Load the run(s) once in a short-lived process, as a worker will: None when they load, else the
+    one-line reason. The supervisor of N workers then holds no model of its own (memory a process
+    gives back only when it exits), and an HNSW/IVF index is built into the shared index folder
+    once, before the workers map it."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_load_check).result()
+
+
+def _load_check() -> str | None:
+    from recsys.artifact import RunDirError
+    from serving.config import ServingConfigError
+    from serving.main import worker_app
+
+    try:
+        worker_app()
+    except (RunDirError, ServingConfigError, OSError) as err:
+        return _one_line(err)
+    return None
 
 
 def materialize_for(run_dir: Path) -> None:

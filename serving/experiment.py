@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import time
 import uuid
@@ -79,7 +80,16 @@ class Experiment:
 
     def write_manifest(self, log_dir: Path) -> Path:
         """Write `experiment.json`; keep the original start_ts while name, weights and mode are unchanged."""
+        import fcntl  # noqa: PLC0415
+
         log_dir.mkdir(parents=True, exist_ok=True)
+        # The workers of `recsys serve --workers N` all write it at start: one at a time, so the
+        # later ones keep the first one's start_ts, each through its own temporary file.
+        with open(log_dir / "experiment.json.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return self._write_manifest(log_dir)
+
+    def _write_manifest(self, log_dir: Path) -> Path:
         path = log_dir / "experiment.json"
         start_ts = time.time()
         kept: dict = {}
@@ -92,7 +102,7 @@ class Experiment:
                     start_ts = float(old["start_ts"])
             except (ValueError, KeyError, TypeError, AttributeError):
                 pass
-        tmp = path.with_suffix(".json.tmp")
+        tmp = path.with_suffix(f".json.tmp{os.getpid()}")
         tmp.write_text(json.dumps({"name": self.name, "variants": self.weights, "start_ts": start_ts, "mode": self.mode,
                                    **kept}, indent=2))
         tmp.replace(path)
