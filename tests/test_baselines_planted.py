@@ -145,6 +145,7 @@ def test_sasrec_learns_an_order_pattern_and_picks_its_epoch_on_valid():
     ds = Dataset("planted", ds.items, ds.interactions.with_columns(pl.Series("split", split)))
     train = ds.split("train")
     assert user_sequences(train, 60)[0].tolist() == [p[1] for p in pairs[:8]]
+    assert isinstance(make_baseline("sasrec", dataset="ml-100k"), SASRec)  # `recsys evaluate --baseline sasrec`
     model = SASRec(dim=16, max_len=10, lr=0.01, epochs=60, eval_every=5, patience=3, batch_size=32).fit(ds, train)
     scores = model.score(np.arange(60))
     scores[interaction_matrix(train, 60, 20).toarray() > 0] = -np.inf
