@@ -127,3 +127,33 @@ def test_learned_baselines_keep_their_best_valid_epoch_and_stop_on_patience(name
     from recsys.metrics import evaluate_scores
     kept = evaluate_scores(model.score, ds.split("valid"), ds.split("train"), 20, ks=(20,))["ndcg@20"]
     assert kept == pytest.approx(history[best_at][1])
+
+
+def test_sasrec_learns_an_order_pattern_and_picks_its_epoch_on_valid():
+    # Every user walks the items in a cycle (i, i+1, i+2, ...); the held-out valid item is the next
+    # step. Only the *order* says which item comes next: a set-based model cannot tell.
+    from recsys.baselines.sasrec import SASRec, training_windows, user_sequences
+
+    rng = np.random.default_rng(0)
+    pairs, split = [], []
+    for u in range(60):
+        start = int(rng.integers(0, 20))
+        walk = [(start + t) % 20 for t in range(9)]
+        pairs += [(u, i) for i in walk]
+        split += ["train"] * 8 + ["valid"]
+    ds, _ = make_dataset(pairs, n_items=20)
+    ds = Dataset("planted", ds.items, ds.interactions.with_columns(pl.Series("split", split)))
+    train = ds.split("train")
+    assert user_sequences(train, 60)[0].tolist() == [p[1] for p in pairs[:8]]
+    assert isinstance(make_baseline("sasrec", dataset="ml-100k"), SASRec)  # `recsys evaluate --baseline sasrec`
+    model = SASRec(dim=16, max_len=10, lr=0.01, epochs=60, eval_every=5, patience=3, batch_size=32).fit(ds, train)
+    scores = model.score(np.arange(60))
+    scores[interaction_matrix(train, 60, 20).toarray() > 0] = -np.inf
+    expected = (np.array([pairs[u * 9 + 7][1] for u in range(60)]) + 1) % 20
+    assert (scores.argmax(1) == expected).mean() > 0.9
+    assert model.best_epoch == max(model.valid_history, key=lambda h: h[1])[0]
+    # tokens are item + 1 (0 pads); the 6 transitions of 7 items, each once, newest window first
+    inputs, targets, _ = training_windows([np.arange(7)], max_len=3)
+    assert inputs.tolist() == [[4, 5, 6], [1, 2, 3]] and targets.tolist() == [[5, 6, 7], [2, 3, 4]]
+    inputs, targets, _ = training_windows([np.arange(5)], max_len=3)
+    assert inputs.tolist() == [[2, 3, 4], [0, 0, 1]] and targets.tolist() == [[3, 4, 5], [0, 0, 2]]
