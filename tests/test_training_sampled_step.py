@@ -28,10 +28,11 @@ def model_config(**kw) -> ModelConfig:
     return ModelConfig(**{**base, **kw})
 
 
-@pytest.mark.parametrize("layers,knn", [(0, 0), (1, 0), (2, 3), (3, 3)])
-def test_sampled_step_vectors_equal_the_full_forward_when_neighbourhoods_are_complete(layers, knn):
+@pytest.mark.parametrize("layers,knn,item_fanout", [(0, 0, 0), (1, 0, 0), (2, 3, 0), (3, 3, 0), (1, 0, 10_000),
+                                                    (2, 3, 10_000)])
+def test_sampled_step_vectors_equal_the_full_forward_when_neighbourhoods_are_complete(layers, knn, item_fanout):
     task, users, items = synthetic_task(300, 120, model_config(propagation_layers=layers, item_knn=knn),
-                                        LossConfig(step="sampled", fanout=10_000), seed=1)
+                                        LossConfig(step="sampled", fanout=10_000, item_fanout=item_fanout), seed=1)
     task.eval()  # no ID dropout: both paths see the same item vectors
     task.begin_epoch()  # the cache holds the current weights' layers
     x = task.inputs
@@ -102,11 +103,11 @@ def test_sampled_step_reads_the_same_number_of_items_whatever_the_catalogue_size
         assert len(sample.histories.items) <= len(sample.users) * 50
 
 
-@pytest.mark.parametrize("kind,content,alignment", [("softmax", 0.5, 0.0), ("bpr", 0.0, 0.0)])
-def test_sampled_step_trains(kind, content, alignment):
+@pytest.mark.parametrize("kind,content,item_fanout", [("softmax", 0.5, 0), ("bpr", 0.0, 0), ("softmax", 0.0, 2)])
+def test_sampled_step_trains(kind, content, item_fanout):
     task, users, items = synthetic_task(2_000, 200, model_config(item_knn=0, id_dropout=0.1),
                                         LossConfig(step="sampled", kind=kind, fanout=8, content_weight=content,
-                                                   alignment_weight=alignment), seed=4)
+                                                   item_fanout=item_fanout), seed=4)
     optimizer = build_optimizer(task, lr=0.02, weight_decay=0.0)
     gen = torch.Generator().manual_seed(0)
     losses = []

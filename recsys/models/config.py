@@ -74,6 +74,10 @@ class LossConfig(_Strict):
         "not the catalogue; auto: full up to `recsys.models.task.AUTO_FULL_MAX_ITEMS` items, else sampled."))
     fanout: int = Field(16, ge=1, description=(
         "Sampled step: graph neighbours drawn per batch user and per candidate item (all of them below that degree)."))
+    item_fanout: int = Field(0, ge=0, description=(
+        "Sampled step: users drawn per candidate item whose layer-0 vectors are recomputed from their history "
+        "windows, with gradients (costs item_fanout x window per candidate); 0: `fanout` users whose layer 0 "
+        "is read from the per-epoch cache."))
 
     @model_validator(mode="after")
     def _sampled_needs_sampled_loss(self) -> "LossConfig":

@@ -13,7 +13,8 @@ Two kinds of step (`LossConfig.step`):
   positives, its negatives (in-batch, plus `uniform_negatives`, logQ-corrected), the batch users'
   history windows and a fan-out of graph neighbours (`fanout`, PinSage/GraphSAGE-style, unbiased) —
   and reads the neighbours' deeper propagation terms from a per-epoch layer cache (historical
-  embeddings, `LayerCache`). Its cost is bounded by batch x (window + fan-out), whatever the
+  embeddings, `LayerCache`); with `item_fanout` > 0 the candidates' sampled users are pooled from
+  their histories too, so the first item layer is fresh and carries gradients. Its cost is bounded by batch x (window + fan-out), whatever the
   catalogue size, and the TorchRec tables are looked up (and get gradient rows) for those ids only,
   with sparse gradients and a lazy (row-wise) Adam, so DistributedModelParallel can shard them.
 
@@ -186,18 +187,23 @@ class TwoTowerTrainTask(nn.Module):
         else:
             candidates = mixed_candidates(items, n_items, cfg.uniform_negatives, generator)
         unique_users, unique_items = torch.unique(users), torch.unique(candidates)
-        histories = x.user_histories(unique_users)
         user_nb = item_nb = None
-        reads = [unique_items, histories.items]
+        pooled = unique_users
+        reads = [unique_items]
         if self.uses_cache:
             graph = x.graphs.interactions
             user_nb = sample_neighbours(graph.user_item.matrix, unique_users, cfg.fanout, generator)
-            item_nb = sample_neighbours(graph.item_user.matrix, unique_items, cfg.fanout, generator)
+            item_nb = sample_neighbours(graph.item_user.matrix, unique_items, cfg.item_fanout or cfg.fanout, generator)
             reads.append(user_nb.nodes)
+            if cfg.item_fanout:  # the candidates' neighbours get a fresh (differentiable) layer 0
+                pooled = torch.unique(torch.cat([unique_users, item_nb.nodes]))
+        histories = x.user_histories(pooled)
+        reads.append(histories.items)
         pairs = x.alignment_sample(cfg.alignment_batch, generator) \
             if cfg.alignment_weight > 0 and len(x.catalog.media) > 1 else []
         reads += [rows for _, _, rows in pairs]
-        sample = StepSample(unique_users, histories, unique_items, torch.unique(torch.cat(reads)), user_nb, item_nb)
+        sample = StepSample(unique_users, pooled, histories, unique_items, torch.unique(torch.cat(reads)), user_nb,
+                            item_nb, fresh_item_layer=self.uses_cache and cfg.item_fanout > 0)
         return sample, candidates, pairs
 
     def sampled_forward(self, users: torch.Tensor, items: torch.Tensor, generator: torch.Generator | None = None
@@ -207,8 +213,8 @@ class TwoTowerTrainTask(nn.Module):
         if self.uses_cache and self.cache is None:
             self.begin_epoch()
         out = self.model.step_forward(x.catalog, x.graphs, sample, self.cache, generator)
-        if self.cache is not None:  # historical embeddings: the batch users' layer 0 is fresh now
-            self.cache.users[0][sample.users] = out.users0.detach()
+        if self.cache is not None:  # historical embeddings: the pooled users' layer 0 is fresh now
+            self.cache.users[0][sample.pooled] = out.pooled0.detach()
         batch_users = out.users.index_select(0, torch.searchsorted(sample.users, users))
         at = torch.searchsorted(sample.candidates, candidates)
         main = self.candidate_loss(batch_users, items, users, candidates, out.items.index_select(0, at))

@@ -56,7 +56,9 @@ class StepSample:
     """What one sampled step encodes: global ids of its users, candidates and all items it reads.
 
     Attributes:
-        users: (U,) unique batch users; histories: their history windows (global item ids).
+        users: (U,) unique batch users; pooled: (P,) sorted users whose histories the step pools (the
+        batch users, plus the candidates' sampled neighbours when their layer 0 is recomputed);
+        histories: the history windows of `pooled` (global item ids).
         candidates: (C,) unique items scored by the loss; encode: (N,) sorted unique items whose
         layer-0 vectors are computed (candidates, history items, the users' sampled graph neighbours,
         alignment items). user_neighbours: sampled graph rows of `users` (nodes = items);
@@ -64,11 +66,13 @@ class StepSample:
     """
 
     users: torch.Tensor
+    pooled: torch.Tensor
     histories: UserHistories
     candidates: torch.Tensor
     encode: torch.Tensor
     user_neighbours: Neighbours | None = None
     item_neighbours: Neighbours | None = None
+    fresh_item_layer: bool = False  # item layer 1 from `pooled`'s fresh layer 0 (else from the cache)
 
 
 @dataclass
@@ -77,7 +81,7 @@ class StepOutput:
 
     users: torch.Tensor  # (U,) rows of sample.users, L2-normalised (+ popularity coordinate)
     items: torch.Tensor  # (C,) rows of sample.candidates, likewise
-    users0: torch.Tensor  # (U, dim) layer-0 user vectors (written back into the cache)
+    pooled0: torch.Tensor  # (P, dim) layer-0 vectors of sample.pooled (written back into the cache)
     encoding: ItemEncoding  # rows = `encoded`
     encoded: torch.Tensor  # sorted global ids of the encoding's rows (⊇ sample.encode)
 
@@ -186,7 +190,8 @@ class TwoTower(nn.Module):
             items0 = items0 + self.config.item_knn_weight * knn.aggregate(
                 encoding.base.index_select(0, torch.searchsorted(encoded, knn.nodes)), len(sample.encode))
         local = lambda ids: torch.searchsorted(sample.encode, ids)  # noqa: E731 - rows of items0
-        users0 = self.user_tower(sample.histories, items0, item_rows=local(sample.histories.items))
+        pooled0 = self.user_tower(sample.histories, items0, item_rows=local(sample.histories.items))
+        users0 = pooled0.index_select(0, torch.searchsorted(sample.pooled, sample.users))
         users, items = users0, items0.index_select(0, local(sample.candidates))
         layers = self.config.propagation_layers
         if layers > 0 and graphs.interactions is not None:
@@ -197,12 +202,15 @@ class TwoTower(nn.Module):
             for k in range(1, layers):
                 users = users + un.aggregate(cache.items[k - 1].index_select(0, un.nodes), n_users)
             for k in range(layers):
-                items = items + inb.aggregate(cache.users[k].index_select(0, inb.nodes), n_items)
+                values = pooled0.index_select(0, torch.searchsorted(sample.pooled, inb.nodes)) \
+                    if k == 0 and sample.fresh_item_layer \
+                    else cache.users[k].index_select(0, inb.nodes)
+                items = items + inb.aggregate(values, n_items)
             users, items = users / (layers + 1), items / (layers + 1)
         items = nn.functional.normalize(items, dim=1)
         if self.popularity is not None:
             items = self.popularity.items(items, catalog.popularity[sample.candidates])
-        return StepOutput(self.finalise_users(users), items, users0, encoding, encoded)
+        return StepOutput(self.finalise_users(users), items, pooled0, encoding, encoded)
 
     def serving_tables(self, output: TowerOutput, graphs: GraphContext) -> ServingTables:
         """Fold the propagation into per-item tables (exact for train histories; see `ServingTables`)."""
