@@ -11,10 +11,12 @@ Two kinds of step (`LossConfig.step`):
   items) and ML-100K (1.7k) defaults are measured with it.
 - **sampled**: what production two-towers do. A step encodes only the items it needs — the batch's
   positives, its negatives (in-batch, plus `uniform_negatives`, logQ-corrected), the batch users'
-  history windows and a fan-out of graph neighbours (`fanout`, PinSage/GraphSAGE-style, unbiased) —
-  and reads the neighbours' deeper propagation terms from a per-epoch layer cache (historical
-  embeddings, `LayerCache`); with `item_fanout` > 0 the candidates' sampled users are pooled from
-  their histories too, so the first item layer is fresh and carries gradients. Its cost is bounded by batch x (window + fan-out), whatever the
+  history windows and a fan-out of graph neighbours (`fanout`, PinSage/GraphSAGE-style) — and takes
+  the propagation terms from a per-epoch layer cache (historical embeddings), corrected by the
+  sampled neighbours' change since the cache was built (a control variate, `LayerCache`): exact in
+  value at the refresh, unbiased after, and the gradient reaches the neighbours' layer 0. With
+  `item_fanout` > 0 the candidates' sampled users are pooled from their histories too, so the item
+  side's propagation is corrected (and differentiated) the same way. Its cost is bounded by batch x (window + fan-out), whatever the
   catalogue size, and the TorchRec tables are looked up (and get gradient rows) for those ids only,
   with sparse gradients and a lazy (row-wise) Adam, so DistributedModelParallel can shard them.
 
@@ -193,9 +195,9 @@ class TwoTowerTrainTask(nn.Module):
         if self.uses_cache:
             graph = x.graphs.interactions
             user_nb = sample_neighbours(graph.user_item.matrix, unique_users, cfg.fanout, generator)
-            item_nb = sample_neighbours(graph.item_user.matrix, unique_items, cfg.item_fanout or cfg.fanout, generator)
             reads.append(user_nb.nodes)
-            if cfg.item_fanout:  # the candidates' neighbours get a fresh (differentiable) layer 0
+            if cfg.item_fanout:  # the candidates' sampled users get a fresh (differentiable) layer 0
+                item_nb = sample_neighbours(graph.item_user.matrix, unique_items, cfg.item_fanout, generator)
                 pooled = torch.unique(torch.cat([unique_users, item_nb.nodes]))
         histories = x.user_histories(pooled)
         reads.append(histories.items)
@@ -213,8 +215,6 @@ class TwoTowerTrainTask(nn.Module):
         if self.uses_cache and self.cache is None:
             self.begin_epoch()
         out = self.model.step_forward(x.catalog, x.graphs, sample, self.cache, generator)
-        if self.cache is not None:  # historical embeddings: the pooled users' layer 0 is fresh now
-            self.cache.users[0][sample.pooled] = out.pooled0.detach()
         batch_users = out.users.index_select(0, torch.searchsorted(sample.users, users))
         at = torch.searchsorted(sample.candidates, candidates)
         main = self.candidate_loss(batch_users, items, users, candidates, out.items.index_select(0, at))
