@@ -16,9 +16,10 @@ Two kinds of step (`LossConfig.step`):
   sampled neighbours' change since the cache was built (a control variate, `LayerCache`): exact in
   value at the refresh, unbiased after, and the gradient reaches the neighbours' layer 0. With
   `item_fanout` > 0 the candidates' sampled users are pooled from their histories too, so the item
-  side's propagation is corrected (and differentiated) the same way. Its cost is bounded by batch x (window + fan-out), whatever the
-  catalogue size, and the TorchRec tables are looked up (and get gradient rows) for those ids only,
-  with sparse gradients and a lazy (row-wise) Adam, so DistributedModelParallel can shard them.
+  side's propagation is corrected (and differentiated) the same way. Its cost is bounded by batch x
+  (window + fan-out), whatever the catalogue size, and the TorchRec tables are looked up (and get
+  gradient rows) for those ids only, with sparse gradients and a lazy (row-wise) Adam that decays
+  the looked-up rows (`training.trainer.SplitOptimizer`), so DistributedModelParallel can shard them.
 
 `auto` picks full up to `AUTO_FULL_MAX_ITEMS` items: below it the full step is both affordable
 (~0.6 s per step at 10k items on one CPU thread) and the better objective (exact, fresh
