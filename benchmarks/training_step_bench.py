@@ -72,7 +72,8 @@ def time_steps(n_items: int, step: str, args: argparse.Namespace) -> dict:
     built = time.perf_counter()
     config = ModelConfig(dim=args.dim, propagation_layers=args.layers, item_knn=args.knn, history_embedding=False,
                          user_pooling="mean", popularity_prior=True)
-    task, users, items = synthetic_task(n_items, args.users, config, LossConfig(step=step, fanout=args.fanout))
+    task, users, items = synthetic_task(n_items, args.users, config,
+                                        LossConfig(step=step, fanout=args.fanout, item_fanout=args.item_fanout))
     build_s = time.perf_counter() - built
     optimizer = build_optimizer(task, lr=1e-3, weight_decay=0.0)
     generator = torch.Generator().manual_seed(0)
@@ -92,7 +93,7 @@ def time_steps(n_items: int, step: str, args: argparse.Namespace) -> dict:
             cpu.append(time.process_time() - cpu_started)
     steps_per_epoch = int(np.ceil(len(users) / args.batch))
     return {"items": n_items, "step": task.step_kind, "users": args.users, "batch": args.batch, "dim": args.dim,
-            "knn": args.knn, "layers": args.layers, "fanout": args.fanout, "build_s": round(build_s, 1),
+            "knn": args.knn, "layers": args.layers, "fanout": args.fanout, "item_fanout": args.item_fanout, "build_s": round(build_s, 1),
             "step_s_median": round(float(np.median(times)), 3), "step_s_min": round(float(np.min(times)), 3),
             "step_cpu_s_median": round(float(np.median(cpu)), 3),
             "cache_refresh_s": round(refresh_s, 2), "steps_per_epoch": steps_per_epoch, "steps": args.steps}
@@ -134,6 +135,7 @@ def main() -> None:
     parser.add_argument("--knn", type=int, default=0, help="content kNN neighbours (0: off; the kNN build is O(N^2))")
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--fanout", type=int, default=16)
+    parser.add_argument("--item-fanout", type=int, default=0, help="sampled step: loss.item_fanout")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--modes", nargs="+", default=["full", "sampled"], choices=["full", "sampled"])

@@ -73,7 +73,7 @@ def test_epochs_split_over_two_invocations_end_where_one_run_ends(setup: dict, r
 def test_a_sampled_step_run_is_reproducible_across_a_resume(setup: dict) -> None:
     """The sampled step (issue 14): its layer cache is rebuilt each epoch and SparseAdam's state is checkpointed,
     so a run split over two invocations ends where one run ends."""
-    sampled = ["loss.step=sampled", "loss.fanout=4"]
+    sampled = ["loss.step=sampled", "loss.fanout=4", "loss.alignment_weight=1.0", "loss.content_weight=0.3"]
     whole = train(load_config(setup["config"], str(setup["folder"]), sampled), setup["root"] / "sampled",
                   resume=False, progress=False)
     split_dir = setup["root"] / "sampled-split"

@@ -55,14 +55,16 @@ class SplitOptimizer:
     """Adam on the dense parameters + SparseAdam on sparse-gradient tables (the sampled step's ID tables).
 
     SparseAdam is the lazy Adam of recommender training: it updates only the rows a step looked up, so
-    an optimiser step costs O(batch) rows, not O(catalogue). It applies no weight decay (the dense
-    parameters keep theirs). Quacks like one optimiser (param_groups, zero_grad, step, state dicts).
+    an optimiser step costs O(batch) rows, not O(catalogue). Weight decay is applied as Adam applies
+    it (coupled L2, grad += weight_decay * w), on the looked-up rows only. Quacks like one optimiser
+    (param_groups, zero_grad, step, state dicts).
     """
 
     def __init__(self, dense: list[torch.nn.Parameter], sparse: list[torch.nn.Parameter], lr: float,
                  weight_decay: float):
         self.dense = torch.optim.Adam(dense, lr=lr, weight_decay=weight_decay)
         self.sparse = torch.optim.SparseAdam(sparse, lr=lr)
+        self.sparse_params, self.weight_decay = sparse, weight_decay
 
     @property
     def param_groups(self) -> list[dict[str, Any]]:
@@ -74,6 +76,12 @@ class SplitOptimizer:
 
     def step(self) -> None:
         self.dense.step()
+        if self.weight_decay > 0:
+            with torch.no_grad():
+                for p in self.sparse_params:
+                    if p.grad is not None:
+                        grad = p.grad.coalesce()
+                        p.grad = grad + self.weight_decay * p.sparse_mask(grad)
         self.sparse.step()
 
     def state_dict(self) -> dict[str, Any]:

@@ -84,7 +84,12 @@ class LossConfig(_Strict):
         "the batch users' history windows, a fan-out of graph neighbours), so its cost grows with the batch, "
         "not the catalogue; auto: full up to `recsys.models.task.AUTO_FULL_MAX_ITEMS` items, else sampled."))
     fanout: int = Field(16, ge=1, description=(
-        "Sampled step: graph neighbours drawn per batch user and per candidate item (all of them below that degree)."))
+        "Sampled step: graph neighbours (items) drawn per batch user to correct its cached propagation term "
+        "(all of them below that degree)."))
+    item_fanout: int = Field(0, ge=0, description=(
+        "Sampled step: users drawn per candidate item whose layer-0 vectors are recomputed from their history "
+        "windows to correct the item's cached propagation term, with gradients (costs item_fanout x window per "
+        "candidate); 0: the item's cached term as it is."))
 
     @model_validator(mode="after")
     def _sampled_needs_sampled_loss(self) -> "LossConfig":

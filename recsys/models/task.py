@@ -11,15 +11,21 @@ Two kinds of step (`LossConfig.step`):
   items) and ML-100K (1.7k) defaults are measured with it.
 - **sampled**: what production two-towers do. A step encodes only the items it needs — the batch's
   positives, its negatives (in-batch, plus `uniform_negatives`, logQ-corrected), the batch users'
-  history windows and a fan-out of graph neighbours (`fanout`, PinSage/GraphSAGE-style, unbiased) —
-  and reads the neighbours' deeper propagation terms from a per-epoch layer cache (historical
-  embeddings, `LayerCache`). Its cost is bounded by batch x (window + fan-out), whatever the
-  catalogue size, and the TorchRec tables are looked up (and get gradient rows) for those ids only,
-  with sparse gradients and a lazy (row-wise) Adam, so DistributedModelParallel can shard them.
+  history windows and a fan-out of graph neighbours (`fanout`, PinSage/GraphSAGE-style) — and takes
+  the propagation terms from a per-epoch layer cache (historical embeddings), corrected by the
+  sampled neighbours' change since the cache was built (a control variate, `LayerCache`): exact in
+  value at the refresh, unbiased after, and the gradient reaches the neighbours' layer 0. With
+  `item_fanout` > 0 the candidates' sampled users are pooled from their histories too, so the item
+  side's propagation is corrected (and differentiated) the same way. Its cost is bounded by batch x
+  (window + fan-out), whatever the catalogue size, and the TorchRec tables are looked up (and get
+  gradient rows) for those ids only, with sparse gradients and a lazy (row-wise) Adam that decays
+  the looked-up rows (`training.trainer.SplitOptimizer`), so DistributedModelParallel can shard them.
 
-`auto` picks full up to `AUTO_FULL_MAX_ITEMS` items: below it the full step is both affordable and
-the better objective (exact, fresh propagation; every weight sees every step), above it the full
-step's cost (3.7 s at 10k items, 88 s at 1M on this machine, BENCHMARKS.md) is what does not scale.
+`auto` picks full up to `AUTO_FULL_MAX_ITEMS` items: below it the full step is both affordable
+(~0.6 s per step at 10k items on one CPU thread) and the better objective (exact, fresh
+propagation; every row decays and moves every step: ML-100K test N@20 .0998 vs .0934 sampled),
+above it the full step's cost is what does not scale (9.3 s at 1M items vs 0.30 s sampled;
+BENCHMARKS.md, "Training step vs catalogue size").
 """
 from __future__ import annotations
 
@@ -192,18 +198,23 @@ class TwoTowerTrainTask(nn.Module):
         else:
             candidates = mixed_candidates(items, n_items, cfg.uniform_negatives, generator)
         unique_users, unique_items = torch.unique(users), torch.unique(candidates)
-        histories = x.user_histories(unique_users)
         user_nb = item_nb = None
-        reads = [unique_items, histories.items]
+        pooled = unique_users
+        reads = [unique_items]
         if self.uses_cache:
             graph = x.graphs.interactions
             user_nb = sample_neighbours(graph.user_item.matrix, unique_users, cfg.fanout, generator)
-            item_nb = sample_neighbours(graph.item_user.matrix, unique_items, cfg.fanout, generator)
             reads.append(user_nb.nodes)
+            if cfg.item_fanout:  # the candidates' sampled users get a fresh (differentiable) layer 0
+                item_nb = sample_neighbours(graph.item_user.matrix, unique_items, cfg.item_fanout, generator)
+                pooled = torch.unique(torch.cat([unique_users, item_nb.nodes]))
+        histories = x.user_histories(pooled)
+        reads.append(histories.items)
         pairs = x.alignment_sample(cfg.alignment_batch, generator) \
             if cfg.alignment_weight > 0 and len(x.catalog.media) > 1 else []
         reads += [rows for _, _, rows in pairs]
-        sample = StepSample(unique_users, histories, unique_items, torch.unique(torch.cat(reads)), user_nb, item_nb)
+        sample = StepSample(unique_users, pooled, histories, unique_items, torch.unique(torch.cat(reads)), user_nb,
+                            item_nb, fresh_item_layer=self.uses_cache and cfg.item_fanout > 0)
         return sample, candidates, pairs
 
     def sampled_forward(self, users: torch.Tensor, items: torch.Tensor, generator: torch.Generator | None = None
@@ -213,8 +224,6 @@ class TwoTowerTrainTask(nn.Module):
         if self.uses_cache and self.cache is None:
             self.begin_epoch()
         out = self.model.step_forward(x.catalog, x.graphs, sample, self.cache, generator)
-        if self.cache is not None:  # historical embeddings: the batch users' layer 0 is fresh now
-            self.cache.users[0][sample.users] = out.users0.detach()
         batch_users = out.users.index_select(0, torch.searchsorted(sample.users, users))
         at = torch.searchsorted(sample.candidates, candidates)
         main = self.candidate_loss(batch_users, items, users, candidates, out.items.index_select(0, at))

@@ -39,16 +39,20 @@ class TowerOutput:
 
 @dataclass
 class LayerCache:
-    """Historical embeddings (GNNAutoScale, Fey et al. 2021) for the sampled training step.
+    """Historical embeddings for the sampled training step (GNNAutoScale, Fey et al. 2021) used as
+    control variates (VR-GCN, Chen et al. 2018).
 
-    A sampled step recomputes, with gradients, everything its batch touches directly (its items'
-    layer-0 vectors, its users' histories); the deeper propagation terms of the sampled neighbours
-    are read from here: the users' layers 0..L-1 and the items' layers 1..L-1 of the last full
-    (no-grad) pass, refreshed once per epoch and, for the batch users' layer 0, on every step.
+    One full no-grad pass, refreshed once per epoch, gives every user's and item's layer 0 and its
+    exact propagation term Σ_{k=1..L} layer k. A sampled step then computes a user's vector as
+    fresh layer 0 + cached propagation + Σ over sampled neighbours of (fresh − cached) neighbour
+    layer 0: exact in value while the weights equal the cached ones (whatever the fan-out), an
+    unbiased estimate of the change since, and the path the gradient takes to the neighbours.
     """
 
-    users: list[torch.Tensor]  # layers 0..L-1, each (n_users, dim)
-    items: list[torch.Tensor]  # layers 1..L-1, each (n_items, dim)
+    users0: torch.Tensor  # (n_users, dim) layer 0
+    items0: torch.Tensor  # (n_items, dim) layer 0
+    users_propagated: torch.Tensor  # (n_users, dim) Σ_{k=1..L} user layer k
+    items_propagated: torch.Tensor  # (n_items, dim) Σ_{k=1..L} item layer k
 
 
 @dataclass
@@ -56,19 +60,23 @@ class StepSample:
     """What one sampled step encodes: global ids of its users, candidates and all items it reads.
 
     Attributes:
-        users: (U,) unique batch users; histories: their history windows (global item ids).
+        users: (U,) unique batch users; pooled: (P,) sorted users whose histories the step pools (the
+        batch users, plus the candidates' sampled neighbours when their layer 0 is recomputed);
+        histories: the history windows of `pooled` (global item ids).
         candidates: (C,) unique items scored by the loss; encode: (N,) sorted unique items whose
         layer-0 vectors are computed (candidates, history items, the users' sampled graph neighbours,
         alignment items). user_neighbours: sampled graph rows of `users` (nodes = items);
-        item_neighbours: sampled graph rows of `candidates` (nodes = users); None without propagation.
+        item_neighbours: sampled graph rows of `candidates` (nodes = users), only with `item_fanout`.
     """
 
     users: torch.Tensor
+    pooled: torch.Tensor
     histories: UserHistories
     candidates: torch.Tensor
     encode: torch.Tensor
     user_neighbours: Neighbours | None = None
     item_neighbours: Neighbours | None = None
+    fresh_item_layer: bool = False  # correct the candidates' cached propagation with their users' fresh layer 0
 
 
 @dataclass
@@ -77,7 +85,7 @@ class StepOutput:
 
     users: torch.Tensor  # (U,) rows of sample.users, L2-normalised (+ popularity coordinate)
     items: torch.Tensor  # (C,) rows of sample.candidates, likewise
-    users0: torch.Tensor  # (U, dim) layer-0 user vectors (written back into the cache)
+    pooled0: torch.Tensor  # (P, dim) layer-0 vectors of sample.pooled
     encoding: ItemEncoding  # rows = `encoded`
     encoded: torch.Tensor  # sorted global ids of the encoding's rows (⊇ sample.encode)
 
@@ -155,7 +163,7 @@ class TwoTower(nn.Module):
         return TowerOutput(self.finalise_users(users), items, encoding, items0, layers)
 
     def layer_cache(self, catalog: ItemCatalog, histories: UserHistories, graphs: GraphContext) -> LayerCache | None:
-        """The propagation layers the sampled step reads for its neighbours (None without propagation).
+        """What the sampled step reads for its neighbours (None without propagation): see `LayerCache`.
 
         One full pass without gradients, in the caller's mode (the trainer uses eval: no ID dropout).
         """
@@ -165,16 +173,16 @@ class TwoTower(nn.Module):
         with torch.no_grad():
             items0 = self.item_inputs(self.item_tower(catalog), graphs)
             users0 = self.user_tower(histories, items0)
-            user_layers, item_layers = propagation_layers(graphs.interactions, users0, items0, layers - 1)
-        return LayerCache(user_layers, item_layers[1:])
+            user_layers, item_layers = propagation_layers(graphs.interactions, users0, items0, layers)
+        return LayerCache(users0, items0, torch.stack(user_layers[1:]).sum(0), torch.stack(item_layers[1:]).sum(0))
 
     def step_forward(self, catalog: ItemCatalog, graphs: GraphContext, sample: StepSample, cache: LayerCache | None,
                      generator: torch.Generator | None = None) -> StepOutput:
         """`forward`'s vectors for the sample's users and candidates only, from the items it encodes.
 
-        Equal to `forward`'s rows when every neighbourhood is complete (fan-out >= degree) and `cache`
-        holds the current weights' layers (tests/test_training_sampled_step.py); the cost grows with
-        the sample, not with the catalogue.
+        Equal to `forward`'s rows when `cache` holds the current weights' layers, whatever the fan-out
+        (tests/test_training_sampled_step.py; see `LayerCache`); the cost grows with the sample, not
+        with the catalogue.
         """
         encoded, knn = sample.encode, None
         if graphs.item_knn is not None and self.config.item_knn > 0:  # the kNN smoothing reads 1 hop more
@@ -186,23 +194,26 @@ class TwoTower(nn.Module):
             items0 = items0 + self.config.item_knn_weight * knn.aggregate(
                 encoding.base.index_select(0, torch.searchsorted(encoded, knn.nodes)), len(sample.encode))
         local = lambda ids: torch.searchsorted(sample.encode, ids)  # noqa: E731 - rows of items0
-        users0 = self.user_tower(sample.histories, items0, item_rows=local(sample.histories.items))
+        pooled0 = self.user_tower(sample.histories, items0, item_rows=local(sample.histories.items))
+        users0 = pooled0.index_select(0, torch.searchsorted(sample.pooled, sample.users))
         users, items = users0, items0.index_select(0, local(sample.candidates))
         layers = self.config.propagation_layers
         if layers > 0 and graphs.interactions is not None:
-            assert cache is not None and sample.user_neighbours is not None and sample.item_neighbours is not None
-            un, inb = sample.user_neighbours, sample.item_neighbours
-            n_users, n_items = len(sample.users), len(sample.candidates)
-            users = users + un.aggregate(items0.index_select(0, local(un.nodes)), n_users)
-            for k in range(1, layers):
-                users = users + un.aggregate(cache.items[k - 1].index_select(0, un.nodes), n_users)
-            for k in range(layers):
-                items = items + inb.aggregate(cache.users[k].index_select(0, inb.nodes), n_items)
+            assert cache is not None and sample.user_neighbours is not None
+            un = sample.user_neighbours
+            drift = items0.index_select(0, local(un.nodes)) - cache.items0.index_select(0, un.nodes)
+            users = users + cache.users_propagated.index_select(0, sample.users) + un.aggregate(drift, len(sample.users))
+            items = items + cache.items_propagated.index_select(0, sample.candidates)
+            if sample.fresh_item_layer:
+                inb = sample.item_neighbours
+                drift = pooled0.index_select(0, torch.searchsorted(sample.pooled, inb.nodes)) \
+                    - cache.users0.index_select(0, inb.nodes)
+                items = items + inb.aggregate(drift, len(sample.candidates))
             users, items = users / (layers + 1), items / (layers + 1)
         items = nn.functional.normalize(items, dim=1)
         if self.popularity is not None:
             items = self.popularity.items(items, catalog.popularity[sample.candidates])
-        return StepOutput(self.finalise_users(users), items, users0, encoding, encoded)
+        return StepOutput(self.finalise_users(users), items, pooled0, encoding, encoded)
 
     def folded_propagation(self, output: TowerOutput, graphs: GraphContext) -> tuple[torch.Tensor, float]:
         """(propagated per-item table, layer scale) of `ServingTables`, differentiable (the next-item
