@@ -49,13 +49,14 @@ class Retriever:
     """
 
     def __init__(self, run: RunArtifact, index_config: IndexConfig = IndexConfig(), *, cold_start_pool: int = 500,
-                 mmr_lambda: float = 0.7, max_k: int = 200, index_store: Path | None = None):
+                 mmr_lambda: float = 0.7, max_k: int = 200, index_store: Path | None = None,
+                 index_mmap: bool = True):
         self.run = run
         self.version = run.model_version
         self.encoder = run.user_encoder  # loaded now: a broken user_encoder.pt must fail the load, not a request
         # Loaded and checked now too: a corrupt content_projection.pt fails the load, never a search.
         self.content: ContentPath | None = load_content_path(run.run_dir)
-        self.index = ItemIndex(run.item_vectors, index_config, store=index_store)  # store: built once, memory-mapped
+        self.index = ItemIndex(run.item_vectors, index_config, store=index_store, mmap=index_mmap)  # store: built once, memory-mapped
         self.item_ids = np.asarray(run.items["item_id"].to_list(), dtype=object)
         self.item_media: list[list[str]] = [list(m or []) for m in run.items["media"].to_list()]
         titles = run.items["title"].to_list() if "title" in run.items.columns else [None] * len(self.item_ids)

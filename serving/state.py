@@ -67,7 +67,8 @@ def load_models(settings: ServingSettings) -> LiveModels:
         raise ValueError("no run directory: pass --run RUN_DIR or set RECSYS_SERVE_RUN_DIR")
     loader = partial(Retriever.load, index_config=index_config(settings), cold_start_pool=settings.cold_start_pool,
                      mmr_lambda=settings.mmr_lambda, max_k=settings.max_k,
-                     index_store=settings.index_dir or get_settings().cache_dir / "index")
+                     index_store=settings.index_dir or get_settings().cache_dir / "index",
+                     index_mmap=settings.workers > 1)  # mapping is for sharing; one process reads it (faster IVF)
     models = LiveModels(loader, settings.model_load_timeout_s)
     models.load_now("A", settings.run_dir)
     if settings.run_dir_b is not None:
