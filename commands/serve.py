@@ -55,6 +55,10 @@ def register(app: typer.Typer) -> None:
                 f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
             typer.echo(f"recsys serve: {message}", err=True)
             raise typer.Exit(2) from None
+        problem = _redis_cluster_problem()
+        if problem:
+            typer.echo(f"recsys serve: {problem}", err=True)
+            raise typer.Exit(2)
         if materialize:
             for run_dir in (settings.run_dir, settings.run_dir_b):
                 if run_dir is not None:
@@ -66,6 +70,28 @@ def register(app: typer.Typer) -> None:
             return
         uvicorn.run("serving.main:worker_app", factory=True, workers=settings.workers,
                     timeout_worker_healthcheck=settings.worker_healthcheck_s, **options)
+
+
+def _redis_cluster_problem() -> str | None:
+    """Why the configured Redis Cluster cannot be used now, or None. A single node may be down at
+    start (the API starts degraded and recovers); a cluster client needs a node to learn the slot
+    map from, so a cluster that no node answers for is one line here, not a start-up traceback."""
+    from recsys.config import get_settings  # noqa: PLC0415
+    from feature_store.redis_server import redis_client  # noqa: PLC0415
+    from serving.redis_link import REDIS_ERRORS  # noqa: PLC0415
+
+    shared = get_settings()
+    if not shared.redis_cluster:
+        return None
+    if not shared.redis_url:
+        return "RECSYS_REDIS_CLUSTER=true needs REDIS_URL naming a node of the cluster"
+    try:
+        client = redis_client(shared.redis_url, cluster=True, socket_connect_timeout=5, socket_timeout=5)
+        client.close()
+    except REDIS_ERRORS as err:
+        return (f"Redis Cluster at {shared.redis_url} is unreachable ({_one_line(err)}); start it, "
+                "or unset RECSYS_REDIS_CLUSTER for a single node")
+    return None
 
 
 def _check_in_subprocess() -> str | None:

@@ -89,7 +89,7 @@ class ItemIndex:
         else:
             self.index = self._build_threads()
         self.build_seconds = time.perf_counter() - started
-        log.info("%s %s index over %d items (d=%d) in %.2fs", "mapped" if self.shared_file else "built", self.kind,
+        log.info("%s %s index over %d items (d=%d) in %.2fs", ("mapped" if self.mmap else "read") if self.shared_file else "built", self.kind,
                  self.n_items, self.dim, self.build_seconds)
 
     def _build_threads(self) -> faiss.Index:

@@ -4,6 +4,7 @@ on a store that already serves the run it does nothing. Real server, real Redis,
 from __future__ import annotations
 
 import json
+import os
 
 import httpx
 import pytest
@@ -46,3 +47,22 @@ def test_serve_materialize_fills_an_empty_store_then_leaves_a_serving_one_alone(
         get_settings.cache_clear()
     assert "already serves tiktok-meanpool-materialize: nothing to materialise" in " ".join(capsys.readouterr().out.split())
     assert store.version_info()["created_at"] == info["created_at"] and store.active_version() is not None
+
+
+def test_serve_refuses_an_unreachable_redis_cluster_in_one_line(tmp_path):
+    """A cluster client needs a node to learn the slot map from: nobody answering is one CLI line, exit 2."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "RECSYS_REDIS_CLUSTER": "true", "REDIS_URL": f"redis://127.0.0.1:{port}/0",
+           "RECSYS_STORE_DIR": str(tmp_path / "store")}
+    run = tiktok_mean_pool_run(tmp_path / "run", model_version="tiktok-meanpool-cluster-check")
+    done = subprocess.run([sys.executable, "-m", "commands.main", "serve", "--run", str(run), "--port", "1"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+    assert f"Redis Cluster at redis://127.0.0.1:{port}/0 is unreachable" in done.stderr
