@@ -33,7 +33,9 @@ def test_concurrent_misses_in_two_processes_compute_once(redis_server, redis_nam
     async def scenario() -> tuple[list[int], set]:
         # Two caches with separate clients stand for two server processes sharing one Redis.
         links = [await _link(redis_server) for _ in range(2)]
-        caches = [FeedCache(link, redis_namespace, ttl_s=60) for link in links]
+        # generous lock lifetime and wait: on a busy machine the holder may take longer than the
+        # default 300 ms wait, and then the other process computes too (by design, not what this tests)
+        caches = [FeedCache(link, redis_namespace, ttl_s=60, lock_ttl_ms=60_000, lock_wait_ms=30_000) for link in links]
         calls: list[int] = []
         compute = _counting_compute(calls)
         results = await asyncio.gather(*[caches[i % 2].get_or_compute("u1", "v1:A:20", compute) for i in range(30)])

@@ -42,4 +42,5 @@ def test_processes_sharing_one_rotating_log_lose_and_tear_nothing(tmp_path):
         for line in path.read_text().splitlines():
             ids.append(json.loads(line)["exposure_id"])  # a torn line would not parse
     assert len(ids) == len(set(ids)) == PROCESSES * RECORDS
-    assert all(path.stat().st_size <= CAP + 64 * 500 for path in files)  # one batch may straddle the cap
+    # each process checks the size before its own batch write, so up to one batch per process may straddle the cap
+    assert all(path.stat().st_size <= CAP + PROCESSES * 64 * 500 for path in files)
