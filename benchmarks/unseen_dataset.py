@@ -1,4 +1,4 @@
-"""Build a dataset the project's configs were never tuned for, from ML-100K's interactions.
+"""Build a dataset the project's configs were never tuned for, from ML-100K's (or TikTok's) interactions.
 
     RECSYS_DATA_DIR=../shared/data .venv/bin/python benchmarks/unseen_dataset.py --out artifacts/unseen/ml100k-random
 
@@ -12,7 +12,13 @@ tuned ML-100K task in everything a recipe could have been fitted to:
 - optionally a subsample of users (`--user-fraction`), which changes size and density;
 - optionally a thinned, sparse next-item task (`--keep-fraction 0.15 --next-item`): each user keeps a
   random share of their events (at least 5), and no split column is written, so the loader's
-  leave-last-out split applies (the shape of Amazon-review data: ~15 events per user, timestamps).
+  leave-last-out split applies (the shape of Amazon-review data: ~15 events per user, timestamps);
+- a thinned random-split dataset (`--keep-fraction 0.15`, split column kept): sparse (train
+  density ~.008, under the recipe's .01 threshold) but without a next-item order;
+- `--source tiktok`: TikTok's interactions re-split at random per user, without its media, its
+  ids, its DiffMM split or any timestamp column (TikTok's are synthetic: file order), so the
+  recipe's sparse regime meets TikTok's *shape* (density ~.001, median 5 events per user) but none
+  of what `configs/tiktok.toml` was tuned on.
 The result is a generic folder dataset (`items.csv`, `interactions.csv` with a `split` column),
 loaded by `recsys.data.tabular`; it lives outside the repository (licence: no redistribution).
 """
@@ -27,10 +33,17 @@ import polars as pl
 from recsys.data import load_dataset
 
 
+SOURCES = ("ml-100k", "tiktok")
+
+
 def build(out: Path, seed: int = 0, user_fraction: float = 1.0, valid: float = 0.1, test: float = 0.1,
-          keep_fraction: float = 1.0, next_item: bool = False) -> Path:
+          keep_fraction: float = 1.0, next_item: bool = False, source: str = "ml-100k") -> Path:
     """Write the folder dataset to `out` (overwrites) and return it."""
-    ds = load_dataset("ml-100k")
+    if source not in SOURCES:
+        raise ValueError(f"unknown source {source!r}: one of {', '.join(SOURCES)}")
+    if next_item and source != "ml-100k":
+        raise ValueError("--next-item needs real timestamps: only the ml-100k source has them")
+    ds = load_dataset(source)
     rng = np.random.default_rng(seed)
     inter = ds.interactions.select("user_index", "item_index", "timestamp")
     users = inter["user_index"].unique().to_numpy()
@@ -62,7 +75,8 @@ def build(out: Path, seed: int = 0, user_fraction: float = 1.0, valid: float = 0
     used = inter["item_id"].unique().sort()
     out.mkdir(parents=True, exist_ok=True)
     pl.DataFrame({"item_id": used}).write_csv(out / "items.csv")
-    columns = ["user_id", "item_id", "timestamp"] + ([] if next_item else ["split"])
+    # Synthetic timestamps (TikTok: file order) are not written: the derived data has no time at all.
+    columns = ["user_id", "item_id"] + ([] if ds.timestamps_synthetic else ["timestamp"]) + ([] if next_item else ["split"])
     inter.select(columns).write_csv(out / "interactions.csv")
     return out
 
@@ -70,12 +84,14 @@ def build(out: Path, seed: int = 0, user_fraction: float = 1.0, valid: float = 0
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--source", choices=SOURCES, default="ml-100k", help="dataset whose interactions are used")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--user-fraction", type=float, default=1.0)
     parser.add_argument("--keep-fraction", type=float, default=1.0, help="share of each user's events kept (min 5)")
     parser.add_argument("--next-item", action="store_true", help="no split column: leave-last-out by time")
     args = parser.parse_args()
-    path = build(args.out, args.seed, args.user_fraction, keep_fraction=args.keep_fraction, next_item=args.next_item)
+    path = build(args.out, args.seed, args.user_fraction, keep_fraction=args.keep_fraction, next_item=args.next_item,
+                 source=args.source)
     frame = pl.read_csv(path / "interactions.csv")
     print(path, frame.height, "interactions", frame["user_id"].n_unique(), "users", frame["item_id"].n_unique(), "items",
           frame.group_by("split").len().sort("split").rows() if "split" in frame.columns else "leave-last-out")

@@ -3,7 +3,8 @@
 Why: the built-in recipe is robust, not optimal; a dataset that matters deserves a search, but
 one that a 2-core CPU finishes in minutes. Trial 0 is the config `recsys train` would use (so the
 result is never worse on valid than not tuning); every later trial changes a few knobs that
-mattered in the sweeps (lr, weight decay, dimension, graph depth, loss, recency) and trains ONE
+mattered in the sweeps (lr, weight decay, dimension, graph depth, loss, logQ strength, a fixed or
+learned temperature, recency) and trains ONE
 seeded tower with early stopping on valid. Trials start while the budget lasts (a trial that has
 started finishes). The winner is written as TOML to `<folder>.toml` beside the dataset folder,
 which the next `recsys train --dataset D` picks up (`training.config.config_source`).
@@ -52,6 +53,10 @@ def search_space(base: TrainConfig) -> dict[str, list[Any]]:
         "model.dim": sorted({max(16, dim // 2), dim, min(512, dim * 2)}),
         "model.propagation_layers": [1, 2, 3],
         "loss.kind": ["softmax", "full_softmax"],
+        # What separated the regimes on the unseen datasets (BENCHMARKS.md, issue 16 "Generalisation"):
+        # a fixed temperature won on sparse data and lost on dense; logQ x1 lost to x3 on sparse.
+        "model.learn_temperature": [True, False],
+        "loss.logq_correction": [1.0, 3.0, 5.0],
     }
     if base.data.split == "leave-last-out":
         space["model.recency_half_life"] = [0.0, 3.0, 10.0]
@@ -65,6 +70,8 @@ def sample_overrides(space: dict[str, list[Any]], rng: random.Random, knobs: int
 
 
 def _literal(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
     return f'"{value}"' if isinstance(value, str) else repr(value)
 
 
