@@ -17,7 +17,7 @@ from commands.main import app
 from recsys.artifact import load_run
 from training.config import CONFIG_DIR, load_config
 from recsys.data import load_dataset
-from training.recipe import DataShape, data_shape, dimension_for, members_for, robust_recipe
+from training.recipe import DataShape, data_shape, dimension_for, members_for, robust_recipe, window_for
 from training.trainer import scheduled_lr
 
 
@@ -69,6 +69,31 @@ def test_ensemble_members_follow_the_time_budget():
     small = DataShape(943, 1682, 80_000, True, False, True)
     assert members_for(small, 64) == 3
     assert members_for(DataShape(10**6, 10**5, 5 * 10**7, True, False, True), 256) == 1
+
+
+def test_dense_random_split_data_sees_whole_histories_and_sparse_data_a_fixed_temperature():
+    # Dense, predefined split: the window covers the 99th percentile of train histories (power of two).
+    dense = DataShape(943, 1682, 80_000, True, False, True, history_p99=358)
+    raw = robust_recipe(dense)
+    assert raw["data"]["feature_window"] == 512 and raw["model"]["learn_temperature"] is True
+    assert raw["loss"]["kind"] == "full_softmax"
+    # Sparse, predefined split: the default window, a fixed temperature, sampled softmax with logQ x3.
+    sparse = robust_recipe(DataShape(9308, 6710, 49_000, True, False, False, history_p99=283))
+    assert "feature_window" not in sparse["data"] and sparse["model"]["learn_temperature"] is False
+    assert sparse["loss"]["kind"] == "softmax" and sparse["loss"]["logq_correction"] == 3.0
+    # A next-item task (no split column, real timestamps) is neither: learned temperature, default window.
+    next_item = robust_recipe(DataShape(943, 1346, 12_000, False, False, True, history_p99=60))
+    assert "feature_window" not in next_item["data"] and next_item["model"]["learn_temperature"] is True
+
+
+@pytest.mark.parametrize("p99, window", [(0, 50), (40, 50), (50, 50), (51, 64), (358, 512), (5000, 1024)])
+def test_history_window_is_a_power_of_two_over_the_99th_percentile(p99: int, window: int):
+    assert window_for(DataShape(100, 100, 10_000, True, False, True, history_p99=p99), 50) == window
+
+
+def test_data_shape_reads_the_train_history_percentile(tmp_path: Path):
+    shape = data_shape(load_dataset(str(_folder(tmp_path / "shop", per_user=10))))
+    assert shape.history_p99 == 8  # 10 events per user, 80 % of them train (no split column)
 
 
 def test_lr_warms_up_then_decays_by_cosine_to_a_twentieth():

@@ -14,6 +14,24 @@ chosen from the data itself:
   layers, weight decay 1e-3); dense data (ML-100K-like, > .01) gets what won on `valid` of a
   dataset no config was tuned for (exact softmax, 3 layers as LightGCN, weight decay 5e-3: at 1e-3 every
   dense run peaked by epoch 5 and fell; sweep in BENCHMARKS.md "Two-tower training");
+- sparse regime, measured on two unseen sparse derivations (BENCHMARKS.md issue 16, "Generalisation
+  on three unseen datasets"): a **fixed temperature** (0.1). The learned one drifts down as the
+  popularity prior's slope does (the TikTok sweep), and with it the scores lose their prior; fixed,
+  one tower's valid NDCG@20 rose on every seed: thinned ML-100K .0649/.0628/.0599 vs
+  .0622/.0596/.0576 (seeds 0-2), TikTok re-split at random .0620 vs .0566 (seed 0, 9,308 users: ~2.5
+  SE). On dense data the fixed temperature lost (.2529 vs .2587), so only the sparse regime takes it.
+  Sparse levers measured and *not* kept (means of seeds 0-1, valid NDCG@20, thinned ML-100K):
+  logQ x1 .0435 and x2 .0564 vs x3 .0609 (the over-correction is what lifts popular items; MostPopular
+  is strong on sparse data), exact softmax .0450, 3 layers .0592, lr .003 .0574, wd 5e-3 .0612
+  (tie), dim 32 / 128 with the fixed temperature .0605 / .0638 vs .0639;
+- dense regime: the user tower's **history window covers every user's whole train history**
+  (`window_for`: the 99th percentile of train events per user, rounded up to a power of two,
+  50-1024). With the serving default of 50 events, half of the unseen ML-100K derivation's users
+  (random split, median ~75 train events) were cut to their last 50, a recency cut that a
+  random split does not reward: one tower's valid NDCG@20 .2587 (window 50) vs .2733 (500), seed 0.
+  A run records its window; serving it needs an online store materialised with the same cap
+  (`RECSYS_ONLINE_HISTORY_CAP`, checked at start-up). Sparse data keeps the default (1 % of
+  the sparse derivations' users have more than 50 train events), and so does the next-item regime;
 - a next-item task (no split column, real timestamps: leave-last-out) is its own regime: recency
   pooling (half-life 3 events), one layer, sampled softmax, wd 1e-3 (what won on ML-100K's valid;
   the dense choices were worse there, .0901 vs .1113 valid NDCG@20 after 5 epochs);
@@ -42,6 +60,9 @@ EXPECTED_EPOCHS = 12
 DENSE = 0.01
 # Exact softmax over the catalogue while the (batch x items) score matrix stays cheap on a CPU.
 FULL_SOFTMAX_ITEMS = 50_000
+# Dense regime: the user tower's history window covers the 99th percentile of users' train
+# histories (rounded up to a power of two), within these bounds.
+DENSE_WINDOW_MAX = 1024
 
 
 @dataclass(frozen=True)
@@ -54,6 +75,7 @@ class DataShape:
     has_split: bool
     has_media: bool
     real_timestamps: bool
+    history_p99: int = 0  # 99th percentile of train events per user (0 = unknown)
 
     @property
     def density(self) -> float:
@@ -69,8 +91,22 @@ def data_shape(dataset: Dataset) -> DataShape:
     inter = dataset.interactions
     has_split = "split" in inter.columns
     n_train = int((inter["split"] == "train").sum()) if has_split else int(inter.height * 0.8)
+    train = inter.filter(inter["split"] == "train") if has_split else inter
+    per_user = train.group_by("user_index").len()["len"]
+    p99 = int(math.ceil((per_user.quantile(0.99) or 0) * (1.0 if has_split else 0.8))) if per_user.len() else 0
     return DataShape(dataset.n_users, dataset.n_items, n_train, has_split, bool(dataset.item_features or
-                     any(m.any() for m in dataset.feature_mask.values())), not dataset.timestamps_synthetic)
+                     any(m.any() for m in dataset.feature_mask.values())), not dataset.timestamps_synthetic, p99)
+
+
+def window_for(shape: DataShape, default: int) -> int:
+    """Dense regime: a history window over (nearly) every user's whole train history.
+
+    A power of two >= the 99th percentile of train events per user, in [default, 1024]; `default`
+    (RECSYS_ONLINE_HISTORY_CAP, 50) when the percentile is unknown or smaller.
+    """
+    if shape.history_p99 <= default:
+        return default
+    return int(min(DENSE_WINDOW_MAX, 2 ** math.ceil(math.log2(shape.history_p99))))
 
 
 def dimension_for(shape: DataShape) -> int:
@@ -100,6 +136,7 @@ def robust_recipe(shape: DataShape) -> dict[str, Any]:
     next_item = not shape.has_split and shape.real_timestamps
     split = "predefined" if shape.has_split else "leave-last-out"
     dense = shape.density > DENSE and not next_item
+    sparse = not dense and not next_item
     raw: dict[str, Any] = {
         "data": {"split": split},
         "model": {
@@ -108,6 +145,8 @@ def robust_recipe(shape: DataShape) -> dict[str, Any]:
             "item_knn": 10 if shape.has_media else 0, "user_pooling": "mean",
             "recency_half_life": 3.0 if next_item else 0.0, "history_embedding": False,
             "temperature": 0.1, "popularity_prior": True,
+            # Sparse, not next-item: a fixed temperature (see the module docstring for the measurement).
+            "learn_temperature": not sparse,
         },
         "loss": {"kind": "full_softmax" if dense and shape.n_items <= FULL_SOFTMAX_ITEMS else "softmax",
                  "logq_correction": 3.0, "uniform_negatives": 0,
@@ -117,6 +156,10 @@ def robust_recipe(shape: DataShape) -> dict[str, Any]:
                   "select_metric": "ndcg@10" if next_item else "ndcg@20",
                   "ensemble": members_for(shape, dim)},
     }
+    if dense:
+        from recsys.config import get_settings
+
+        raw["data"]["feature_window"] = window_for(shape, get_settings().online_history_cap)
     return raw
 
 
