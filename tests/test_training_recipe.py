@@ -130,3 +130,19 @@ def test_recsys_tune_writes_a_config_the_next_train_uses(tmp_path: Path):
     assert config.origin == f"dataset config {written} (beside the dataset folder)"
     recipe = robust_recipe(data_shape(load_dataset(str(folder))))
     assert config.train.epochs == 2 and config.train.ensemble == recipe["train"]["ensemble"]  # trials: 1 tower each
+
+
+def test_tune_search_space_overrides_are_valid_config_values():
+    import random
+
+    from training.config import TrainConfig, apply_overrides
+    from training.tune import sample_overrides, search_space
+
+    base = TrainConfig()
+    space = search_space(base)
+    assert space["model.learn_temperature"] == [True, False] and 3.0 in space["loss.logq_correction"]
+    rng = random.Random(0)
+    for _ in range(20):
+        changes = sample_overrides(space, rng, knobs=len(space))
+        config = TrainConfig.model_validate(apply_overrides(base.model_dump(mode="json", exclude={"origin"}), changes))
+        assert isinstance(config.model.learn_temperature, bool)
