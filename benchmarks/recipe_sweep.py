@@ -8,8 +8,8 @@ Each `--try` is a space-separated list of `--set` overrides on top of the recipe
 --set train.threads=1 --set train.seed=SEED ...`). A finished run resumes instantly, so re-running
 only trains what is missing. Rows (valid and test R@20/N@20/N@10, best epoch, wall) are cached in
 `artifacts/generalisation/sweep-<dataset>.json` and printed as a Markdown table, with the
-mean over seeds and, for every setting trained with seeds 0, 1 and 2, the three-member ensemble
-those towers make (`train.ensemble=3` trains exactly these seeds and serves their concatenation;
+mean over seeds and, for every setting trained with seeds 0-2 (0-4), the three- (five-) member
+ensemble those towers make (`train.ensemble=3` trains exactly these seeds and serves their concatenation;
 recombined as `benchmarks/member_mix.py` does).
 """
 from __future__ import annotations
@@ -106,17 +106,20 @@ def main() -> None:
         print(f"| `{ov or '(recipe)'}` | {m} | {len(rs)} | " + " | ".join(f"{v:.4f}" for v in mean.values()) + " |")
     mix_path = cache_path.with_name(f"sweep-{args.dataset}-mix.json")
     mixes = json.loads(mix_path.read_text()) if mix_path.exists() else {}
-    print("\nthree-member ensembles (seeds 0-2): overrides | valid R@20 | valid N@20 | valid N@10 | test R@20 | test N@20 | test N@10")
+    print("\nensembles of seeds 0..K-1 (K = 3, and 5 where trained): overrides | K | valid R@20 | valid N@20 | "
+          "valid N@10 | test R@20 | test N@20 | test N@10")
     for (ov, m), rs in groups.items():
-        if m != 1 or not {0, 1, 2} <= {r["seed"] for r in rs}:
-            continue
-        key = f"{ov} | mix3"
-        if key not in mixes:
-            mixes[key] = mix([run_dir(args.dataset, ov, 1, s) for s in (0, 1, 2)])
-            mix_path.write_text(json.dumps(to_jsonable(mixes), indent=1))
-        r = mixes[key]
-        print(f"| `{ov or '(recipe)'}` | " + " | ".join(f"{r[s][k]:.4f}" for s in ("valid", "test") for k in METRICS) + " |")
-
+        seeds = {r["seed"] for r in rs}
+        for k in (3, 5):
+            if m != 1 or not set(range(k)) <= seeds:
+                continue
+            key = f"{ov} | mix{k}"
+            if key not in mixes:
+                mixes[key] = mix([run_dir(args.dataset, ov, 1, s) for s in range(k)])
+                mix_path.write_text(json.dumps(to_jsonable(mixes), indent=1))
+            r = mixes[key]
+            print(f"| `{ov or '(recipe)'}` | {k} | "
+                  + " | ".join(f"{r[s][k2]:.4f}" for s in ("valid", "test") for k2 in METRICS) + " |")
 
 if __name__ == "__main__":
     main()
