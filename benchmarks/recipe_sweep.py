@@ -39,7 +39,7 @@ def mix(runs: list[Path]) -> dict[str, dict[str, float]]:
     """The ensemble of single-tower runs, as `train.ensemble=len(runs)` would serve it (member_mix.py)."""
     import numpy as np
 
-    from recsys.metrics import dot_product_scorer, evaluate_scores
+    from recsys.metrics import dot_product_scorer, per_user_ranking_metrics, summarise
     from recsys.models.ensemble import concat_members, member_weights
     from training.config import load_config
     from training.data import build_training_data
@@ -51,8 +51,13 @@ def mix(runs: list[Path]) -> dict[str, dict[str, float]]:
     items = concat_members([np.load(r / "item_vectors.npy") for r in runs], w)
     out = {}
     for split, held_out in (("valid", data.valid), ("test", data.test)):
-        m = evaluate_scores(dot_product_scorer(users, items, served_item_prior(data)), held_out, data.train, data.n_items)
+        per_user, tops = per_user_ranking_metrics(dot_product_scorer(users, items, served_item_prior(data)),
+                                                  held_out, data.train, data.n_items)
+        m = summarise(per_user, tops, data.n_items, (10, 20))
         out[split] = {k: float(m[k]) for k in METRICS}
+        # Per-user spread: one figure's standard error is sd / sqrt(users) (what "SE" means in BENCHMARKS).
+        out[split].update({f"sd {k}": float(per_user[k].std()) for k in ("ndcg@20", "ndcg@10")},
+                          users=per_user.height)
     return out
 
 
