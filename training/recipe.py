@@ -23,7 +23,9 @@ chosen from the data itself:
   Sparse levers measured and *not* kept (means of seeds 0-1, valid NDCG@20, thinned ML-100K):
   logQ x1 .0435 and x2 .0564 vs x3 .0609 (the over-correction is what lifts popular items; MostPopular
   is strong on sparse data), exact softmax .0450, 3 layers .0592, lr .003 .0574, wd 5e-3 .0612
-  (tie), dim 32 / 128 with the fixed temperature .0605 / .0638 vs .0639;
+  (tie), dim 32 / 128 with the fixed temperature .0605 / .0638 vs .0639. Judged as the served
+  three-member ensemble (seeds 0-2), neither logQ x4 (.0682; its single towers won on all three
+  seeds) nor dim 128 (.0643) nor five members (.0661) beat the kept setting's .0684;
 - dense regime: the user tower's **history window covers every user's whole train history**
   (`window_for`: the 99th percentile of train events per user, rounded up to a power of two,
   50-1024). With the serving default of 50 events, 51 % of the unseen ML-100K derivation's users
