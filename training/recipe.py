@@ -30,7 +30,9 @@ chosen from the data itself:
   (`window_for`: the 99th percentile of train events per user, rounded up to a power of two,
   50-1024). With the serving default of 50 events, 51 % of the unseen ML-100K derivation's users
   (random split, median 52 train events, 99th percentile 358) were cut to their last 50, a recency
-  cut that a random split does not reward: one tower's valid NDCG@20 .2587 (window 50) vs .2733 (500), seed 0.
+  cut that a random split does not reward: one tower's valid NDCG@20 .2587 (window 50) vs .2729 (512),
+  seed 0; the three-member recipe .2817 vs .2952 (LightGCN .2921: the window decides whether the
+  default ties LightGCN or loses to it on dense data).
   A run records its window; serving it needs an online store materialised with the same cap
   (`RECSYS_ONLINE_HISTORY_CAP`, checked at start-up). Sparse data keeps the default (1 % of
   the sparse derivations' users have more than 50 train events), and so does the next-item regime;
