@@ -20,7 +20,8 @@ chosen from the data itself:
   one tower's valid NDCG@20 rose on every seed: thinned ML-100K .0649/.0628/.0599 vs
   .0622/.0596/.0576 (seeds 0-2), TikTok re-split at random .0620/.0620/.0620 vs .0566/.0566/.0574;
   as the served three-member ensemble .0684 vs .0662 and .0631 vs .0589 (the learned temperature
-  left the TikTok-shaped default *below MostPopular*, .0590; 5,744 users, one figure's SE ~.0023). On dense data the fixed temperature lost (.2529 vs .2587), so only the sparse regime takes it.
+  left the TikTok-shaped default *below MostPopular*, .0590; 5,744 users, one figure's SE ~.0023).
+  On dense data the fixed temperature lost (.2529 vs .2587), so only the sparse regime takes it.
   Sparse levers measured and *not* kept (means of seeds 0-1, valid NDCG@20, thinned ML-100K):
   logQ x1 .0435 and x2 .0564 vs x3 .0609 (the over-correction is what lifts popular items; MostPopular
   is strong on sparse data), exact softmax .0450, 3 layers .0592, lr .003 .0574, wd 5e-3 .0612
