@@ -141,3 +141,21 @@ def test_the_sequence_step_refuses_a_graph_it_cannot_encode_per_prefix() -> None
         TwoTowerTrainTask(model, LossConfig(kind="full_softmax", step="sequence"), inputs)
     with pytest.raises(ValueError, match="kind=full_softmax or kind=softmax"):
         LossConfig(kind="bpr", step="sequence")
+
+
+def test_the_sequence_step_also_trains_with_the_in_batch_softmax() -> None:
+    model, catalog = _id_model(0, 30, 5, user_pooling="self_attention")
+    sequences = [[1, 2, 3, 4], [5, 6, 7], [8, 9], [1, 3, 5, 7, 9], [2, 4]]
+    users = torch.tensor([u for u, s in enumerate(sequences) for _ in s])
+    windows = SequenceWindows(users, torch.tensor([i for s in sequences for i in s]), 10)
+    inputs = TaskInputs(catalog, UserHistories.from_lists(sequences), GraphContext(), torch.full((30,), 3.0), windows)
+    task = TwoTowerTrainTask(model.train(), LossConfig(kind="softmax", step="sequence", logq_correction=1.0), inputs)
+    optimiser = torch.optim.Adam(task.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(20):
+        loss, _ = task(torch.arange(windows.n_windows), None)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(float(loss.detach()))
+    assert losses[-1] < 0.5 * losses[0]
