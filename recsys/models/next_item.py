@@ -8,6 +8,10 @@ served tower returns for that prefix (`UserTower.prefix_states`, the folded prop
 popularity coordinate, as `ServedUserTower` computes a live user), so training optimises the
 function serving runs. Pairs with no predecessor in the window (the window's oldest item, and
 items older than the window) keep the whole-window vector.
+
+`SequenceWindows` is the unit of the cheaper sequence step (`loss.step = "sequence"`, what the
+recipe's next-item regime trains with): windows of each user's train sequence, every entry of a
+window's history trained on the item after it, so the step never re-encodes the whole user base.
 """
 from __future__ import annotations
 
