@@ -38,7 +38,10 @@ def test_a_dataset_without_config_gets_the_robust_recipe_sized_from_its_data(tmp
     assert config.origin.startswith("built-in robust default recipe (60 users, 40 items")
     assert config.data.split == "leave-last-out"  # no split column: next-item protocol
     assert config.model.recency_half_life > 0 and config.train.select_metric == "ndcg@10"
-    assert config.train.lr_schedule == "cosine" and config.train.warmup_epochs > 0 and config.train.weight_decay > 0
+    # next-item regime on a small catalogue: the sequence step with a causal self-attention tower, no graph
+    assert config.loss.step == "sequence" and config.loss.kind == "full_softmax"
+    assert config.model.user_pooling == "self_attention" and config.model.propagation_layers == 0
+    assert config.train.lr_schedule == "constant" and config.train.patience >= 20 and config.train.epochs >= 100
     assert config.model.dim == 32 and config.loss.alignment_weight == 0 and config.model.item_knn == 0
 
 
@@ -96,6 +99,17 @@ def test_data_shape_reads_the_train_history_percentile(tmp_path: Path):
     assert shape.history_p99 == 8  # 10 events per user, 80 % of them train (no split column)
 
 
+def test_the_next_item_regime_uses_the_sequence_step_while_the_full_softmax_is_affordable():
+    small = robust_recipe(DataShape(943, 1682, 97_000, False, False, True))
+    assert small["loss"]["step"] == "sequence" and small["model"]["propagation_layers"] == 0
+    assert small["train"]["ensemble"] == 1  # ~96k transitions x 60 epochs: one tower fills the CPU budget
+    assert robust_recipe(DataShape(943, 1346, 12_233, False, False, True))["train"]["ensemble"] == 3
+    huge = robust_recipe(DataShape(10**6, 10**5, 10**7, False, False, True))  # beyond the full softmax
+    assert "step" not in huge["loss"] and huge["model"]["user_pooling"] == "mean"
+    with_split = robust_recipe(DataShape(943, 1682, 97_000, True, False, True))
+    assert "step" not in with_split["loss"] and with_split["model"]["user_pooling"] == "mean"
+
+
 def test_lr_warms_up_then_decays_by_cosine_to_a_twentieth():
     lr = [scheduled_lr(0.01, "cosine", 1.0, 20, p) for p in (0.0, 0.5, 1.0, 10.5, 20.0)]
     assert lr[0] == pytest.approx(0.001) and lr[1] == pytest.approx(0.0055) and lr[2] == pytest.approx(0.01)
@@ -111,9 +125,10 @@ def test_recsys_train_says_which_config_it_used(tmp_path: Path):
     assert result.exit_code == 0, result.output
     assert "config: built-in robust default recipe (60 users, 40 items" in result.output
     stored = load_run(run).config
-    assert stored["origin"].startswith("built-in robust default recipe") and stored["train"]["lr_schedule"] == "cosine"
+    assert stored["origin"].startswith("built-in robust default recipe") and stored["loss"]["step"] == "sequence"
+    assert stored["train"]["lr_schedule"] == "constant"
     history = [h["lr"] for h in json.loads((run / "metrics.json").read_text())["history"]]
-    assert history[0] < history[1] > history[2]  # warm-up during epoch 1, cosine decay after it
+    assert history == [history[0]] * 3  # the next-item regime trains at a constant lr (epoch chosen on valid)
 
 
 def test_recsys_tune_writes_a_config_the_next_train_uses(tmp_path: Path):

@@ -38,9 +38,13 @@ chosen from the data itself:
   A run records its window; serving it needs an online store materialised with the same cap
   (`RECSYS_ONLINE_HISTORY_CAP`, checked at start-up). Sparse data keeps the default (1 % of
   the sparse derivations' users have more than 50 train events), and so does the next-item regime;
-- a next-item task (no split column, real timestamps: leave-last-out) is its own regime: recency
-  pooling (half-life 3 events), one layer, sampled softmax, wd 1e-3 (what won on ML-100K's valid;
-  the dense choices were worse there, .0901 vs .1113 valid NDCG@20 after 5 epochs);
+- a next-item task (no split column, real timestamps: leave-last-out) is its own regime
+  (`sequence_regime`): SASRec's recipe on the two-tower's own user tower, trained by the sequence
+  step (every history prefix, exactly as the served tower encodes it, on its next item; full
+  softmax; causal self-attention pooling; no graph; lr 2e-3 constant, no weight decay, epoch on
+  valid with patience 20). It replaced recency pooling + the pair objective, which only tied
+  MostPopular on sparse next-item data (BENCHMARKS.md "Next-item regime"). Beyond
+  `FULL_SOFTMAX_ITEMS` items the old pair regime stays (recency pooling, one layer, sampled softmax);
 - the embedding dimension from the catalogue size (`dimension_for`);
 - the number of ensemble members from a CPU time budget (`members_for`).
 
@@ -69,6 +73,12 @@ FULL_SOFTMAX_ITEMS = 50_000
 # Dense regime: the user tower's history window covers the 99th percentile of users' train
 # histories (rounded up to a power of two), within these bounds.
 DENSE_WINDOW_MAX = 1024
+# The next-item regime's sequence step (`sequence_regime`): an epoch cap (the epoch is chosen on valid),
+# the epochs a member typically runs (best epoch + patience) and its training speed in next-item targets
+# per second per tower at dim 64 on one thread (BENCHMARKS.md "Next-item regime").
+SEQUENCE_EPOCHS = 200
+SEQUENCE_EXPECTED_EPOCHS = 60
+SEQUENCE_TARGETS_PER_SECOND_DIM64 = 5_000.0
 
 
 @dataclass(frozen=True)
@@ -166,7 +176,35 @@ def robust_recipe(shape: DataShape) -> dict[str, Any]:
         from recsys.config import get_settings
 
         raw["data"]["feature_window"] = window_for(shape, get_settings().online_history_cap)
+    if next_item and shape.n_items <= FULL_SOFTMAX_ITEMS:
+        sequence_regime(raw, shape, dim)
     return raw
+
+
+def sequence_regime(raw: dict[str, Any], shape: DataShape, dim: int) -> None:
+    """The next-item regime (leave-last-out) on a catalogue the full softmax can score: SASRec's recipe
+    on the two-tower's own user tower (in place on `raw`).
+
+    The sequence step (`loss.step = "sequence"`): windows of each user's train sequence, and every
+    history prefix's vector, exactly as the served tower computes it from that prefix, trained on
+    the item that follows it with a full softmax over the catalogue; causal self-attention pooling
+    (2 blocks, dropout .2), no graph (a prefix's vector must not read later events through the
+    graph), Adam at a constant lr without weight decay, and the epoch chosen on valid with a
+    patience long enough for the slow start of self-attention training (valid often stalls for
+    10 epochs before the attention takes over). Measured in BENCHMARKS.md ("Next-item regime").
+    """
+    raw["model"].update({"propagation_layers": 0, "user_pooling": "self_attention", "attention_blocks": 2,
+                         "attention_dropout": 0.2})
+    raw["loss"].update({"kind": "full_softmax", "step": "sequence", "logq_correction": 0.0})
+    raw["train"].update({"epochs": SEQUENCE_EPOCHS, "lr": 2e-3, "lr_schedule": "constant", "warmup_epochs": 0.0,
+                         "weight_decay": 0.0, "patience": 20, "ensemble": sequence_members_for(shape, dim)})
+
+
+def sequence_members_for(shape: DataShape, dim: int, budget_seconds: float = TRAIN_BUDGET_SECONDS) -> int:
+    """`members_for` for the sequence step: its cost is train transitions x epochs (one causal pass per window)."""
+    rate = SEQUENCE_TARGETS_PER_SECOND_DIM64 * 64 / max(dim, 64)
+    member_seconds = max(shape.n_train_pairs - shape.n_users, 1) * SEQUENCE_EXPECTED_EPOCHS * 1.3 / rate
+    return int(max(1, min(3, budget_seconds // max(member_seconds, 1.0))))
 
 
 def describe(shape: DataShape) -> str:

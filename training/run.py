@@ -27,6 +27,8 @@ from recsys.logs import configure_logging
 from recsys.metrics import dot_product_scorer, evaluate_scores
 from recsys.new_items import NewItemPolicy, item_prior
 from recsys.models import GraphContext, TaskInputs, TwoTowerTrainTask, build_model
+from recsys.models.next_item import SequenceWindows
+from recsys.models.task import resolve_step
 from recsys.models.popularity_prior import prior_counts, standardised_log_counts
 from training.checkpoint import CHECKPOINT_DIR, LAST
 from training.config import TrainConfig, load_config
@@ -62,7 +64,13 @@ def build_task(config: TrainConfig, data: TrainingData) -> TwoTowerTrainTask:
     if config.model.cold_item_prior > 0:
         prior = standardised_log_counts(prior_counts(data.item_counts, config.model.cold_item_prior))
         catalog = dataclasses.replace(catalog, popularity=prior)
-    return TwoTowerTrainTask(model, config.loss, TaskInputs(catalog, data.histories, graphs, data.item_counts))
+    sequences = None
+    if resolve_step(config.loss, data.n_items) == "sequence":  # windows as long as the served history
+        positions = data.window.size if config.model.user_pooling != "self_attention" else \
+            min(data.window.size, config.model.attention_positions)
+        sequences = SequenceWindows(data.train_users, data.train_items, positions)
+    return TwoTowerTrainTask(model, config.loss, TaskInputs(catalog, data.histories, graphs, data.item_counts,
+                                                            sequences))
 
 
 def member_config(config: TrainConfig, k: int) -> TrainConfig:

@@ -213,9 +213,11 @@ class Trainer:
     def train_epoch(self, epoch: int) -> dict[str, float]:
         opt = self.config.train
         gen = epoch_generator(opt.seed, epoch)
-        n = len(self.data.train_users)
+        sequences = self.task.inputs.sequences if self.task.step_kind == "sequence" else None
+        # the sequence step's unit is a window of a user's sequence (batch_size counts its targets)
+        n = sequences.n_windows if sequences is not None else len(self.data.train_users)
         perm = torch.randperm(n, generator=gen)
-        step_size = opt.batch_size
+        step_size = sequences.windows_per_batch(opt.batch_size) if sequences is not None else opt.batch_size
         starts = [s for s in range(0, n, step_size) if min(step_size, n - s) >= 2 * self.ctx.world_size]
         bar = self.job_bar if self.progress else None
         total, parts_sum, seen, began = 0.0, {}, 0, time.perf_counter()
@@ -225,7 +227,10 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             rows = perm[start:start + step_size][self.ctx.rank::self.ctx.world_size]
-            loss, parts = self.model(self.data.train_users[rows], self.data.train_items[rows], gen)
+            if sequences is not None:
+                loss, parts = self.model(rows, None, gen)
+            else:
+                loss, parts = self.model(self.data.train_users[rows], self.data.train_items[rows], gen)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -234,7 +239,7 @@ class Trainer:
             total += float(loss.detach())
             for key, value in parts.items():
                 parts_sum[key] = parts_sum.get(key, 0.0) + float(value)
-            seen += min(step_size, n - start)
+            seen += int(sequences.lengths[rows].sum()) - len(rows) if sequences is not None else min(step_size, n - start)
             if bar is not None and (step % 8 == 0 or step == len(starts) - 1):
                 rate = seen / max(time.perf_counter() - began, 1e-9)
                 bar.set_postfix(epoch=epoch, step=f"{step + 1}/{len(starts)}", loss=f"{total / (step + 1):.4f}",

@@ -47,6 +47,11 @@ class TuneResult:
 def search_space(base: TrainConfig) -> dict[str, list[Any]]:
     """Candidate values per knob, centred on the base config."""
     dim = base.model.dim
+    if base.loss.step == "sequence":  # the next-item regime: no graph (a prefix must not see later events)
+        return {"train.lr": [5e-4, 1e-3, 2e-3, 4e-3], "train.weight_decay": [0.0, 1e-5, 1e-4],
+                "model.dim": sorted({max(16, dim // 2), dim, min(512, dim * 2)}),
+                "model.attention_dropout": [0.1, 0.2, 0.5], "model.attention_blocks": [1, 2, 3],
+                "model.recency_half_life": [0.0, 3.0, 10.0]}
     space: dict[str, list[Any]] = {
         "train.lr": [0.003, 0.01, 0.02],
         "train.weight_decay": [1e-4, 1e-3, 5e-3, 1e-2],

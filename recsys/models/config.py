@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 FusionKind = Literal["weighted", "concat_mlp", "gated_attention"]
 PoolingKind = Literal["mean", "attention", "self_attention"]
 LossKind = Literal["softmax", "full_softmax", "bpr"]
-StepKind = Literal["auto", "full", "sampled"]
+StepKind = Literal["auto", "full", "sampled", "sequence"]
 
 
 class _Strict(BaseModel):
@@ -82,7 +82,12 @@ class LossConfig(_Strict):
         "full: every step encodes and propagates the whole catalogue (exact graph gradients; what the TikTok "
         "and ML-100K figures use); sampled: a step encodes only the items it needs (positives, negatives, "
         "the batch users' history windows, a fan-out of graph neighbours), so its cost grows with the batch, "
-        "not the catalogue; auto: full up to `recsys.models.task.AUTO_FULL_MAX_ITEMS` items, else sampled."))
+        "not the catalogue; auto: full up to `recsys.models.task.AUTO_FULL_MAX_ITEMS` items, else sampled; "
+        "sequence: next-item training on users' sequences (SASRec's unit): a step takes windows of consecutive "
+        "train items (`train.batch_size` counts their targets), and every history entry's prefix vector, as the "
+        "served tower computes it, is trained on the item that follows it, against the whole catalogue "
+        "(kind=full_softmax) or in-batch (kind=softmax, logQ-corrected); needs propagation_layers = 0, "
+        "user_pooling mean or self_attention and history_embedding = false."))
     fanout: int = Field(16, ge=1, description=(
         "Sampled step: graph neighbours (items) drawn per batch user to correct its cached propagation term "
         "(all of them below that degree)."))
@@ -96,4 +101,6 @@ class LossConfig(_Strict):
         if self.step == "sampled" and self.kind == "full_softmax":
             raise ValueError("loss.step=sampled cannot score the whole catalogue (kind=full_softmax); "
                              "use kind=softmax or step=full")
+        if self.step == "sequence" and self.kind == "bpr":
+            raise ValueError("loss.step=sequence trains with a softmax: use kind=full_softmax or kind=softmax")
         return self

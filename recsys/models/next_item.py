@@ -8,9 +8,14 @@ served tower returns for that prefix (`UserTower.prefix_states`, the folded prop
 popularity coordinate, as `ServedUserTower` computes a live user), so training optimises the
 function serving runs. Pairs with no predecessor in the window (the window's oldest item, and
 items older than the window) keep the whole-window vector.
+
+`SequenceWindows` is the unit of the cheaper sequence step (`loss.step = "sequence"`, what the
+recipe's next-item regime trains with): windows of each user's train sequence, every entry of a
+window's history trained on the item after it, so the step never re-encodes the whole user base.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from recsys.models.two_tower import GraphContext, TowerOutput, TwoTower
@@ -61,3 +66,66 @@ def next_item_users(model: TwoTower, output: TowerOutput, histories: UserHistori
     out = output.users[users].clone()
     out[chosen] = prefix_users
     return out
+
+
+class SequenceWindows:
+    """Every user's train sequence cut into windows for the sequence step (`loss.step = "sequence"`).
+
+    A window is up to `positions` + 1 consecutive items of one user, oldest first: its first
+    `len - 1` items are a history (what the served tower reads, at most `positions` entries) and
+    each of them is trained on the item that follows it. A user's windows end at the last train
+    item, then `positions` items earlier, and so on (SASRec's cut), so every train transition is a
+    target exactly once per epoch and the newest window is the served history plus nothing.
+
+    Args:
+        users, items: one row per train event (distinct pairs), sorted by (user, time).
+        positions: the longest history a window gives the tower (the feature window).
+    """
+
+    def __init__(self, users: torch.Tensor, items: torch.Tensor, positions: int):
+        if positions < 1:
+            raise ValueError(f"positions must be >= 1, got {positions}")
+        users_np, items_np = users.numpy(), items.numpy()
+        if len(users_np) and (users_np[1:] < users_np[:-1]).any():
+            raise ValueError("SequenceWindows needs the train pairs sorted by user (then time)")
+        counts = np.bincount(users_np, minlength=int(users_np.max()) + 1 if len(users_np) else 0)
+        firsts = np.cumsum(counts) - counts
+        starts, lengths, owners = [], [], []
+        for user in np.nonzero(counts >= 2)[0]:
+            first, end = int(firsts[user]), int(firsts[user] + counts[user])
+            while end - first >= 2:
+                start = max(first, end - positions - 1)
+                starts.append(start)
+                lengths.append(end - start)
+                owners.append(user)
+                end -= positions
+        self.items = torch.as_tensor(items_np, dtype=torch.long)
+        self.starts = torch.as_tensor(np.asarray(starts, dtype=np.int64))
+        self.lengths = torch.as_tensor(np.asarray(lengths, dtype=np.int64))
+        self.users = torch.as_tensor(np.asarray(owners, dtype=np.int64))
+        self.positions = positions
+
+    @property
+    def n_windows(self) -> int:
+        return int(self.lengths.shape[0])
+
+    @property
+    def n_targets(self) -> int:
+        return int((self.lengths - 1).sum())
+
+    def windows_per_batch(self, targets_per_batch: int) -> int:
+        """Windows per step holding about `targets_per_batch` targets (`train.batch_size` counts targets)."""
+        mean = self.n_targets / max(self.n_windows, 1)
+        return max(1, int(round(targets_per_batch / max(mean, 1.0))))
+
+    def batch(self, rows: torch.Tensor) -> tuple[UserHistories, torch.Tensor, torch.Tensor]:
+        """(histories of the windows `rows`, the next item of each history entry, each entry's user)."""
+        inputs = self.lengths.index_select(0, rows) - 1
+        total = int(inputs.sum())
+        offsets = torch.cumsum(inputs, 0) - inputs
+        within = torch.arange(total) - torch.repeat_interleave(offsets, inputs)
+        entries = torch.repeat_interleave(self.starts.index_select(0, rows), inputs) + within
+        segment = torch.repeat_interleave(torch.arange(len(rows)), inputs)
+        age = (torch.repeat_interleave(inputs, inputs) - 1 - within).to(torch.float32)
+        histories = UserHistories(self.items.index_select(0, entries), inputs, segment, age)
+        return histories, self.items.index_select(0, entries + 1), self.users.index_select(0, rows).index_select(0, segment)

@@ -21,6 +21,14 @@ Two kinds of step (`LossConfig.step`):
   gradient rows) for those ids only, with sparse gradients and a lazy (row-wise) Adam that decays
   the looked-up rows (`training.trainer.SplitOptimizer`), so DistributedModelParallel can shard them.
 
+- **sequence**: next-item training on windows of users' train sequences (`SequenceWindows`, SASRec's
+  unit): the whole catalogue's item tower, the windows' histories through the user tower once, and
+  every history entry's prefix vector (`UserTower.prefix_states`: exactly the served tower's vector
+  for the history ending there) trained on the item after it with a full softmax (or in-batch with
+  logQ). One causal pass trains all of a window's transitions, so a step costs windows x positions
+  and never re-encodes the user base. No graph propagation: a prefix's vector must not read events
+  after it through the graph. What the recipe's next-item regime trains with (BENCHMARKS.md).
+
 `auto` picks full up to `AUTO_FULL_MAX_ITEMS` items: below it the full step is both affordable
 (~0.6 s per step at 10k items on one CPU thread) and the better objective (exact, fresh
 propagation; every row decays and moves every step: ML-100K test N@20 .0998 vs .0934 sampled),
@@ -40,7 +48,7 @@ from recsys.models.item_tower import ItemCatalog
 from recsys.models.losses import (bpr_loss, candidate_log_q, candidate_softmax_loss, cross_media_alignment,
                                   full_softmax_loss, log_popularity, mixed_candidates, pair_bpr_loss, pairs_alignment,
                                   sampled_softmax_loss)
-from recsys.models.next_item import next_item_users
+from recsys.models.next_item import SequenceWindows, next_item_users
 from recsys.models.two_tower import GraphContext, LayerCache, StepSample, TwoTower
 from recsys.models.user_tower import UserHistories
 
@@ -64,6 +72,7 @@ class TaskInputs:
     histories: UserHistories
     graphs: GraphContext
     item_counts: torch.Tensor  # (n_items,) train interactions per item
+    sequences: SequenceWindows | None = None  # the sequence step's training units (`loss.step = "sequence"`)
     _pair_rows: list[tuple[int, int, torch.Tensor]] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -131,6 +140,14 @@ class TwoTowerTrainTask(nn.Module):
             raise ValueError(f"loss.next_item needs every prefix of a history, which the sampled step "
                              f"({inputs.catalog.n_items:,} items, loss.step={loss.step!r}) does not encode: "
                              "set loss.next_item=false or loss.step=\"full\"")
+        if self.step_kind == "sequence":
+            cfg = model.config
+            if cfg.propagation_layers > 0 or cfg.user_pooling == "attention" or cfg.history_embedding:
+                raise ValueError("loss.step=\"sequence\" trains every history prefix as the served tower encodes it "
+                                 "alone: it needs model.propagation_layers=0, user_pooling mean or self_attention "
+                                 "and history_embedding=false")
+            if inputs.sequences is None:
+                raise ValueError("loss.step=\"sequence\" needs the train sequences (TaskInputs.sequences)")
         self.cache: LayerCache | None = None
         if self.step_kind == "sampled":
             sparse_tables(model)
@@ -154,6 +171,8 @@ class TwoTowerTrainTask(nn.Module):
                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         if self.step_kind == "sampled":
             return self.sampled_forward(users, items, generator)
+        if self.step_kind == "sequence":
+            return self.sequence_forward(users, generator)
         x = self.inputs
         out = self.model(x.catalog, x.histories, x.graphs, generator)
         cfg = self.loss_config
@@ -171,6 +190,40 @@ class TwoTowerTrainTask(nn.Module):
             loss = loss + cfg.content_weight * content
         if cfg.alignment_weight > 0 and len(x.catalog.media) > 1:
             align = cross_media_alignment(out.item_encoding.media, x.catalog.present, x.warm, cfg.alignment_batch,
+                                          cfg.alignment_temperature, generator)
+            parts["alignment"] = align.detach()
+            loss = loss + cfg.alignment_weight * align
+        return loss, parts
+
+    def sequence_forward(self, windows: torch.Tensor, generator: torch.Generator | None = None
+                         ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Loss of the windows `windows` (rows of `inputs.sequences`): every history entry's prefix vector
+        (exactly the served tower's vector for the history ending there) against the item after it.
+
+        SASRec's unit of training: one causal pass per window trains all of its transitions, so a step
+        costs windows x positions, not users x catalogue. The item side is the whole catalogue's item
+        tower output (shared with the history inputs, as SASRec shares its item embeddings).
+        """
+        x, cfg = self.inputs, self.loss_config
+        encoding = self.model.item_tower(x.catalog, generator)
+        items0 = self.model.item_inputs(encoding, x.graphs)
+        histories, targets, owners = x.sequences.batch(windows)
+        batch_users = self.model.finalise_users(self.model.user_tower.prefix_states(histories, items0))
+        item_vectors = nn.functional.normalize(items0, dim=1)
+        if self.model.popularity is not None:
+            item_vectors = self.model.popularity.items(item_vectors, x.catalog.popularity)
+        main = self.retrieval_loss(batch_users, targets, owners, item_vectors, generator)
+        parts = {"retrieval": main.detach()}
+        loss = main
+        if cfg.content_weight > 0 and x.catalog.media:
+            content_items = nn.functional.normalize(encoding.content, dim=1)
+            if self.model.popularity is not None:
+                content_items = self.model.popularity.items(content_items, x.catalog.popularity)
+            content = self.retrieval_loss(batch_users, targets, owners, content_items, generator)
+            parts["content"] = content.detach()
+            loss = loss + cfg.content_weight * content
+        if cfg.alignment_weight > 0 and len(x.catalog.media) > 1:
+            align = cross_media_alignment(encoding.media, x.catalog.present, x.warm, cfg.alignment_batch,
                                           cfg.alignment_temperature, generator)
             parts["alignment"] = align.detach()
             loss = loss + cfg.alignment_weight * align

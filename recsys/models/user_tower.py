@@ -147,12 +147,20 @@ class SequenceEncoder(nn.Module):
         self.register_buffer("causal", slots[None, :] <= slots[:, None], persistent=False)
 
     def states(self, padded: PaddedHistories, entry_vectors: torch.Tensor) -> torch.Tensor:
-        """(n_users, positions, dim) read-out states on the grid (0 where no entry)."""
-        eye = torch.eye(self.positions, dtype=torch.bool)
-        allowed = (self.causal.unsqueeze(0) & padded.filled.unsqueeze(1)) | eye  # a padded query sees itself: no empty row
+        """(n_users, grid, dim) read-out states on the grid (0 where no entry).
+
+        The grid may be narrower than `positions` (training batches of short histories: a grid as wide as
+        the longest one); every state is the same, since attention is causal and positions are relative.
+        """
+        width = padded.filled.shape[1]
+        causal, distance = self.causal, self.distance
+        if width != self.positions:  # never while tracing the served tower (its grid is `positions` wide)
+            causal, distance = causal[:width, :width], distance[:width, :width]
+        eye = torch.eye(width, dtype=torch.bool)
+        allowed = (causal.unsqueeze(0) & padded.filled.unsqueeze(1)) | eye  # a padded query sees itself: no empty row
         x = self.dropout(padded.grid(entry_vectors))
         for block in self.blocks:
-            x = block(x, allowed, self.distance)
+            x = block(x, allowed, distance)
         return self.readout(self.norm(x)) * padded.filled.unsqueeze(-1)
 
 
@@ -240,11 +248,12 @@ class UserTower(nn.Module):
         if self.config.user_pooling == "attention" or self.history_embedding is not None:
             raise ValueError("the next-item objective needs user_pooling mean or self_attention and "
                              "history_embedding = false")
-        positions = self.sequence.positions if self.sequence is not None else \
-            int(histories.lengths.max()) if histories.n_users else 1
+        longest = int(histories.lengths.max()) if histories.n_users else 1
+        positions = min(self.sequence.positions, max(longest, 1)) if self.sequence is not None else max(longest, 1)
         kept = self.__dict__.get("_states")
         reuse = kept is not None and kept[0] is histories and kept[1] is item_vectors
         padded = kept[2] if reuse else PaddedHistories.of(histories, positions)
+        positions = padded.filled.shape[1]
         x = padded.grid(item_vectors.index_select(0, histories.items))
         slots = torch.arange(positions)
         distance = (slots[:, None] - slots[None, :]).to(x.dtype)
