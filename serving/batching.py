@@ -36,11 +36,14 @@ class UserVectorBatcher:
         self.max_batch = max_batch
         self._pending: dict[int, tuple[UserEncoder, list[tuple[list[int], list[float] | None, asyncio.Future]]]] = {}
         self._scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def user_vector(self, encoder: UserEncoder, history: Sequence[int],
                           timestamps: Sequence[float] | None = None) -> np.ndarray:
         """The encoder's vector of one history (item indexes, oldest first)."""
         loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a new event loop (tests run several): nothing of the old one is flushed
+            self._pending, self._scheduled, self._loop = {}, False, loop
         future = loop.create_future()
         self._pending.setdefault(id(encoder), (encoder, []))[1].append(
             (list(history), list(timestamps) if timestamps is not None else None, future))

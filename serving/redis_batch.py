@@ -39,12 +39,15 @@ class TurnPipeline:
         self.enabled = not link.cluster
         self._pending: list[tuple[str, tuple, dict, asyncio.Future]] = []
         self._scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: set[asyncio.Task] = set()
 
     async def call(self, command: str, *args: Any, **kwargs: Any) -> Any:
         if not self.enabled:
             return await getattr(self.link.aio, command)(*args, **kwargs)
         loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # a new event loop (tests run several): nothing of the old one is flushed
+            self._pending, self._scheduled, self._loop = [], False, loop
         future = loop.create_future()
         self._pending.append((command, args, kwargs, future))
         if not self._scheduled:

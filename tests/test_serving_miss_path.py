@@ -116,3 +116,19 @@ def test_merge_keeps_each_item_once_at_its_best_score(seed: int) -> None:
     want_ids, want_scores = _merge_by_dict(parts, k)
     np.testing.assert_array_equal(hits.indexes, np.asarray(want_ids, np.int64))
     np.testing.assert_array_equal(hits.scores, np.asarray(want_scores, np.float32))
+
+
+def test_a_batcher_outlives_its_event_loop() -> None:
+    """A loop that stops with a flush still scheduled (tests run several loops) must not stall the next."""
+    encoder = _encoder()
+    batcher = UserVectorBatcher()
+    loop = asyncio.new_event_loop()
+    queued = []
+    loop.call_soon(lambda: queued.append(loop.create_task(batcher.user_vector(encoder, [1, 2]))))  # turn 1: queues it
+    loop.call_soon(lambda: loop.call_soon(loop.stop))  # stops at the end of turn 1, before the flush's turn
+    loop.run_forever()
+    assert batcher._scheduled, "the scenario: the old loop stopped with a flush pending"
+    queued[0].cancel()
+    loop.close()
+    vector = asyncio.run(asyncio.wait_for(batcher.user_vector(encoder, [3, 4]), timeout=30))
+    np.testing.assert_array_equal(vector, MeanPoolUserEncoder(encoder.item_vectors).encode([[3, 4]])[0])
