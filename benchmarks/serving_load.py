@@ -7,12 +7,16 @@ Phases (each against GET /v1/users/{id}/recommendations):
   * capacity: closed loop (--concurrency in flight) on hits, to show the ceiling.
 Latency is measured from each request's *scheduled* send time (no coordinated omission), on the
 client (`benchmarks/serving_loadgen.py`, raw keep-alive connections). Server-side cache counters (/metrics) are read before and after each phase to prove the
-phase was what it claims.
+phase was what it claims (one server process only: with --workers N each scrape reaches one worker).
+Each phase also reports CPU milliseconds per request of the server's process tree, of Redis and
+of the load generator (psutil / process_time over the phase): on a shared machine latency depends on
+the neighbours, CPU per request much less, so it is the figure to compare builds by.
 
 Usage:
     .venv/bin/python benchmarks/serving_load.py --run runs/tiktok --rate 500 --duration 20   # trained model
     .venv/bin/python benchmarks/serving_load.py --tiktok --rate 500 --duration 20              # mean-pool fixture
     .venv/bin/python benchmarks/serving_load.py --synthetic 1000000 --rate 500 --duration 20
+    .venv/bin/python benchmarks/serving_load.py --run runs/tiktok --rate 500 --workers 2             # recsys serve --workers 2
 """
 from __future__ import annotations
 
@@ -42,6 +46,9 @@ def _counters(url: str) -> dict[str, float]:
     for result in ("hit", "miss", "coalesced", "bypass", "error"):
         m = re.search(rf'^recsys_cache_lookups_total{{result="{result}"}} ([0-9.e+]+)$', text, re.M)
         out[result] = float(m.group(1)) if m else 0.0
+    for name in ("user_tower_calls", "user_tower_vectors"):
+        m = re.search(rf"^recsys_{name}_total ([0-9.e+]+)$", text, re.M)
+        out[name] = float(m.group(1)) if m else 0.0
     out["computations"] = sum(float(v) for v in re.findall(r"^recsys_feed_computations_total{[^}]*} ([0-9.e+]+)$", text, re.M))
     return out
 
@@ -59,7 +66,31 @@ def _server_slow(url: str) -> dict[str, float]:
     return out
 
 
-async def run_phases(url: str, users: list[str], rate: float, duration: float, concurrency: int) -> dict:
+def _cpu_seconds(pids: list[int]) -> dict[str, float]:
+    """CPU seconds (user + system) so far of the server's process tree and of Redis (0 where unreadable)."""
+    import psutil
+
+    out = {"server": 0.0, "redis": 0.0}
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            for proc in [root, *root.children(recursive=True)]:
+                times = proc.cpu_times()
+                out["server"] += times.user + times.system
+        except psutil.Error:
+            pass
+    for proc in psutil.process_iter(["name"]):
+        if (proc.info["name"] or "").startswith("redis-server"):
+            try:
+                times = proc.cpu_times()
+                out["redis"] += times.user + times.system
+            except psutil.Error:
+                pass
+    return out
+
+
+async def run_phases(url: str, users: list[str], rate: float, duration: float, concurrency: int,
+                     server_pids: list[int] = (), workers: int = 1) -> dict:
     n = int(rate * duration)
     keys = [(users[i % len(users)], 10 + (i // len(users)) % 40) for i in range(n)]
     assert len(set(keys)) == n, "not enough (user, k) pairs for unique misses: lower --rate/--duration"
@@ -72,8 +103,20 @@ async def run_phases(url: str, users: list[str], rate: float, duration: float, c
               ("hits", [path.format(u, k) for u, k in random.Random(1).choices(keys[: n // 2], k=n)]))
     for name, paths in phases:
         before, slow_before = _counters(url), _server_slow(url)
+        cpu_before, client_before = _cpu_seconds(server_pids), time.process_time()
         results[name] = (await open_loop(host, port, paths, rate)).summary()
+        cpu_after, client_after = _cpu_seconds(server_pids), time.process_time()
         after, slow_after = _counters(url), _server_slow(url)
+        # CPU per request: the comparison measure on a shared machine (latency depends on the neighbours)
+        done = max(results[name]["requests"], 1)
+        results[name]["cpu_ms_per_request"] = {
+            "server": round(1000 * (cpu_after["server"] - cpu_before["server"]) / done, 3),
+            "redis": round(1000 * (cpu_after["redis"] - cpu_before["redis"]) / done, 3),
+            "load_generator": round(1000 * (client_after - client_before) / done, 3)}
+        results[name]["load_avg_1m"] = round(os.getloadavg()[0], 2)
+        if workers > 1:  # /metrics answers from whichever worker took the scrape: its counters are not the server's
+            print(name, json.dumps(results[name]), flush=True)
+            continue
         results[name]["server_cache"] = {k: int(after[k] - before[k]) for k in after}
         # Where a slow request spent its time: in the handler (server-side histogram) or queued
         # before it (event loop busy, or the machine's other processes holding the cores).
@@ -135,11 +178,13 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=20)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--workers", type=int, default=1, help="server processes (`recsys serve --workers N`)")
     args = parser.parse_args()
 
     run, users, env = prepare(args)
     started = time.perf_counter()
-    with LocalServer(run, env=env, log_file=BENCH / "serving-server.log", startup_timeout_s=1800) as server:
+    with LocalServer(run, env=env, log_file=BENCH / "serving-server.log", startup_timeout_s=1800,
+                     args=["--workers", str(args.workers)] if args.workers > 1 else []) as server:
         startup_s = time.perf_counter() - started
         ready = httpx.get(server.url + "/readyz").json()
         print(f"server ready in {startup_s:.1f}s: {ready['models'][0]}", flush=True)
@@ -149,9 +194,10 @@ def main() -> None:
             uvloop.install()
         except ImportError:
             pass
-        results = asyncio.run(run_phases(server.url, users, args.rate, args.duration, args.concurrency))
+        results = asyncio.run(run_phases(server.url, users, args.rate, args.duration, args.concurrency,
+                                          [server.process.pid], args.workers))
     report = {"run": str(run), "model": ready["models"][0], "server_startup_s": round(startup_s, 1),
-              "rate": args.rate, "duration_s": args.duration, "cpus": os.cpu_count(),
+              "rate": args.rate, "duration_s": args.duration, "cpus": os.cpu_count(), "workers": args.workers,
               "load_avg_1m_after": os.getloadavg()[0], **results}
     out = args.out or BENCH / f"load-{'synthetic' if args.synthetic else 'run' if args.run else 'tiktok'}.json"
     out.parent.mkdir(parents=True, exist_ok=True)

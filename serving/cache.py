@@ -26,8 +26,11 @@ import itertools
 import os
 from collections.abc import Awaitable, Callable
 
+from redis.exceptions import NoScriptError
+
 from feature_store.online import user_tag
 from serving.metrics import CACHE_LOOKUPS
+from serving.redis_batch import TurnPipeline
 from serving.redis_link import REDIS_ERRORS, RedisLink
 
 log = logging.getLogger(__name__)
@@ -74,6 +77,7 @@ class FeedCache:
         if link is not None:
             self._lookup = link.aio.register_script(_LOOKUP)
             self._release = link.aio.register_script(_RELEASE)
+            self._turn = TurnPipeline(link)  # lookups and writes of concurrent requests: one pipeline per turn
 
     # Every key of a user carries the user's hash tag (`user_tag`), like the user's online history,
     # so the lookup script (generation, value, lock, prefetched history) touches one cluster slot.
@@ -98,8 +102,8 @@ class FeedCache:
         token = f"{_TOKEN_PREFIX}{next(_TOKENS)}"
         keys = [self.generation_key(user_id)] + ([prefetch[0]] if prefetch else [])
         try:
-            generation, value, locked, prefetched = await self._lookup(
-                keys=keys, args=[self._value_prefix(user_id, scope), token, self.lock_ttl_ms, prefetch[1] if prefetch else 0])
+            generation, value, locked, prefetched = await self._run_lookup(
+                keys, [self._value_prefix(user_id, scope), token, self.lock_ttl_ms, prefetch[1] if prefetch else 0])
         except REDIS_ERRORS as err:
             link.failed(err)
             CACHE_LOOKUPS.labels("error").inc()
@@ -126,6 +130,15 @@ class FeedCache:
         finally:
             self._inflight.pop(key, None)
 
+    async def _run_lookup(self, keys: list[str], args: list) -> list:
+        """The lookup script, in the turn's pipeline (`serving.redis_batch`) when there is one."""
+        if not self._turn.enabled:
+            return await self._lookup(keys=keys, args=args)
+        try:
+            return await self._turn.call("evalsha", self._lookup.sha, len(keys), *keys, *args)
+        except NoScriptError:  # a restarted or flushed Redis: this call loads the script and runs it
+            return await self._lookup(keys=keys, args=args)
+
     async def _fill(self, key: str, locked: bool, token: str, compute: Callable[[], Awaitable[bytes]]) -> tuple[bytes, str]:
         """Miss path: wait for the lock holder's result if another process has the lock; else compute and store."""
         link = self.link
@@ -151,7 +164,7 @@ class FeedCache:
                 await self._unlock(key, token)
             raise
         try:
-            await link.aio.set(key, value, ex=self.ttl_s)
+            await self._turn.call("set", key, value, ex=self.ttl_s)
         except REDIS_ERRORS as err:
             link.failed(err)
         return value, "miss"

@@ -19,6 +19,7 @@ import uuid
 
 import numpy as np
 
+from serving.batching import UserVectorBatcher
 from serving.cache import FeedCache
 from serving.catalogue import LiveSnapshot
 from serving.catalogue_explore import ExplorationPolicy, explore
@@ -69,6 +70,7 @@ class Feed:
         self.models, self.experiment, self.cache, self.history, self.logs = models, experiment, cache, history, logs
         self.exploration = exploration or ExplorationPolicy()
         self._rng = np.random.default_rng()
+        self.batcher = UserVectorBatcher()  # concurrent misses share one user-tower call
 
     def retriever(self, variant: str) -> Retriever:
         """The variant's current version, caught up with the catalogue log (a no-op unless a write
@@ -110,7 +112,8 @@ class Feed:
         """The miss path: history (prefetched by the cache lookup, else read now) -> user tower -> index.
 
         The model work (well under a millisecond: one small encode, one index query) runs on the
-        event loop; a thread hop would cost more than it saves."""
+        event loop; a thread hop would cost more than it saves. The encode is shared with the other
+        misses ready in the same loop turn (`serving.batching`)."""
         FEED_COMPUTATIONS.labels(variant).inc()
         if prefetched is not None:
             history = OnlineHistoryReader.decode(prefetched)
@@ -122,7 +125,7 @@ class Feed:
         seen_all = [i for i in (retriever.live.lookup(item, snap) for item, _ in history or ()) if i is not None]
         seen = np.asarray(seen_all, dtype=np.int64) if seen_all else None
         if pairs:
-            query = retriever.user_vector([i for i, _ in pairs], [float(t) for _, t in pairs])
+            query = await self.batcher.user_vector(retriever.encoder, [i for i, _ in pairs], [float(t) for _, t in pairs])
         else:  # history unknown right now (Redis down, store empty): the vector from training, if any
             query = retriever.known_user_vector(user_id)
         exclude = seen if exclude_seen else None

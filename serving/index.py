@@ -197,8 +197,9 @@ class ItemIndex:
             scores, ids = self.index.search(query, fetch, params=self._params(fetch, selector))
             ids, scores = ids[0], scores[0]
             keep = ids >= 0
-            if exclude is not None:
-                keep &= ~np.isin(ids, exclude, assume_unique=False)
+            if exclude is not None:  # sorted by np.unique above: a binary search (np.isin sorts again)
+                at = np.minimum(np.searchsorted(exclude, ids), len(exclude) - 1)
+                keep &= exclude[at] != ids
             if int(keep.sum()) >= want:
                 return ids[keep][:k].astype(np.int64), scores[keep][:k]
             fetch *= 4

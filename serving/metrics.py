@@ -20,6 +20,8 @@ CACHE_LOOKUPS = Counter("recsys_cache_lookups_total", "Feed cache lookups by res
                         ["result"])
 FEED_COMPUTATIONS = Counter("recsys_feed_computations_total", "Feeds computed (cache misses that ran the model)",
                             ["variant"])
+TOWER_CALLS = Counter("recsys_user_tower_calls_total", "User-tower calls of feed misses (one per micro-batch)")
+TOWER_VECTORS = Counter("recsys_user_tower_vectors_total", "User vectors those calls computed (vectors / calls = mean batch)")
 INDEX_SIZE = Gauge("recsys_index_items", "Items in the nearest-neighbour index", ["variant", "model_version", "kind"])
 MODEL_SWITCHES = Counter("recsys_model_switches_total", "Model version switches by outcome", ["outcome"])
 EVENTS = Counter("recsys_events_total", "Ingested events by outcome (accepted, duplicate)", ["outcome"])

@@ -35,6 +35,19 @@ class Hits:
     scores: np.ndarray
 
 
+def merge_hits(parts: list[tuple[np.ndarray, np.ndarray]], k: int) -> Hits:
+    """Top-k of several (indexes, scores) lists, each index once at its best score (an unseen item
+    may come from the index and, boosted, from the unseen list: it keeps its boost), best first;
+    equal scores keep the order in which their items first appear in `parts`."""
+    all_ids = np.concatenate([p[0] for p in parts]).astype(np.int64, copy=False)
+    all_scores = np.concatenate([p[1] for p in parts]).astype(np.float32, copy=False)
+    unique, first, inverse = np.unique(all_ids, return_index=True, return_inverse=True)
+    best = np.full(len(unique), -np.inf, np.float32)
+    np.maximum.at(best, inverse, all_scores)
+    order = np.lexsort((first, -best))[:k]
+    return Hits(unique[order], best[order])
+
+
 class Retriever:
     """Candidate retrieval for one model version (the serving half of the two towers).
 
@@ -74,6 +87,7 @@ class Retriever:
         self._allowed: dict[frozenset[str], AllowedItems | None] = {}
         self._cold: dict[frozenset[str], np.ndarray] = {}
         self._tombstoned: dict[frozenset[str], tuple[np.ndarray, AllowedItems]] = {}
+        self._unseen_kept: dict[frozenset[str], tuple[np.ndarray, np.ndarray]] = {}
         self._lock = threading.Lock()
         self._cold_pool, self._mmr_lambda, self._max_k = cold_start_pool, mmr_lambda, max_k
         # items taken down before this run was trained stay in its tables (users' histories) but are no candidates
@@ -204,24 +218,17 @@ class Retriever:
                                          boost, fresh_after))
         if len(parts) == 1:
             return Hits(ids, scores)
-        all_ids = np.concatenate([p[0] for p in parts])
-        all_scores = np.concatenate([p[1] for p in parts])
-        best: dict[int, float] = {}
-        for index, score in zip(all_ids.tolist(), all_scores.tolist()):  # an unseen item may come twice: keep its boost
-            if score > best.get(index, -np.inf):
-                best[index] = score
-        order = sorted(best, key=lambda i: -best[i])[:k]
-        return Hits(np.asarray(order, np.int64), np.asarray([best[i] for i in order], np.float32))
+        return merge_hits(parts, k)
 
     def _boosted_unseen(self, query: np.ndarray, k: int, media: frozenset[str] | None, exclude: np.ndarray,
                         snap: LiveSnapshot, boost: float) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k of the trained items without train interactions, with the new-item prior added."""
-        keep = ~snap.base_deleted[self.unseen]
-        allowed = self.allowed(media)
-        if allowed is not None:
-            keep &= allowed.mask[self.unseen]
-        if len(exclude):
-            keep &= ~np.isin(self.unseen, exclude)
+        keep = self._unseen_keep(media, snap).copy()
+        if len(exclude):  # `unseen` is sorted: the excluded ones by binary search, not a set operation
+            at = np.searchsorted(self.unseen, exclude)
+            found = at < len(self.unseen)
+            found[found] = self.unseen[at[found]] == exclude[found]
+            keep[at[found]] = False
         scores = self._unseen_vectors @ np.asarray(query, np.float32) + np.float32(boost)
         scores[~keep] = -np.inf
         n = min(k, int(keep.sum()))
@@ -230,6 +237,21 @@ class Retriever:
         top = np.argpartition(-scores, n - 1)[:n] if n < len(scores) else np.arange(len(scores))
         top = top[np.argsort(-scores[top], kind="stable")][:n]
         return self.unseen[top].astype(np.int64), scores[top].astype(np.float32)
+
+    def _unseen_keep(self, media: frozenset[str] | None, snap: LiveSnapshot) -> np.ndarray:
+        """Which unseen items the media filter allows and no take-down removed (cached per filter
+        and take-down state, like `_allowed_now`; do not modify the returned array)."""
+        key = frozenset(media or ())
+        cached = self._unseen_kept.get(key)
+        if cached is None or cached[0] is not snap.base_deleted:
+            keep = ~snap.base_deleted[self.unseen]
+            allowed = self.allowed(media)
+            if allowed is not None:
+                keep &= allowed.mask[self.unseen]
+            cached = (snap.base_deleted, keep)
+            with self._lock:
+                self._unseen_kept[key] = cached
+        return cached[1]
 
     def cold_hits(self, k: int, media: frozenset[str] | None, exclude: np.ndarray | None = None,
                   snap: LiveSnapshot | None = None) -> Hits:

@@ -17,8 +17,8 @@ from recsys.models.ensemble import ENSEMBLE_KIND, concat_members, ensemble_paylo
 from recsys.models.graph import InteractionGraph
 from recsys.models.item_tower import ItemCatalog
 from recsys.models.two_tower import GraphContext, TwoTower
-from recsys.models.user_encoder import (ServedUserTower, TowerUserEncoder, distinct_latest, encoder_payload,
-                                        history_tensors, load_user_encoder)
+from recsys.models.user_encoder import (TRACED_BATCHES, ServedUserTower, TowerUserEncoder, distinct_latest,
+                                        encoder_payload, history_tensors, load_user_encoder)
 from recsys.models.user_tower import UserHistories
 
 N_ITEMS, N_USERS, DIM = 40, 12, 16
@@ -82,6 +82,22 @@ def test_single_histories_run_a_trace_of_the_same_module() -> None:
     for history in histories:
         inputs = history_tensors([history])
         torch.testing.assert_close(encoder.single(*inputs), encoder.module(*inputs), atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "self_attention"])
+def test_small_batches_run_traces_and_equal_the_module_row_by_row(pooling: str) -> None:
+    """The server batches concurrent feed misses (serving.batching): every batch size up to the
+    largest trace, padded or not, gives each history the vector it gets from the module alone."""
+    cfg, model, out, graphs, histories = _trained_like(4, True, 1, user_pooling=pooling, recency_half_life=3.0,
+                                                       history_embedding=False)
+    encoder = load_user_encoder(encoder_payload(cfg, model, model.serving_tables(out, graphs)))
+    assert sorted(encoder.traced) == list(TRACED_BATCHES), "every batch size must have its trace"
+    expected = out.users.numpy()
+    for size in range(1, max(TRACED_BATCHES) + 1):  # 3, 5, 6, 7: padded to the next traced size
+        rows = [(start + i) % N_USERS for start in range(0, N_USERS, size) for i in range(size)][:N_USERS]
+        for start in range(0, len(rows), size):
+            batch = rows[start:start + size]
+            np.testing.assert_allclose(encoder.encode([histories[u] for u in batch]), expected[batch], atol=1e-5)
 
 
 def test_sequential_tower_single_histories_run_a_trace_too() -> None:
