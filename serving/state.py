@@ -58,7 +58,10 @@ def index_config(settings: ServingSettings) -> IndexConfig:
     return IndexConfig(kind=settings.index_kind, exact_max_items=settings.exact_max_items,
                        exact_max_scan=settings.exact_max_scan, hnsw_m=settings.hnsw_m,
                        hnsw_ef_construction=settings.hnsw_ef_construction, hnsw_ef_search=settings.hnsw_ef_search,
-                       ivf_nlist=settings.ivf_nlist, ivf_nprobe=settings.ivf_nprobe, build_threads=settings.build_threads)
+                       ivf_nlist=settings.ivf_nlist, ivf_max_nlist=settings.ivf_max_nlist, ivf_nprobe=settings.ivf_nprobe,
+                       target_recall=settings.index_target_recall, build_threads=settings.build_threads,
+                       memory_budget_bytes=None if settings.index_memory_budget_mb is None
+                       else settings.index_memory_budget_mb * 2**20)
 
 
 def load_models(settings: ServingSettings) -> LiveModels:
