@@ -59,6 +59,23 @@ def _server_slow(url: str) -> dict[str, float]:
     return out
 
 
+def process_tree_memory(pid: int) -> dict[str, float]:
+    """RSS and USS (MB) of the server process and its children, summed, after the load phases."""
+    import psutil  # noqa: PLC0415
+
+    root = psutil.Process(pid)
+    rss = uss = 0
+    for proc in [root, *root.children(recursive=True)]:
+        info = proc.memory_full_info()
+        rss, uss = rss + info.rss, uss + info.uss
+    return {"rss": round(rss / 2**20, 1), "uss": round(uss / 2**20, 1)}
+
+
+def admin_headers(env: dict[str, str]) -> dict[str, str]:
+    key = os.environ.get("RECSYS_SERVE_ADMIN_TOKEN") or env.get("RECSYS_SERVE_ADMIN_TOKEN")
+    return {"X-API-Key": key} if key else {}
+
+
 async def run_phases(url: str, users: list[str], rate: float, duration: float, concurrency: int) -> dict:
     n = int(rate * duration)
     keys = [(users[i % len(users)], 10 + (i // len(users)) % 40) for i in range(n)]
@@ -138,6 +155,7 @@ def main() -> None:
     args = parser.parse_args()
 
     run, users, env = prepare(args)
+    load_before = os.getloadavg()[0]
     started = time.perf_counter()
     with LocalServer(run, env=env, log_file=BENCH / "serving-server.log", startup_timeout_s=1800) as server:
         startup_s = time.perf_counter() - started
@@ -150,7 +168,10 @@ def main() -> None:
         except ImportError:
             pass
         results = asyncio.run(run_phases(server.url, users, args.rate, args.duration, args.concurrency))
+        server_memory = process_tree_memory(server.process.pid)
+        index = httpx.get(server.url + "/admin/model", headers=admin_headers(env), timeout=30).json()[0]["index"]
     report = {"run": str(run), "model": ready["models"][0], "server_startup_s": round(startup_s, 1),
+              "server_memory_mb": server_memory, "index": index, "load_avg_1m_before": load_before,
               "rate": args.rate, "duration_s": args.duration, "cpus": os.cpu_count(),
               "load_avg_1m_after": os.getloadavg()[0], **results}
     out = args.out or BENCH / f"load-{'synthetic' if args.synthetic else 'run' if args.run else 'tiktok'}.json"

@@ -128,6 +128,10 @@ class ServingSettings(BaseSettings):
     redis_timeout_s: float = Field(default=0.25, gt=0)
     redis_retry_after_s: float = Field(default=2.0, ge=0, description="pause before talking to a failed Redis again")
 
+    worker_dir: Path | None = Field(default=None, description="set by `recsys serve --workers N` for its workers: "
+                                    "the folder where they announce model switches to each other and keep "
+                                    "their metrics (PROMETHEUS_MULTIPROC_DIR)")
+
     index_kind: IndexKind = "auto"
     index_dir: Path | None = Field(default=None, description="where HNSW / IVF indexes are built once and "
                                    "memory-mapped from, shared by the server processes; default "

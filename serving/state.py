@@ -73,6 +73,10 @@ def load_models(settings: ServingSettings) -> LiveModels:
                      index_store=settings.index_dir or get_settings().cache_dir / "index",
                      index_mmap=settings.workers > 1)  # mapping is for sharing; one process reads it (faster IVF)
     models = LiveModels(loader, settings.model_load_timeout_s)
+    if settings.worker_dir is not None:  # --workers N: a switch through one worker reaches the others
+        from serving.model_sync import SharedModels  # noqa: PLC0415
+
+        models.shared = SharedModels(settings.worker_dir)
     models.load_now("A", settings.run_dir)
     if settings.run_dir_b is not None:
         models.load_now("B", settings.run_dir_b)
