@@ -12,7 +12,7 @@ is already there unless --force; `plot` draws every curve whose points exist int
                synthetic dataset of N interactions (N / 100 users, 100k items, Zipf items,
                timestamps over a year), each N in its own process (peak RSS is that job's),
                Parquet offline tables + a private embedded Redis; above 2M interactions the job
-               streams in user buckets (`feature_store.materialize.write_offline_streaming`).
+               streams in user buckets of 500k interactions (`write_offline_streaming`).
   plot         docs/cost_feed.png, docs/cost_training_step.png, docs/cost_materialise.png.
 
 Usage:
@@ -103,10 +103,14 @@ def rss_mb() -> float:
         return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
 
 
-def materialise_case(n: int, history_cap: int, stream_rows: int, store_root: Path | None) -> dict:
+def materialise_case(n: int, history_cap: int, stream_rows: int, bucket_rows: int, store_root: Path | None) -> dict:
     """One materialisation job in this process (run by `materialise` in a subprocess per n)."""
+    import logging  # noqa: PLC0415
+
     from feature_store.materialize import materialize  # noqa: PLC0415
     from feature_store.redis_server import start_embedded_redis  # noqa: PLC0415
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)  # bucket progress
 
     started = time.perf_counter()
     dataset = synthetic_interactions(n)
@@ -117,32 +121,37 @@ def materialise_case(n: int, history_cap: int, stream_rows: int, store_root: Pat
         client = start_embedded_redis(Path(tmp) / "redis", persist=False)
         cpu = time.process_time()
         report = materialize(dataset, history_cap=history_cap, client=client, namespace=f"cost-{os.getpid()}",
-                             offline_root=Path(tmp) / "offline", progress=False, stream_rows=stream_rows)
+                             offline_root=Path(tmp) / "offline", progress=False, stream_rows=stream_rows,
+                             bucket_rows=bucket_rows)
         cpu = time.process_time() - cpu
         parquet_mb = sum(p.stat().st_size for p in report.offline_tables.values()) / 2**20
         redis_mb = client.info("memory")["used_memory"] / 2**20
         client.shutdown(nosave=True) if hasattr(client, "shutdown") else None
     return {"interactions": n, "users": report.online.users, "items": report.online.items, "history_cap": history_cap,
             "dataset_version": version, "streamed": n > stream_rows, "stream_rows": stream_rows,
+            "bucket_rows": bucket_rows if n > stream_rows else None,
             "generate_s": round(generate_s, 1), "seconds": {k: round(v, 1) for k, v in report.seconds.items()},
             "materialise_s": round(report.total_seconds - report.seconds["load"], 1), "job_cpu_s": round(cpu, 1),
             "rss_after_dataset_mb": round(rss_dataset), "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
             "parquet_mb": round(parquet_mb, 1), "redis_used_memory_mb": round(redis_mb, 1), "cpus": os.cpu_count()}
 
 
-def materialise(sizes: list[int], out: Path, history_cap: int, stream_rows: int, store_root: Path | None,
-                force: bool) -> None:
+def materialise(sizes: list[int], out: Path, history_cap: int, stream_rows: int, bucket_rows: int,
+                store_root: Path | None, force: bool) -> None:
     for n in sizes:
         target = out / f"materialise-{n}.json"
         if target.exists() and not force:
             print(f"materialise {n}: kept {target}")
             continue
         load_before = os.getloadavg()[0]
-        done = subprocess.run([PYTHON, __file__, "_materialise_case", "--n", str(n), "--history-cap", str(history_cap),
-                               "--stream-rows", str(stream_rows)] + (["--store-root", str(store_root)] if store_root else []),
-                              cwd=REPO, env=_env(), capture_output=True, text=True)
+        log_file = out / f"materialise-{n}.log"  # the job's progress (one line per user bucket)
+        with open(log_file, "w") as log:
+            done = subprocess.run([PYTHON, __file__, "_materialise_case", "--n", str(n), "--history-cap", str(history_cap),
+                                   "--stream-rows", str(stream_rows), "--bucket-rows", str(bucket_rows)]
+                                  + (["--store-root", str(store_root)] if store_root else []),
+                                  cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=log, text=True)
         if done.returncode != 0:
-            raise SystemExit(f"materialise {n} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+            raise SystemExit(f"materialise {n} failed (exit {done.returncode}); see {log_file}")
         result = json.loads(done.stdout.strip().splitlines()[-1])
         result.update(load_avg_before=load_before, load_avg_after=os.getloadavg()[0])
         target.write_text(json.dumps(result, indent=2))
@@ -210,20 +219,22 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=20)
     parser.add_argument("--interactions", type=int, nargs="+", default=[1_000_000, 10_000_000, 100_000_000])
     parser.add_argument("--history-cap", type=int, default=50)
-    parser.add_argument("--stream-rows", type=int, default=2_000_000)
+    parser.add_argument("--stream-rows", type=int, default=2_000_000, help="stream above this many interactions")
+    parser.add_argument("--bucket-rows", type=int, default=500_000, help="interactions per user bucket when streaming")
     parser.add_argument("--store-root", type=Path, help="where the materialisation job writes (default: the temp dir)")
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--force", action="store_true", help="re-measure points whose JSON exists")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.part == "_materialise_case":
-        print(json.dumps(materialise_case(args.n, args.history_cap, args.stream_rows, args.store_root)))
+        print(json.dumps(materialise_case(args.n, args.history_cap, args.stream_rows, args.bucket_rows, args.store_root)))
     elif args.part == "feed":
         feed(args.sizes, args.out, args.rate, args.duration, args.force)
     elif args.part == "train":
         train(args.out, args.force)
     elif args.part == "materialise":
-        materialise(args.interactions, args.out, args.history_cap, args.stream_rows, args.store_root, args.force)
+        materialise(args.interactions, args.out, args.history_cap, args.stream_rows, args.bucket_rows, args.store_root,
+                    args.force)
     else:
         plot(args.out, args.docs)
 

@@ -5,7 +5,7 @@ for "now" is, key by key, the history serving reads: the online store holds each
 `user_history` snapshot, the offline store holds every snapshot plus the per-interaction
 training table derived from them.
 
-Large datasets (more than `stream_rows` interactions) are materialised in user buckets
+Large datasets (more than `stream_rows`, 2M, interactions) are materialised in user buckets
 (`write_offline_streaming`): contiguous ranges of sorted user ids, each computed by the same
 pipelines and appended to the same Parquet files as row groups, so memory is bounded by a bucket
 (the snapshot and training tables hold up to `history_cap` items per row: ~0.7 KB a row at cap 50,
@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import resource
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,8 @@ import redis
 from feature_store.definitions import ITEM_FEATURES, USER_HISTORY, FeatureInputs, feature_inputs
 from feature_store.offline import OfflineStore, point_in_time_join, training_events_name
 
-STREAM_ROWS = 2_000_000  # interactions per user bucket above which materialisation streams
+STREAM_ROWS = 2_000_000  # above this many interactions, materialisation streams in user buckets
+BUCKET_ROWS = 500_000  # interactions per bucket: ~2 GB peak at cap 50 (2M-row buckets peaked at 7 GB)
 from feature_store.publish import PublishResult, publish_version
 from recsys.config import get_settings
 from recsys.data import Dataset, load_dataset
@@ -123,7 +125,7 @@ class _PartWriter:
         return self.path
 
 
-def write_offline_streaming(inputs: FeatureInputs, store: OfflineStore, bucket_rows: int = STREAM_ROWS,
+def write_offline_streaming(inputs: FeatureInputs, store: OfflineStore, bucket_rows: int = BUCKET_ROWS,
                             seconds: dict[str, float] | None = None) -> tuple[dict[str, Path], pl.DataFrame, pl.DataFrame]:
     """`compute_features` + `write_offline` in user buckets; returns (tables, each user's latest
     history snapshot, item features): what `publish_version` needs.
@@ -143,8 +145,9 @@ def write_offline_streaming(inputs: FeatureInputs, store: OfflineStore, bucket_r
     parts_dir = store.folder / f".{events_name}.{os.getpid()}.parts"
     parts_dir.mkdir(parents=True, exist_ok=True)
     latest, parts = [], []
+    buckets = user_buckets(inputs.interactions, bucket_rows)
     try:
-        for number, (first, last) in enumerate(user_buckets(inputs.interactions, bucket_rows)):
+        for number, (first, last) in enumerate(buckets):
             started = time.perf_counter()
             rows = numbered.filter(pl.col("user_id").is_between(pl.lit(first), pl.lit(last))).collect()
             bucket = dataclasses.replace(inputs, interactions=rows.lazy().drop("_row"))
@@ -158,6 +161,8 @@ def write_offline_streaming(inputs: FeatureInputs, store: OfflineStore, bucket_r
             events.write_parquet(part, statistics=True, row_group_size=64_000)
             parts.append(part)
             write_s += time.perf_counter() - started
+            log.info("materialise: bucket %d/%d (%d interactions) done, %.0f s so far, peak RSS %.0f MB", number + 1,
+                     len(buckets), rows.height, compute_s + write_s, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
             del rows, snapshots, events
         started = time.perf_counter()
         tables = {history_name: history_out.close()}
@@ -217,7 +222,7 @@ def materialize(dataset: Dataset | str, *, history_cap: int | None = None,
                 item_vectors: np.ndarray | Path | None = None, client: redis.Redis | None = None,
                 namespace: str | None = None, offline_root: Path | None = None, offline_only: bool = False,
                 batch_size: int = 1000, progress: bool = True, train_split: str | None = None,
-                stream_rows: int = STREAM_ROWS) -> MaterializeReport:
+                stream_rows: int = STREAM_ROWS, bucket_rows: int = BUCKET_ROWS) -> MaterializeReport:
     """Compute features for `dataset`, write the offline tables, then publish a new online version.
 
     Args:
@@ -231,7 +236,7 @@ def materialize(dataset: Dataset | str, *, history_cap: int | None = None,
             trained with that split saw (the train/serve parity check, or serving "as of training").
             The recorded ``dataset_version`` stays the full dataset's, as runs record it.
         stream_rows: above this many interactions, compute and write in user buckets of about
-            this many interactions (`write_offline_streaming`; same tables, bounded memory).
+            `bucket_rows` interactions (`write_offline_streaming`; same tables, bounded memory).
     """
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
@@ -254,7 +259,7 @@ def materialize(dataset: Dataset | str, *, history_cap: int | None = None,
              ds.interactions.height, inputs.history_cap)
     store = OfflineStore(ds.name, ds.version, offline_root)
     if ds.interactions.height > stream_rows:
-        tables, latest_history, item_features = write_offline_streaming(inputs, store, stream_rows, seconds)
+        tables, latest_history, item_features = write_offline_streaming(inputs, store, bucket_rows, seconds)
         clock = time.perf_counter()
     else:
         frames = compute_features(inputs)
