@@ -76,7 +76,18 @@ def admin_headers(env: dict[str, str]) -> dict[str, str]:
     return {"X-API-Key": key} if key else {}
 
 
-async def run_phases(url: str, users: list[str], rate: float, duration: float, concurrency: int) -> dict:
+def process_tree_cpu(pid: int | None) -> float:
+    """User + system CPU seconds of the server process and its children so far (0 when unknown)."""
+    if pid is None:
+        return 0.0
+    import psutil  # noqa: PLC0415
+
+    root = psutil.Process(pid)
+    return sum(sum(p.cpu_times()[:2]) for p in [root, *root.children(recursive=True)])
+
+
+async def run_phases(url: str, users: list[str], rate: float, duration: float, concurrency: int,
+                     server_pid: int | None = None) -> dict:
     n = int(rate * duration)
     keys = [(users[i % len(users)], 10 + (i // len(users)) % 40) for i in range(n)]
     assert len(set(keys)) == n, "not enough (user, k) pairs for unique misses: lower --rate/--duration"
@@ -89,7 +100,10 @@ async def run_phases(url: str, users: list[str], rate: float, duration: float, c
               ("hits", [path.format(u, k) for u, k in random.Random(1).choices(keys[: n // 2], k=n)]))
     for name, paths in phases:
         before, slow_before = _counters(url), _server_slow(url)
+        cpu_before = process_tree_cpu(server_pid)
         results[name] = (await open_loop(host, port, paths, rate)).summary()
+        # Server CPU per request: what a request costs whatever else shares the cores (load average)
+        results[name]["server_cpu_ms_per_request"] = round(1000 * (process_tree_cpu(server_pid) - cpu_before) / len(paths), 3)
         after, slow_after = _counters(url), _server_slow(url)
         results[name]["server_cache"] = {k: int(after[k] - before[k]) for k in after}
         # Where a slow request spent its time: in the handler (server-side histogram) or queued
@@ -167,7 +181,8 @@ def main() -> None:
             uvloop.install()
         except ImportError:
             pass
-        results = asyncio.run(run_phases(server.url, users, args.rate, args.duration, args.concurrency))
+        results = asyncio.run(run_phases(server.url, users, args.rate, args.duration, args.concurrency,
+                                         server.process.pid))
         server_memory = process_tree_memory(server.process.pid)
         index = httpx.get(server.url + "/admin/model", headers=admin_headers(env), timeout=30).json()[0]["index"]
     report = {"run": str(run), "model": ready["models"][0], "server_startup_s": round(startup_s, 1),
