@@ -13,6 +13,9 @@ is already there unless --force; `plot` draws every curve whose points exist int
                timestamps over a year), each N in its own process (peak RSS is that job's),
                Parquet offline tables + a private embedded Redis; above 2M interactions the job
                streams in user buckets of 500k interactions (`write_offline_streaming`).
+  materialise_probe --n 100000000: the 100M job cut to its first --probe-buckets user buckets
+               (full dataset in memory): memory and seconds per bucket, when a full run does not
+               fit the time available.
   plot         docs/cost_feed.png, docs/cost_training_step.png, docs/cost_materialise.png.
 
 Usage:
@@ -136,6 +139,52 @@ def materialise_case(n: int, history_cap: int, stream_rows: int, bucket_rows: in
             "parquet_mb": round(parquet_mb, 1), "redis_used_memory_mb": round(redis_mb, 1), "cpus": os.cpu_count()}
 
 
+def materialise_probe(n: int, history_cap: int, bucket_rows: int, n_buckets: int, store_root: Path | None) -> dict:
+    """A 100M-scale job cut short: the whole dataset in memory, the streamed offline write over its
+    first `n_buckets` user buckets only (each bucket still filters the full frame). Measures what a
+    full run needs, memory (dataset + one bucket) and seconds per bucket, when there is no time to
+    run all of them; no online publish."""
+    import dataclasses  # noqa: PLC0415
+    import logging  # noqa: PLC0415
+
+    import polars as pl  # noqa: PLC0415
+
+    from feature_store.definitions import feature_inputs  # noqa: PLC0415
+    from feature_store.materialize import user_buckets, write_offline_streaming  # noqa: PLC0415
+    from feature_store.offline import OfflineStore  # noqa: PLC0415
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    started = time.perf_counter()
+    dataset = synthetic_interactions(n)
+    generate_s = time.perf_counter() - started
+    started = time.perf_counter()
+    version = dataset.version
+    version_s = time.perf_counter() - started
+    rss_dataset = rss_mb()
+    inputs = feature_inputs(dataset, history_cap)
+    started = time.perf_counter()
+    buckets = user_buckets(inputs.interactions, bucket_rows)
+    buckets_s = time.perf_counter() - started
+    first, last = buckets[0][0], buckets[n_buckets - 1][1]
+    part = dataclasses.replace(inputs, interactions=inputs.interactions.filter(
+        pl.col("user_id").is_between(pl.lit(first), pl.lit(last))))
+    with tempfile.TemporaryDirectory(prefix="cost-probe-", dir=store_root) as tmp:
+        seconds: dict[str, float] = {}
+        started, cpu = time.perf_counter(), time.process_time()
+        tables, latest, _ = write_offline_streaming(part, OfflineStore(dataset.name, version, Path(tmp)), bucket_rows, seconds)
+        wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+        parquet_mb = sum(p.stat().st_size for p in tables.values()) / 2**20
+    done_rows = latest["hist_count"].sum()
+    return {"interactions": n, "probe_buckets": n_buckets, "total_buckets": len(buckets), "bucket_rows": bucket_rows,
+            "probe_interactions": int(done_rows), "generate_s": round(generate_s, 1), "version_hash_s": round(version_s, 1),
+            "user_buckets_s": round(buckets_s, 1), "probe_wall_s": round(wall, 1), "probe_cpu_s": round(cpu, 1),
+            "seconds": {k: round(v, 1) for k, v in seconds.items()},
+            "extrapolated_wall_s": round(wall * len(buckets) / n_buckets), "extrapolated_cpu_s": round(cpu * len(buckets) / n_buckets),
+            "rss_after_dataset_mb": round(rss_dataset),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "parquet_mb_probe": round(parquet_mb, 1), "cpus": os.cpu_count()}
+
+
 def materialise(sizes: list[int], out: Path, history_cap: int, stream_rows: int, bucket_rows: int,
                 store_root: Path | None, force: bool) -> None:
     for n in sizes:
@@ -211,7 +260,8 @@ def plot(out: Path, docs: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("part", choices=("feed", "train", "materialise", "plot", "_materialise_case"))
+    parser.add_argument("part", choices=("feed", "train", "materialise", "materialise_probe", "plot", "_materialise_case"))
+    parser.add_argument("--probe-buckets", type=int, default=4, help="materialise_probe: user buckets to run")
     parser.add_argument("--out", type=Path, default=REPO / "artifacts" / "bench" / "cost")
     parser.add_argument("--docs", type=Path, default=REPO / "docs")
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000, 10_000_000])
@@ -228,6 +278,12 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.part == "_materialise_case":
         print(json.dumps(materialise_case(args.n, args.history_cap, args.stream_rows, args.bucket_rows, args.store_root)))
+    elif args.part == "materialise_probe":  # one size (--n), in this process: peak RSS is the probe's
+        load_before = os.getloadavg()[0]
+        result = materialise_probe(args.n, args.history_cap, args.bucket_rows, args.probe_buckets, args.store_root)
+        result.update(load_avg_before=load_before, load_avg_after=os.getloadavg()[0])
+        (args.out / f"materialise-probe-{args.n}.json").write_text(json.dumps(result, indent=2))
+        print(json.dumps(result, indent=2))
     elif args.part == "feed":
         feed(args.sizes, args.out, args.rate, args.duration, args.force)
     elif args.part == "train":
