@@ -217,18 +217,23 @@ def plot(out: Path, docs: Path) -> None:
     feeds = sorted((json.loads(p.read_text()) for p in out.glob("feed-*.json")), key=lambda r: r["model"]["n_items"])
     if feeds:
         n = [r["model"]["n_items"] for r in feeds]
-        fig, (lat, mem) = plt.subplots(1, 2, figsize=(10, 4))
+        fig, (lat, cpu, mem) = plt.subplots(1, 3, figsize=(14, 4))
         for phase, style in (("misses", "o-"), ("hits", "s--")):
             lat.plot(n, [r[phase]["p50_ms"] for r in feeds], style, label=f"{phase} p50")
             lat.plot(n, [r[phase]["p99_ms"] for r in feeds], style, alpha=0.5, label=f"{phase} p99")
+            cpu.plot(n, [r[phase].get("server_cpu_ms_per_request", float("nan")) for r in feeds], style, label=phase)
+        loads = ", ".join(f"{r['load_avg_1m_before']:.0f}" for r in feeds)
         lat.set(xscale="log", yscale="log", xlabel="catalogue items (64-d)", ylabel="ms",
-                title=f"feed latency at {feeds[0]['rate']:.0f} req/s")
+                title=f"feed latency, open loop {feeds[0]['rate']:.0f} req/s\n(load average {loads} on 2 cores)")
         lat.legend(fontsize=8)
+        cpu.set(xscale="log", xlabel="catalogue items (64-d)", ylabel="server CPU ms per request",
+                title="server CPU per request")
+        cpu.legend(fontsize=8)
         mem.plot(n, [r["server_memory_mb"]["rss"] for r in feeds], "o-", label="server RSS")
         mem.plot(n, [r["server_memory_mb"]["uss"] for r in feeds], "s--", label="server USS")
         for x, r in zip(n, feeds):
-            mem.annotate(r["index"]["kind"], (x, r["server_memory_mb"]["rss"]), fontsize=8)
-        mem.set(xscale="log", yscale="log", xlabel="catalogue items (64-d)", ylabel="MB", title="server memory")
+            mem.annotate(f"{r['index']['kind']} {r['index']['search_params'] or ''}", (x, r["server_memory_mb"]["rss"]), fontsize=7)
+        mem.set(xscale="log", yscale="log", xlabel="catalogue items (64-d)", ylabel="MB", title="server memory (after the load)")
         mem.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(docs / "cost_feed.png", dpi=110)

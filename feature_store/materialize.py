@@ -17,6 +17,7 @@ import dataclasses
 import logging
 import os
 import resource
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,19 +133,19 @@ def write_offline_streaming(inputs: FeatureInputs, store: OfflineStore, bucket_r
 
     The snapshot table is sorted by (user_id, timestamp) and buckets are ascending user ranges, so
     appending them reproduces it. The training table keeps the interactions' input order: each
-    bucket's rows go to a temporary part sorted by input row number, and the parts are merged
-    back in row-number chunks (Parquet statistics skip the row groups outside a chunk).
+    bucket's rows are cut by input row number into chunks of 2 x `bucket_rows` rows, kept as
+    temporary files per chunk, and each chunk is then read back once, sorted and appended.
     """
     seconds = seconds if seconds is not None else {}
     compute_s = write_s = 0.0
     history_name = USER_HISTORY.table_name(inputs)
     events_name = training_events_name(history_name)
     numbered = inputs.interactions.with_row_index("_row")
-    n_rows = numbered.select(pl.len()).collect().item()
     history_out = _PartWriter(store.path(history_name))
     parts_dir = store.folder / f".{events_name}.{os.getpid()}.parts"
     parts_dir.mkdir(parents=True, exist_ok=True)
-    latest, parts = [], []
+    latest = []
+    merge_rows = 2 * bucket_rows  # input rows per chunk of the final training table
     buckets = user_buckets(inputs.interactions, bucket_rows)
     try:
         for number, (first, last) in enumerate(buckets):
@@ -157,9 +158,13 @@ def write_offline_streaming(inputs: FeatureInputs, store: OfflineStore, bucket_r
             compute_s += time.perf_counter() - started
             started = time.perf_counter()
             history_out.write(snapshots)
-            part = parts_dir / f"{number:05d}.parquet"
-            events.write_parquet(part, statistics=True, row_group_size=64_000)
-            parts.append(part)
+            # this bucket's rows, split by input-row chunk: chunk c of the final table is then the
+            # concatenation of every bucket's piece c (each row is read back exactly once)
+            for (chunk,), piece in events.with_columns((pl.col("_row") // merge_rows).alias("_chunk")).partition_by(
+                    "_chunk", as_dict=True, include_key=False).items():
+                folder = parts_dir / f"{chunk:06d}"
+                folder.mkdir(exist_ok=True)
+                piece.write_parquet(folder / f"{number:05d}.parquet", statistics=False)
             write_s += time.perf_counter() - started
             log.info("materialise: bucket %d/%d (%d interactions) done, %.0f s so far, peak RSS %.0f MB", number + 1,
                      len(buckets), rows.height, compute_s + write_s, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
@@ -167,16 +172,13 @@ def write_offline_streaming(inputs: FeatureInputs, store: OfflineStore, bucket_r
         started = time.perf_counter()
         tables = {history_name: history_out.close()}
         events_out = _PartWriter(store.path(events_name))
-        scan = pl.scan_parquet(parts)
-        for lo in range(0, n_rows, bucket_rows):
-            chunk = scan.filter(pl.col("_row").is_between(lo, lo + bucket_rows, closed="left")).collect()
-            events_out.write(chunk.sort("_row").drop("_row"))
+        for folder in sorted(parts_dir.iterdir()):
+            events_out.write(pl.read_parquet(sorted(folder.glob("*.parquet"))).sort("_row").drop("_row"))
+            shutil.rmtree(folder)
         tables[events_name] = events_out.close()
         write_s += time.perf_counter() - started
     finally:
-        for part in parts_dir.glob("*.parquet"):
-            part.unlink()
-        parts_dir.rmdir()
+        shutil.rmtree(parts_dir, ignore_errors=True)
     started = time.perf_counter()
     item_name = ITEM_FEATURES.table_name(inputs)
     item_features = ITEM_FEATURES.build(inputs).collect()
