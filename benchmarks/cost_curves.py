@@ -226,6 +226,7 @@ def plot(out: Path, docs: Path) -> None:
         lat.set(xscale="log", yscale="log", xlabel="catalogue items (64-d)", ylabel="ms",
                 title=f"feed latency, open loop {feeds[0]['rate']:.0f} req/s\n(load average {loads} on 2 cores)")
         lat.legend(fontsize=8)
+        cpu.set_ylim(bottom=0)
         cpu.set(xscale="log", xlabel="catalogue items (64-d)", ylabel="server CPU ms per request",
                 title="server CPU per request")
         cpu.legend(fontsize=8)
