@@ -168,10 +168,12 @@ def calibration_queries(vectors: np.ndarray, n: int, user_vectors: np.ndarray | 
     """Queries to tune recall on: a sample of real user vectors when the run has them, else
     user-like mixes of 1-3 random items plus noise (a multi-topic user: the hard case for IVF)."""
     rng = np.random.default_rng(seed)
+    queries = np.zeros((0, vectors.shape[1]), dtype=np.float32)
     if user_vectors is not None and len(user_vectors):
         rows = rng.choice(len(user_vectors), min(n, len(user_vectors)), replace=False)
         queries = np.asarray(user_vectors[np.sort(rows)], dtype=np.float32)
-    else:
+        queries = queries[np.isfinite(queries).all(axis=1) & (np.linalg.norm(queries, axis=1) > 0)]
+    if len(queries) < min(n, 30):  # no usable user vectors (users without history are zero rows)
         n_items, dim = vectors.shape
         queries = np.zeros((n, dim), dtype=np.float32)
         for row in range(n):
@@ -287,16 +289,18 @@ class ItemIndex:
                 index = faiss.read_index(str(path), faiss.IO_FLAG_MMAP | faiss.IO_FLAG_READ_ONLY) if self.mmap \
                     else faiss.read_index(str(path))
                 self.index = index
-                if tuning.exists():
+                try:
                     saved = json.loads(tuning.read_text())
-                    self.search_params, self.recall, self.recall_queries = saved["search_params"], saved["recall"], saved["queries"]
-                else:  # under the lock: one process calibrates, the others read its result
+                    self.search_params = {str(k): int(v) for k, v in saved["search_params"].items()}
+                    self.recall, self.recall_queries = float(saved["recall"]), int(saved["queries"])
+                except (OSError, ValueError, KeyError, TypeError, AttributeError):
+                    # none yet (or unreadable): under the lock one process calibrates, the others read its result
                     self._calibrate()
                     tmp = tuning.with_suffix(f".tmp{os.getpid()}")
                     tmp.write_text(json.dumps({"search_params": self.search_params, "recall": self.recall,
                                                "queries": self.recall_queries}))
                     tmp.replace(tuning)
-        except (OSError, RuntimeError, ValueError, KeyError) as err:  # a read-only or full disk: one private copy still serves
+        except (OSError, RuntimeError) as err:  # a read-only or full disk: one private copy still serves
             log.warning("index file %s unusable (%s); building a private %s index", path, err, self.kind)
             self.search_params = {}
             return self._build_threads()

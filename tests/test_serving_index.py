@@ -160,3 +160,18 @@ def test_a_stored_index_and_its_calibration_are_reused_by_the_next_process(data,
     second = ItemIndex(data[0], IndexConfig(kind="ivf"), store=tmp_path, mmap=True, user_vectors=users[0])
     assert second.describe()["source"] == "mapped"
     assert second.search_params == first.search_params and second.recall == first.recall
+
+
+def test_an_unreadable_stored_calibration_is_redone_not_a_rebuild(data, users, tmp_path):
+    first = ItemIndex(data[0], IndexConfig(kind="ivf"), store=tmp_path, mmap=False, user_vectors=users[0])
+    (tuned,) = tmp_path.glob("*.tuned-*.json")
+    tuned.write_text('{"search_params": ')  # a torn write
+    again = ItemIndex(data[0], IndexConfig(kind="ivf"), store=tmp_path, mmap=False, user_vectors=users[0])
+    assert again.describe()["source"] == "read" and again.shared_file == first.shared_file
+    assert again.search_params == first.search_params and "recall" in tuned.read_text()
+
+
+def test_users_without_history_fall_back_to_synthetic_calibration_queries(data):
+    zero_users = np.zeros((500, D), dtype=np.float32)  # users with no history encode to zero rows
+    index = ItemIndex(data[0], IndexConfig(kind="ivf"), user_vectors=zero_users)
+    assert index.recall_queries == 300 and index.recall >= 0.95
