@@ -247,13 +247,21 @@ def plot(out: Path, docs: Path) -> None:
         plot_steps([json.loads(line) for line in train_file.read_text().splitlines() if line.strip()],
                    docs / "cost_training_step.png")
         print("wrote", docs / "cost_training_step.png")
-    mats = sorted((json.loads(p.read_text()) for p in out.glob("materialise-*.json")), key=lambda r: r["interactions"])
+    mats = sorted((json.loads(p.read_text()) for p in out.glob("materialise-*.json") if "probe" not in p.name),
+                  key=lambda r: r["interactions"])
+    probes = [json.loads(p.read_text()) for p in out.glob("materialise-probe-*.json")]
     if mats:
         n = [r["interactions"] for r in mats]
         fig, (t, m) = plt.subplots(1, 2, figsize=(10, 4))
         t.plot(n, [r["materialise_s"] for r in mats], "o-", label="wall")
         t.plot(n, [r["job_cpu_s"] for r in mats], "s--", label="job CPU")
-        t.set(xscale="log", yscale="log", xlabel="interactions", ylabel="s", title="materialisation time")
+        for r in probes:  # a run cut to its first buckets: wall and CPU extrapolated to all of them
+            t.plot([r["interactions"]], [r["extrapolated_wall_s"]], "o", mfc="none", color="C0", label="wall, extrapolated")
+            t.plot([r["interactions"]], [r["extrapolated_cpu_s"]], "s", mfc="none", color="C1", label="CPU, extrapolated")
+            m.plot([r["interactions"]], [r["rss_after_dataset_mb"]], "s", mfc="none", color="C1",
+                   label="dataset RSS (100M probe)")
+        t.set(xscale="log", yscale="log", xlabel="interactions", ylabel="s",
+              title="materialisation time (load average 9-14)")
         t.legend()
         m.plot(n, [r["peak_rss_mb"] for r in mats], "o-", label="peak RSS (job)")
         m.plot(n, [r["rss_after_dataset_mb"] for r in mats], "s--", label="RSS of the loaded dataset")
