@@ -4,9 +4,13 @@ single-query latency (unfiltered, media-filtered, with seen-item exclusion), per
 Usage:
     .venv/bin/python benchmarks/serving_index.py --items 1000000 --dim 64 --kinds hnsw,ivf --out artifacts/bench/index.json
     .venv/bin/python benchmarks/serving_index.py --run RUN_DIR   # a real run's item vectors (TikTok)
+    .venv/bin/python benchmarks/serving_index.py --run RUN_DIR --queries-from users --kinds auto,ivf_sq8 --no-sweep
 
 Queries are user-like: mean-pools of 5-30 items from 1-3 topics (clusters) of the catalogue, as the
-mean-pool user tower makes from a coherent history; for a real run, of random items.
+mean-pool user tower makes from a coherent history; for a real run, of random items, or with
+`--queries-from users` the run's own user vectors. The search knob of each index is calibrated at
+build time (`serving.index`) on a *different* sample of users than the one measured here.
+Kind `auto` is what the server would build (`plan_index`: size, width, memory available now).
 """
 from __future__ import annotations
 
@@ -52,14 +56,13 @@ def percentiles(samples: list[float]) -> dict[str, float]:
 
 def sweep(index: ItemIndex, queries: np.ndarray, exact: np.ndarray) -> list[dict]:
     """Recall@20 and single-query latency as the search-time knob (efSearch / nprobe) grows."""
-    knob = {"hnsw": ("hnsw_ef_search", (48, 96, 128, 192, 256)), "ivf": ("ivf_nprobe", (16, 32, 64, 128))}.get(index.kind)
-    if knob is None:
+    if index.kind == "flat":
         return []
-    name, values = knob
-    base, rows = index.config, []
+    name, values = ("efSearch", (48, 96, 128, 192, 256)) if index.kind == "hnsw" else ("nprobe", (4, 8, 16, 32, 64, 128))
+    base, rows = index.search_params, []
     faiss.omp_set_num_threads(1)
     for value in values:
-        index.config = IndexConfig(**{**base.__dict__, name: value})
+        index.search_params = {name: value}
         approx, _ = index.search_batch(queries, 20)
         samples = []
         for q in queries[:300]:
@@ -68,20 +71,23 @@ def sweep(index: ItemIndex, queries: np.ndarray, exact: np.ndarray) -> list[dict
             samples.append(time.perf_counter() - started)
         rows.append({name: value, "recall@20": round(float(np.mean([len(set(a) & set(e)) / 20 for a, e in zip(approx, exact)])), 4),
                      **percentiles(samples)})
-    index.config = base
+    index.search_params = base
     faiss.omp_set_num_threads(os.cpu_count() or 1)
     return rows
 
 
 def measure(kind: str, vectors: np.ndarray, queries: np.ndarray, exact: np.ndarray, media_mask: np.ndarray,
-            config: dict) -> dict:
+            config: dict, tune: np.ndarray, do_sweep: bool = True, store: Path | None = None) -> dict:
     rss_before = rss_mb()
-    index = ItemIndex(vectors, IndexConfig(kind=kind, **config))
-    result = {"kind": kind, "build_s": round(index.build_seconds, 2), "index_mb": round(index.memory_bytes / 2**20, 1),
-              "rss_growth_mb": round(rss_mb() - rss_before, 1)}
+    index = ItemIndex(vectors, IndexConfig(kind=kind, **config), user_vectors=tune, store=store, mmap=False)
+    report = index.describe()
+    result = {"kind": index.kind, "asked": kind, "build_s": round(index.build_seconds, 2),
+              "index_mb": round(index.plan.estimated_bytes / 2**20, 1) if index.index is not None else round(vectors.nbytes / 2**20, 1),
+              "rss_growth_mb": round(rss_mb() - rss_before, 1), "plan_reason": report["reason"], "nlist": report["nlist"],
+              "search_params": report["search_params"], "calibration_recall@20": report["recall_at_20"]}
     approx, _ = index.search_batch(queries, 20)
     result["recall@20"] = round(float(np.mean([len(set(a) & set(e)) / 20 for a, e in zip(approx, exact)])), 4)
-    result["sweep"] = sweep(index, queries, exact)
+    result["sweep"] = sweep(index, queries, exact) if do_sweep else []
     faiss.omp_set_num_threads(1)  # what the server does: one query per request
     allowed = AllowedItems(media_mask)
     rng = np.random.default_rng(2)
@@ -105,34 +111,46 @@ def main() -> None:
     parser.add_argument("--run", type=Path, help="use this run's item vectors instead of a synthetic catalogue")
     parser.add_argument("--spread", type=float, default=0.35,
                         help="synthetic within-topic noise (0.35: tight topics; 1.0: topics overlap, harder for every index)")
-    parser.add_argument("--kinds", default="flat,hnsw,ivf")
+    parser.add_argument("--kinds", default="flat,hnsw,ivf", help="comma list of auto, flat, hnsw, ivf, ivf_sq8, ivf_pq")
+    parser.add_argument("--queries-from", choices=("items", "users"), default="items",
+                        help="with --run: random-item mean-pools (items) or the run's user vectors (users)")
+    parser.add_argument("--store", type=Path, help="build the index into this folder, as the server does "
+                        "(RECSYS_SERVE_INDEX_DIR): a server started on the same run then reads it instead of building")
+    parser.add_argument("--no-sweep", action="store_true", help="skip the knob sweep (large catalogues)")
+    parser.add_argument("--target-recall", type=float, default=0.95)
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--hnsw-m", type=int, default=32)
     parser.add_argument("--ef-construction", type=int, default=80)
-    parser.add_argument("--ef-search", type=int, default=96)
-    parser.add_argument("--nprobe", type=int, default=32)
+    parser.add_argument("--ef-search", type=int, default=None, help="default: calibrated")
+    parser.add_argument("--nprobe", type=int, default=None, help="default: calibrated")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
     started = time.perf_counter()
     if args.run:
-        vectors, labels = load_run(args.run).item_vectors, None
+        run = load_run(args.run, mmap=True)
+        vectors, labels = run.item_vectors, None
         source = str(args.run)
     else:
         vectors, labels = synthetic_catalogue(args.items, args.dim, seed=0, spread=args.spread)
         source = f"synthetic clustered {args.items}x{args.dim}, spread {args.spread}"
     print(f"{source}: {vectors.shape} made in {time.perf_counter() - started:.1f}s", flush=True)
-    queries = user_like_queries(vectors, labels, args.queries)
+    if args.run and args.queries_from == "users":  # halves: one tunes the index, the other is measured
+        half = len(run.user_vectors) // 2
+        tune, queries = run.user_vectors[:half], np.ascontiguousarray(run.user_vectors[half:][: args.queries])
+    else:
+        queries = user_like_queries(vectors, labels, args.queries)
+        tune = user_like_queries(vectors, labels, 300, seed=7)
     media_mask = np.random.default_rng(3).random(len(vectors)) < 0.33  # e.g. the items carrying text
     t = time.perf_counter()
     _, exact = faiss.knn(queries, vectors, 20, faiss.METRIC_INNER_PRODUCT)
     print(f"exact ground truth for {len(queries)} queries in {time.perf_counter() - t:.1f}s", flush=True)
     config = {"hnsw_m": args.hnsw_m, "hnsw_ef_construction": args.ef_construction, "hnsw_ef_search": args.ef_search,
-              "ivf_nprobe": args.nprobe, "build_threads": os.cpu_count() or 1}
+              "ivf_nprobe": args.nprobe, "target_recall": args.target_recall, "build_threads": os.cpu_count() or 1}
     results = {"source": source, "n_items": len(vectors), "dim": int(vectors.shape[1]), "cpus": os.cpu_count(),
                "load_avg_at_start": os.getloadavg()[0], "config": config, "kinds": []}
     for kind in args.kinds.split(","):
-        results["kinds"].append(measure(kind, vectors, queries, exact, media_mask, config))
+        results["kinds"].append(measure(kind, vectors, queries, exact, media_mask, config, tune, not args.no_sweep, args.store))
         print(json.dumps(results["kinds"][-1]), flush=True)
     results["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     results["load_avg_at_end"] = os.getloadavg()[0]

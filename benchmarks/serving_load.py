@@ -7,7 +7,7 @@ Phases (each against GET /v1/users/{id}/recommendations):
   * capacity: closed loop (--concurrency in flight) on hits, to show the ceiling.
 Latency is measured from each request's *scheduled* send time (no coordinated omission), on the
 client (`benchmarks/serving_loadgen.py`, raw keep-alive connections). Server-side cache counters (/metrics) are read before and after each phase to prove the
-phase was what it claims (one server process only: with --workers N each scrape reaches one worker).
+phase was what it claims (with --workers N, /metrics sums every worker's series).
 Each phase also reports CPU milliseconds per request of the server's process tree, of Redis and
 of the load generator (psutil / process_time over the phase): on a shared machine latency depends on
 the neighbours, CPU per request much less, so it is the figure to compare builds by.
@@ -66,6 +66,23 @@ def _server_slow(url: str) -> dict[str, float]:
     return out
 
 
+def process_tree_memory(pid: int) -> dict[str, float]:
+    """RSS and USS (MB) of the server process and its children, summed, after the load phases."""
+    import psutil  # noqa: PLC0415
+
+    root = psutil.Process(pid)
+    rss = uss = 0
+    for proc in [root, *root.children(recursive=True)]:
+        info = proc.memory_full_info()
+        rss, uss = rss + info.rss, uss + info.uss
+    return {"rss": round(rss / 2**20, 1), "uss": round(uss / 2**20, 1)}
+
+
+def admin_headers(env: dict[str, str]) -> dict[str, str]:
+    key = os.environ.get("RECSYS_SERVE_ADMIN_TOKEN") or env.get("RECSYS_SERVE_ADMIN_TOKEN")
+    return {"X-API-Key": key} if key else {}
+
+
 def _cpu_seconds(pids: list[int]) -> dict[str, float]:
     """CPU seconds (user + system) so far of the server's process tree and of Redis (0 where unreadable)."""
     import psutil
@@ -106,6 +123,7 @@ async def run_phases(url: str, users: list[str], rate: float, duration: float, c
         cpu_before, client_before = _cpu_seconds(server_pids), time.process_time()
         results[name] = (await open_loop(host, port, paths, rate)).summary()
         cpu_after, client_after = _cpu_seconds(server_pids), time.process_time()
+        results[name]["server_cpu_ms_per_request"] = results[name]["cpu_ms_per_request"]["server"]
         after, slow_after = _counters(url), _server_slow(url)
         # CPU per request: the comparison measure on a shared machine (latency depends on the neighbours)
         done = max(results[name]["requests"], 1)
@@ -114,9 +132,6 @@ async def run_phases(url: str, users: list[str], rate: float, duration: float, c
             "redis": round(1000 * (cpu_after["redis"] - cpu_before["redis"]) / done, 3),
             "load_generator": round(1000 * (client_after - client_before) / done, 3)}
         results[name]["load_avg_1m"] = round(os.getloadavg()[0], 2)
-        if workers > 1:  # /metrics answers from whichever worker took the scrape: its counters are not the server's
-            print(name, json.dumps(results[name]), flush=True)
-            continue
         results[name]["server_cache"] = {k: int(after[k] - before[k]) for k in after}
         # Where a slow request spent its time: in the handler (server-side histogram) or queued
         # before it (event loop busy, or the machine's other processes holding the cores).
@@ -182,6 +197,7 @@ def main() -> None:
     args = parser.parse_args()
 
     run, users, env = prepare(args)
+    load_before = os.getloadavg()[0]
     started = time.perf_counter()
     with LocalServer(run, env=env, log_file=BENCH / "serving-server.log", startup_timeout_s=1800,
                      args=["--workers", str(args.workers)] if args.workers > 1 else []) as server:
@@ -196,7 +212,10 @@ def main() -> None:
             pass
         results = asyncio.run(run_phases(server.url, users, args.rate, args.duration, args.concurrency,
                                           [server.process.pid], args.workers))
+        server_memory = process_tree_memory(server.process.pid)
+        index = httpx.get(server.url + "/admin/model", headers=admin_headers(env), timeout=30).json()[0]["index"]
     report = {"run": str(run), "model": ready["models"][0], "server_startup_s": round(startup_s, 1),
+              "server_memory_mb": server_memory, "index": index, "load_avg_1m_before": load_before,
               "rate": args.rate, "duration_s": args.duration, "cpus": os.cpu_count(), "workers": args.workers,
               "load_avg_1m_after": os.getloadavg()[0], **results}
     out = args.out or BENCH / f"load-{'synthetic' if args.synthetic else 'run' if args.run else 'tiktok'}.json"

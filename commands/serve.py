@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import typer
@@ -16,7 +18,8 @@ def register(app: typer.Typer) -> None:
         run_b: Path = typer.Option(None, "--run-b", help="second run directory: A/B test against it (variant B)"),
         split_b: float = typer.Option(None, "--split-b", min=0.0, max=1.0, help="share of users on variant B"),
         log_dir: Path = typer.Option(None, "--log-dir", help="where exposures/events/experiment logs go"),
-        index: str = typer.Option(None, "--index", help="auto | flat | hnsw | ivf"),
+        index: str = typer.Option(None, "--index", help="auto | flat | hnsw | ivf | ivf_sq8 | ivf_pq (auto: by "
+                                                       "catalogue size and memory; GET /admin/model says which)"),
         workers: int = typer.Option(None, "--workers", min=1, max=64,
                                     help="server processes (default: RECSYS_SERVE_WORKERS or 1); they share Redis, "
                                          "the logs, the catalogue and the index file, each holds the model"),
@@ -42,14 +45,20 @@ def register(app: typer.Typer) -> None:
             if settings.workers == 1:
                 app = create_app(settings, preload=True)
             else:  # the workers build their apps from the environment (serving.main.worker_app)
+                worker_dir = Path(tempfile.mkdtemp(prefix="recsys-serve-workers-"))
+                (worker_dir / "metrics").mkdir()
+                overrides["worker_dir"] = worker_dir  # model switches announced to every worker
                 for name, value in overrides.items():
                     if value is not None:
                         os.environ[f"RECSYS_SERVE_{name.upper()}"] = str(Path(value).resolve()) \
                             if isinstance(value, Path) else str(value)
                 problem = _check_in_subprocess()
                 if problem:
+                    shutil.rmtree(worker_dir, ignore_errors=True)
                     typer.echo(f"recsys serve: {problem}", err=True)
                     raise typer.Exit(2)
+                # after the load check (its series must not count): /metrics sums the workers' series
+                os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(worker_dir / "metrics")
         except (RunDirError, ServingConfigError, ValidationError, OSError) as err:
             message = _one_line(err) if not isinstance(err, ValidationError) else "invalid settings: " + "; ".join(
                 f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
@@ -68,8 +77,11 @@ def register(app: typer.Typer) -> None:
         if settings.workers == 1:
             uvicorn.run(app, **options)
             return
-        uvicorn.run("serving.main:worker_app", factory=True, workers=settings.workers,
-                    timeout_worker_healthcheck=settings.worker_healthcheck_s, **options)
+        try:
+            uvicorn.run("serving.main:worker_app", factory=True, workers=settings.workers,
+                        timeout_worker_healthcheck=settings.worker_healthcheck_s, **options)
+        finally:
+            shutil.rmtree(worker_dir, ignore_errors=True)
 
 
 def _redis_cluster_problem() -> str | None:

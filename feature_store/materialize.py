@@ -4,11 +4,20 @@ Both stores are written from the same collected frames, so the history a model w
 for "now" is, key by key, the history serving reads: the online store holds each user's latest
 `user_history` snapshot, the offline store holds every snapshot plus the per-interaction
 training table derived from them.
+
+Large datasets (more than `stream_rows`, 2M, interactions) are materialised in user buckets
+(`write_offline_streaming`): contiguous ranges of sorted user ids, each computed by the same
+pipelines and appended to the same Parquet files as row groups, so memory is bounded by a bucket
+(the snapshot and training tables hold up to `history_cap` items per row: ~0.7 KB a row at cap 50,
+~17 GB for 10M interactions held at once). Readers get the same tables, row for row.
 """
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
+import resource
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +28,9 @@ import redis
 
 from feature_store.definitions import ITEM_FEATURES, USER_HISTORY, FeatureInputs, feature_inputs
 from feature_store.offline import OfflineStore, point_in_time_join, training_events_name
+
+STREAM_ROWS = 2_000_000  # above this many interactions, materialisation streams in user buckets
+BUCKET_ROWS = 500_000  # interactions per bucket: ~2 GB peak at cap 50 (2M-row buckets peaked at 7 GB)
 from feature_store.publish import PublishResult, publish_version
 from recsys.config import get_settings
 from recsys.data import Dataset, load_dataset
@@ -80,6 +92,102 @@ def write_offline(frames: FeatureFrames, store: OfflineStore) -> dict[str, Path]
     return {name: store.write(frame, name) for name, frame in tables.items()}
 
 
+def user_buckets(interactions: pl.LazyFrame, bucket_rows: int) -> list[tuple[str, str]]:
+    """Contiguous (first, last) ranges of sorted user ids holding about `bucket_rows` interactions
+    each (a user is never split: all of a user's events are in one bucket)."""
+    counts = (interactions.group_by("user_id").len().sort("user_id")
+              .with_columns(bucket=(pl.col("len").cum_sum() - pl.col("len")) // max(1, bucket_rows))
+              .group_by("bucket").agg(pl.col("user_id").first().alias("first"), pl.col("user_id").last().alias("last"))
+              .sort("bucket").collect(engine="streaming"))
+    return list(zip(counts["first"].to_list(), counts["last"].to_list()))
+
+
+class _PartWriter:
+    """Appends frames to one Parquet file as row groups (temp name, renamed by `close`)."""
+
+    def __init__(self, path: Path):
+        import pyarrow.parquet as pq  # noqa: PLC0415
+
+        self.path, self.tmp = path, path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._pq, self._writer, self.rows = pq, None, 0
+
+    def write(self, frame: pl.DataFrame) -> None:
+        table = frame.to_arrow()
+        if self._writer is None:
+            self._writer = self._pq.ParquetWriter(self.tmp, table.schema, compression="zstd", write_statistics=True)
+        self._writer.write_table(table.cast(self._writer.schema))
+        self.rows += frame.height
+
+    def close(self) -> Path:
+        self._writer.close()
+        os.replace(self.tmp, self.path)
+        log.info("offline table %s: %d rows -> %s (streamed)", self.path.stem, self.rows, self.path)
+        return self.path
+
+
+def write_offline_streaming(inputs: FeatureInputs, store: OfflineStore, bucket_rows: int = BUCKET_ROWS,
+                            seconds: dict[str, float] | None = None) -> tuple[dict[str, Path], pl.DataFrame, pl.DataFrame]:
+    """`compute_features` + `write_offline` in user buckets; returns (tables, each user's latest
+    history snapshot, item features): what `publish_version` needs.
+
+    The snapshot table is sorted by (user_id, timestamp) and buckets are ascending user ranges, so
+    appending them reproduces it. The training table keeps the interactions' input order: each
+    bucket's rows are cut by input row number into chunks of 2 x `bucket_rows` rows, kept as
+    temporary files per chunk, and each chunk is then read back once, sorted and appended.
+    """
+    seconds = seconds if seconds is not None else {}
+    compute_s = write_s = 0.0
+    history_name = USER_HISTORY.table_name(inputs)
+    events_name = training_events_name(history_name)
+    numbered = inputs.interactions.with_row_index("_row")
+    history_out = _PartWriter(store.path(history_name))
+    parts_dir = store.folder / f".{events_name}.{os.getpid()}.parts"
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    latest = []
+    merge_rows = 2 * bucket_rows  # input rows per chunk of the final training table
+    buckets = user_buckets(inputs.interactions, bucket_rows)
+    try:
+        for number, (first, last) in enumerate(buckets):
+            started = time.perf_counter()
+            rows = numbered.filter(pl.col("user_id").is_between(pl.lit(first), pl.lit(last))).collect()
+            bucket = dataclasses.replace(inputs, interactions=rows.lazy().drop("_row"))
+            snapshots = USER_HISTORY.build(bucket).collect()
+            events = point_in_time_join(rows, snapshots).sort("_row")
+            latest.append(FeatureFrames(bucket, snapshots, events, pl.DataFrame()).latest_user_history())
+            compute_s += time.perf_counter() - started
+            started = time.perf_counter()
+            history_out.write(snapshots)
+            # this bucket's rows, split by input-row chunk: chunk c of the final table is then the
+            # concatenation of every bucket's piece c (each row is read back exactly once)
+            for (chunk,), piece in events.with_columns((pl.col("_row") // merge_rows).alias("_chunk")).partition_by(
+                    "_chunk", as_dict=True, include_key=False).items():
+                folder = parts_dir / f"{chunk:06d}"
+                folder.mkdir(exist_ok=True)
+                piece.write_parquet(folder / f"{number:05d}.parquet", statistics=False)
+            write_s += time.perf_counter() - started
+            log.info("materialise: bucket %d/%d (%d interactions) done, %.0f s so far, peak RSS %.0f MB", number + 1,
+                     len(buckets), rows.height, compute_s + write_s, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+            del rows, snapshots, events
+        started = time.perf_counter()
+        tables = {history_name: history_out.close()}
+        events_out = _PartWriter(store.path(events_name))
+        for folder in sorted(parts_dir.iterdir()):
+            events_out.write(pl.read_parquet(sorted(folder.glob("*.parquet"))).sort("_row").drop("_row"))
+            shutil.rmtree(folder)
+        tables[events_name] = events_out.close()
+        write_s += time.perf_counter() - started
+    finally:
+        shutil.rmtree(parts_dir, ignore_errors=True)
+    started = time.perf_counter()
+    item_name = ITEM_FEATURES.table_name(inputs)
+    item_features = ITEM_FEATURES.build(inputs).collect()
+    tables[item_name] = store.write(item_features, item_name)
+    seconds["compute"] = compute_s + time.perf_counter() - started
+    seconds["offline_write"] = write_s
+    return tables, pl.concat(latest), item_features
+
+
 def load_item_vectors(path: Path, n_items: int) -> np.ndarray:
     """Read a (n_items, dim) .npy of item vectors (row i = item_index i) and check it."""
     path = Path(path)
@@ -115,7 +223,8 @@ def train_rows(dataset: Dataset, strategy: str) -> Dataset:
 def materialize(dataset: Dataset | str, *, history_cap: int | None = None,
                 item_vectors: np.ndarray | Path | None = None, client: redis.Redis | None = None,
                 namespace: str | None = None, offline_root: Path | None = None, offline_only: bool = False,
-                batch_size: int = 1000, progress: bool = True, train_split: str | None = None) -> MaterializeReport:
+                batch_size: int = 1000, progress: bool = True, train_split: str | None = None,
+                stream_rows: int = STREAM_ROWS, bucket_rows: int = BUCKET_ROWS) -> MaterializeReport:
     """Compute features for `dataset`, write the offline tables, then publish a new online version.
 
     Args:
@@ -128,6 +237,8 @@ def materialize(dataset: Dataset | str, *, history_cap: int | None = None,
             ``leave-last-out``, ``temporal``): the store then holds exactly the histories a run
             trained with that split saw (the train/serve parity check, or serving "as of training").
             The recorded ``dataset_version`` stays the full dataset's, as runs record it.
+        stream_rows: above this many interactions, compute and write in user buckets of about
+            `bucket_rows` interactions (`write_offline_streaming`; same tables, bounded memory).
     """
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
@@ -148,10 +259,16 @@ def materialize(dataset: Dataset | str, *, history_cap: int | None = None,
     lap("load")
     log.info("computing features for %s (version %s, %d interactions, history cap %d)", ds.name, ds.version,
              ds.interactions.height, inputs.history_cap)
-    frames = compute_features(inputs)
-    lap("compute")
-    tables = write_offline(frames, OfflineStore(ds.name, ds.version, offline_root))
-    lap("offline_write")
+    store = OfflineStore(ds.name, ds.version, offline_root)
+    if ds.interactions.height > stream_rows:
+        tables, latest_history, item_features = write_offline_streaming(inputs, store, bucket_rows, seconds)
+        clock = time.perf_counter()
+    else:
+        frames = compute_features(inputs)
+        lap("compute")
+        tables = write_offline(frames, store)
+        lap("offline_write")
+        latest_history, item_features = frames.latest_user_history(), frames.item_features
     online = None
     if not offline_only:
         if client is None:
@@ -161,7 +278,7 @@ def materialize(dataset: Dataset | str, *, history_cap: int | None = None,
                 "feature_definition": f"{USER_HISTORY.name}-v{USER_HISTORY.version}",
                 "split": f"train:{train_split}" if train_split else "all", "feature_tables": ",".join(tables)}
         online = publish_version(client, namespace or get_settings().redis_namespace,
-                                 users=frames.latest_user_history(), items=frames.item_features, meta=meta,
+                                 users=latest_history, items=item_features, meta=meta,
                                  batch_size=batch_size, progress=progress)
         lap("online_write")
     return MaterializeReport(ds.name, source_version, inputs.history_cap, ds.interactions.height, tables, online, seconds)

@@ -21,7 +21,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from recsys.new_items import NewItemPolicy
 
-IndexKind = Literal["auto", "flat", "hnsw", "ivf"]
+IndexKind = Literal["auto", "flat", "hnsw", "ivf", "ivf_sq8", "ivf_pq"]
 _NEW = NewItemPolicy()  # defaults shared with the offline cold-start evaluation
 API_MAX_K = 200  # the largest `k` the API documents (OpenAPI bounds are static)
 
@@ -128,6 +128,10 @@ class ServingSettings(BaseSettings):
     redis_timeout_s: float = Field(default=0.25, gt=0)
     redis_retry_after_s: float = Field(default=2.0, ge=0, description="pause before talking to a failed Redis again")
 
+    worker_dir: Path | None = Field(default=None, description="set by `recsys serve --workers N` for its workers: "
+                                    "the folder where they announce model switches to each other and keep "
+                                    "their metrics (PROMETHEUS_MULTIPROC_DIR)")
+
     index_kind: IndexKind = "auto"
     index_dir: Path | None = Field(default=None, description="where HNSW / IVF indexes are built once and "
                                    "memory-mapped from, shared by the server processes; default "
@@ -137,9 +141,17 @@ class ServingSettings(BaseSettings):
                                 "most this (one query's scan cost), HNSW above it up to exact_max_items")
     hnsw_m: int = 32
     hnsw_ef_construction: int = 80
-    hnsw_ef_search: int = 96
-    ivf_nlist: int | None = Field(default=None, description="default: 4 * sqrt(n_items)")
-    ivf_nprobe: int = 32
+    hnsw_ef_search: int | None = Field(default=None, ge=1, description="default: calibrated at build time to reach "
+                                       "index_target_recall")
+    ivf_nlist: int | None = Field(default=None, ge=1, description="default: 4 * sqrt(n_items), at most ivf_max_nlist")
+    ivf_max_nlist: int = Field(default=4096, ge=1)
+    ivf_nprobe: int | None = Field(default=None, ge=1, description="default: calibrated at build time to reach "
+                                   "index_target_recall")
+    index_target_recall: float = Field(default=0.95, gt=0.0, le=1.0, description="recall@20 against exact search the "
+                                       "search knob (efSearch / nprobe) is calibrated to, on a sample of the run's users")
+    index_memory_budget_mb: int | None = Field(default=None, ge=1, description="'auto' above exact_max_items: IVF with "
+                                               "float32 lists, else 8-bit scalars, else PQ codes, the first that fits; "
+                                               "default a quarter of the memory available at load")
     build_threads: int = 2
 
     cold_start_pool: int = Field(default=500, description="most popular items the cold-start list is picked from")

@@ -69,7 +69,8 @@ class Retriever:
         self.encoder = run.user_encoder  # loaded now: a broken user_encoder.pt must fail the load, not a request
         # Loaded and checked now too: a corrupt content_projection.pt fails the load, never a search.
         self.content: ContentPath | None = load_content_path(run.run_dir)
-        self.index = ItemIndex(run.item_vectors, index_config, store=index_store, mmap=index_mmap)  # store: built once, memory-mapped
+        self.index = ItemIndex(run.item_vectors, index_config, store=index_store, mmap=index_mmap,  # store: built once, memory-mapped
+                               user_vectors=run.user_vectors)  # the run's users tune the search knob's recall
         self.item_ids = np.asarray(run.items["item_id"].to_list(), dtype=object)
         self.item_media: list[list[str]] = [list(m or []) for m in run.items["media"].to_list()]
         titles = run.items["title"].to_list() if "title" in run.items.columns else [None] * len(self.item_ids)
@@ -269,4 +270,5 @@ class Retriever:
 
     def describe(self) -> dict:
         return {"model_version": self.version, "dataset": self.run.dataset, "run_dir": str(self.run.run_dir),
-                "n_items": self.n_items, "dim": self.index.dim, "index_kind": self.index.kind, "media": self.media}
+                "n_items": self.n_items, "dim": self.index.dim, "index_kind": self.index.kind, "media": self.media,
+                "index": self.index.describe()}

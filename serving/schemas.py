@@ -81,6 +81,23 @@ class ModelSwitch(BaseModel):
     variant: Literal["A", "B"] = "A"
 
 
+class IndexReport(BaseModel):
+    """Which nearest-neighbour index serves, why, and its recall measured when it was built."""
+
+    kind: str = Field(description="flat (exact), hnsw, ivf, ivf_sq8 or ivf_pq")
+    reason: str = Field(description="why `auto` chose it (size, width, memory budget) or 'set explicitly'")
+    nlist: int | None
+    pq_bytes: int | None
+    search_params: dict[str, int] = Field(description="the search-time knob: efSearch (HNSW) or nprobe (IVF)")
+    recall_at_20: float | None = Field(description="recall@20 against exact search on recall_queries sampled users")
+    recall_queries: int
+    target_recall: float
+    estimated_bytes: int = Field(description="the index's own memory estimate (beyond the memory-mapped vectors)")
+    memory_budget_bytes: int | None
+    build_seconds: float = Field(description="build, or read / map of a stored index, plus calibration")
+    source: str = Field(description="exact, built, read (a stored index read into the process) or mapped")
+
+
 class ModelInfo(BaseModel):
     variant: str
     model_version: str
@@ -90,6 +107,7 @@ class ModelInfo(BaseModel):
     dim: int
     index_kind: str
     media: list[str]
+    index: IndexReport
 
 
 class ModelSwitched(BaseModel):

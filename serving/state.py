@@ -58,7 +58,10 @@ def index_config(settings: ServingSettings) -> IndexConfig:
     return IndexConfig(kind=settings.index_kind, exact_max_items=settings.exact_max_items,
                        exact_max_scan=settings.exact_max_scan, hnsw_m=settings.hnsw_m,
                        hnsw_ef_construction=settings.hnsw_ef_construction, hnsw_ef_search=settings.hnsw_ef_search,
-                       ivf_nlist=settings.ivf_nlist, ivf_nprobe=settings.ivf_nprobe, build_threads=settings.build_threads)
+                       ivf_nlist=settings.ivf_nlist, ivf_max_nlist=settings.ivf_max_nlist, ivf_nprobe=settings.ivf_nprobe,
+                       target_recall=settings.index_target_recall, build_threads=settings.build_threads,
+                       memory_budget_bytes=None if settings.index_memory_budget_mb is None
+                       else settings.index_memory_budget_mb * 2**20)
 
 
 def load_models(settings: ServingSettings) -> LiveModels:
@@ -70,6 +73,10 @@ def load_models(settings: ServingSettings) -> LiveModels:
                      index_store=settings.index_dir or get_settings().cache_dir / "index",
                      index_mmap=settings.workers > 1)  # mapping is for sharing; one process reads it (faster IVF)
     models = LiveModels(loader, settings.model_load_timeout_s)
+    if settings.worker_dir is not None:  # --workers N: a switch through one worker reaches the others
+        from serving.model_sync import SharedModels  # noqa: PLC0415
+
+        models.shared = SharedModels(settings.worker_dir)
     models.load_now("A", settings.run_dir)
     if settings.run_dir_b is not None:
         models.load_now("B", settings.run_dir_b)

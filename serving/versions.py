@@ -47,6 +47,7 @@ class LiveModels:
         self.load_timeout_s = load_timeout_s
         self._by_variant: dict[str, Retriever] = {}
         self._loading: Path | None = None
+        self.shared = None  # serving.model_sync.SharedModels with --workers N: switches are announced to the others
 
     def get(self, variant: str) -> Retriever:
         return self._by_variant[variant]
@@ -61,8 +62,10 @@ class LiveModels:
         self._install(variant, retriever)
         return retriever
 
-    async def switch(self, variant: str, run_dir: Path) -> tuple[Retriever, str | None, float]:
+    async def switch(self, variant: str, run_dir: Path, announce: bool = True) -> tuple[Retriever, str | None, float]:
         """Load `run_dir` off the event loop, then swap it in; returns (new, previous version, seconds).
+        With workers (`self.shared`), a switch is then announced to the other workers, which follow
+        (`serving.model_sync`); `announce=False` is the followers' own switch.
 
         Raises:
             SwitchInProgress: another switch is loading (one at a time: two would double peak memory).
@@ -87,6 +90,11 @@ class LiveModels:
         previous = self._by_variant.get(variant)
         self._install(variant, retriever)  # no await between the load and the swap: atomic on the event loop
         MODEL_SWITCHES.labels("switched").inc()
+        if announce and self.shared is not None:
+            try:
+                self.shared.announce(variant, Path(run_dir))
+            except OSError as err:  # this worker switched; the others keep the old version until the next switch
+                log.warning("variant %s: switched here, but could not tell the other workers (%s)", variant, err)
         seconds = time.perf_counter() - started
         log.info("variant %s: %s -> %s (%.2fs)", variant, previous.version if previous else None,
                  retriever.version, seconds)

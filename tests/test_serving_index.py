@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from serving.coldstart import cold_start_list
-from serving.index import AllowedItems, IndexConfig, ItemIndex
+from serving.index import AllowedItems, IndexConfig, ItemIndex, plan_index
 from support.sample_runs import synthetic_catalogue, synthetic_histories
 
 N, D = 10_000, 64
@@ -97,3 +97,81 @@ def test_auto_picks_hnsw_when_a_small_catalogues_vectors_are_wide():
     queries = wide[rng.choice(3_000, 50, replace=False)] + 0.01 * rng.normal(size=(50, 800)).astype(np.float32)  # near an item
     index = ItemIndex(wide, config)
     assert index.kind == "hnsw" and recall_at(index, queries) >= 0.95
+
+
+# --- the automatic choice (`plan_index`) and the build-time calibration of the search knob ---
+
+GiB = 2**30
+
+
+def test_plan_picks_exact_then_hnsw_then_ivf_by_size_and_width():
+    config = IndexConfig()
+    assert plan_index(5_000, 64, config, available_bytes=16 * GiB).kind == "flat"
+    assert plan_index(6_710, 771, config, available_bytes=16 * GiB).kind == "hnsw"
+    big = plan_index(1_000_000, 64, config, available_bytes=16 * GiB)
+    assert big.kind == "ivf" and big.nlist == 4000 and "budget" in big.reason
+    assert plan_index(10_000_000, 64, config, available_bytes=16 * GiB).nlist == config.ivf_max_nlist
+
+
+def test_plan_falls_back_to_smaller_ivf_layouts_when_memory_is_short():
+    """10M x 64: float32 lists need ~2.5 GiB, 8-bit lists ~0.7 GiB, 16-byte PQ codes ~0.23 GiB."""
+    assert plan_index(10_000_000, 64, IndexConfig(), available_bytes=16 * GiB).kind == "ivf"  # budget 4 GiB
+    assert plan_index(10_000_000, 64, IndexConfig(), available_bytes=4 * GiB).kind == "ivf_sq8"  # budget 1 GiB
+    assert plan_index(10_000_000, 64, IndexConfig(memory_budget_bytes=300 * 2**20)).kind == "ivf_pq"
+    squeezed = plan_index(10_000_000, 64, IndexConfig(memory_budget_bytes=50 * 2**20))
+    assert squeezed.kind == "ivf_pq" and "nothing fits" in squeezed.reason and squeezed.pq_bytes == 16
+    plan = plan_index(10_000_000, 64, IndexConfig(memory_budget_bytes=8 * GiB), available_bytes=1)
+    assert plan.memory_budget_bytes == 8 * GiB and plan.kind == "ivf"  # an explicit budget wins over the machine's
+    for kind in ("ivf", "ivf_sq8", "ivf_pq"):
+        assert plan_index(10_000_000, 64, IndexConfig(kind=kind)).kind == kind
+    with pytest.raises(ValueError, match="unknown index kind"):
+        IndexConfig(kind="annoy")
+
+
+@pytest.fixture(scope="module")
+def users(data):
+    """Two disjoint samples of user-like queries: one tunes the index (the run's users), one checks it."""
+    vectors, labels = synthetic_catalogue(N, D, seed=3, n_clusters=300)
+    pools = [np.stack([vectors[h].mean(0) for h in synthetic_histories(labels, 300, seed=s)]) for s in (11, 12)]
+    return [p / np.linalg.norm(p, axis=1, keepdims=True) for p in pools]
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf", "ivf_sq8", "ivf_pq"])
+def test_the_calibrated_knob_reaches_the_target_recall_for_users_outside_the_sample(data, users, kind):
+    tune, held_out = users
+    index = ItemIndex(data[0], IndexConfig(kind=kind), user_vectors=tune)
+    report = index.describe()
+    knob = "efSearch" if kind == "hnsw" else "nprobe"
+    assert set(report["search_params"]) == {knob} and report["recall_at_20"] >= 0.95 and report["recall_queries"] == 300
+    assert recall_at(index, held_out) >= 0.95
+    if kind != "hnsw":  # the cheapest knob that does it, not the ladder's top
+        assert report["search_params"]["nprobe"] < index.plan.nlist
+
+
+def test_a_fixed_knob_is_kept_and_its_recall_reported(data, users):
+    index = ItemIndex(data[0], IndexConfig(kind="ivf", ivf_nprobe=1), user_vectors=users[0])
+    assert index.search_params == {"nprobe": 1}
+    assert index.describe()["recall_at_20"] == pytest.approx(recall_at(index, users[0]), abs=1e-3)
+
+
+def test_a_stored_index_and_its_calibration_are_reused_by_the_next_process(data, users, tmp_path):
+    first = ItemIndex(data[0], IndexConfig(kind="ivf"), store=tmp_path, mmap=False, user_vectors=users[0])
+    assert list(tmp_path.glob("*.tuned-*.json")) and first.describe()["source"] == "read"
+    second = ItemIndex(data[0], IndexConfig(kind="ivf"), store=tmp_path, mmap=True, user_vectors=users[0])
+    assert second.describe()["source"] == "mapped"
+    assert second.search_params == first.search_params and second.recall == first.recall
+
+
+def test_an_unreadable_stored_calibration_is_redone_not_a_rebuild(data, users, tmp_path):
+    first = ItemIndex(data[0], IndexConfig(kind="ivf"), store=tmp_path, mmap=False, user_vectors=users[0])
+    (tuned,) = tmp_path.glob("*.tuned-*.json")
+    tuned.write_text('{"search_params": ')  # a torn write
+    again = ItemIndex(data[0], IndexConfig(kind="ivf"), store=tmp_path, mmap=False, user_vectors=users[0])
+    assert again.describe()["source"] == "read" and again.shared_file == first.shared_file
+    assert again.search_params == first.search_params and "recall" in tuned.read_text()
+
+
+def test_users_without_history_fall_back_to_synthetic_calibration_queries(data):
+    zero_users = np.zeros((500, D), dtype=np.float32)  # users with no history encode to zero rows
+    index = ItemIndex(data[0], IndexConfig(kind="ivf"), user_vectors=zero_users)
+    assert index.recall_queries == 300 and index.recall >= 0.95

@@ -45,12 +45,15 @@ def until_every_worker(server: LocalServer, method: str, path: str, accept, **kw
     return done
 
 
-def on_worker(server: LocalServer, pid: str, method: str, path: str, **kwargs) -> httpx.Response:
+def on_worker(server: LocalServer, pid: str, method: str, path: str, attempts: list | None = None,
+              **kwargs) -> httpx.Response:
     """The request answered by worker `pid` (repeated on fresh connections until that one takes it;
-    only for idempotent requests)."""
+    only for idempotent requests). `attempts`, when given, collects every response, other workers' too."""
     deadline = time.monotonic() + DEADLINE_S
     while time.monotonic() < deadline:
         response = request(server, method, path, **kwargs)
+        if attempts is not None:
+            attempts.append(response)
         if response.headers["x-served-by"] == pid:
             return response
     raise AssertionError(f"worker {pid} never took {path}")
@@ -66,6 +69,7 @@ def server(tmp_path_factory, redis_server):
     with LocalServer(run, env=env, args=["--workers", str(WORKERS)], log_file=root / "server.log",
                      startup_timeout_s=300) as srv:
         srv.pids = sorted(until_every_worker(srv, "GET", "/readyz", lambda r: r.status_code == 200))
+        srv.root = root
         yield srv
 
 
@@ -95,10 +99,16 @@ def test_an_item_put_through_one_worker_is_served_by_every_worker_then_taken_dow
                        lambda r: item not in [i["item_id"] for i in r.json()["items"]])
 
 
-def _hits(server: LocalServer, pid: str) -> float:
+def _metric(server: LocalServer, pid: str, name: str, *label_parts: str) -> float:
+    """Sum of the samples of `name` whose label set contains every one of `label_parts`, as worker
+    `pid`'s /metrics reports them (with --workers, summed over every worker)."""
     text = on_worker(server, pid, "GET", "/metrics").text
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("recsys_cache_lookups_total") and 'result="hit"' in line)
+               if line.startswith(name + "{") and all(part in line for part in label_parts))
+
+
+def _hits(server: LocalServer, pid: str) -> float:
+    return _metric(server, pid, "recsys_cache_lookups_total", 'result="hit"')
 
 
 def test_the_feed_cache_is_shared_a_miss_on_one_worker_is_a_hit_on_the_other(server):
@@ -107,9 +117,28 @@ def test_the_feed_cache_is_shared_a_miss_on_one_worker_is_a_hit_on_the_other(ser
     computed = on_worker(server, first, "GET", path)
     assert computed.status_code == 200, computed.text
     hits_before = _hits(server, second)
-    cached = on_worker(server, second, "GET", path)
+    attempts: list[httpx.Response] = []
+    cached = on_worker(server, second, "GET", path, attempts)  # every attempt, on either worker, is a hit
     assert cached.json()["items"] == computed.json()["items"], user
-    assert _hits(server, second) == hits_before + 1
+    assert all(r.json()["items"] == computed.json()["items"] for r in attempts)
+    assert _hits(server, second) == _hits(server, first) == hits_before + len(attempts)
+
+
+def test_metrics_sum_every_workers_series_whichever_worker_answers(server):
+    first, second = server.pids
+    route = ('route="/healthz"', 'status="200"')
+    before = _metric(server, first, "recsys_http_request_duration_seconds_count", *route)
+    answered: dict[str, int] = {}
+    deadline = time.monotonic() + DEADLINE_S
+    while len(answered) < WORKERS or min(answered.values()) < 3:
+        assert time.monotonic() < deadline, f"answers per worker: {answered}"
+        response = request(server, "GET", "/healthz")
+        answered[response.headers["x-served-by"]] = answered.get(response.headers["x-served-by"], 0) + 1
+    total = before + sum(answered.values())
+    for pid in (first, second):  # each worker reports both workers' requests, not only its own
+        assert _metric(server, pid, "recsys_http_request_duration_seconds_count", *route) == total
+        text = on_worker(server, pid, "GET", "/metrics").text
+        assert len([line for line in text.splitlines() if line.startswith("recsys_cache_hit_ratio ")]) == 1
 
 
 def test_one_event_id_is_accepted_once_whichever_worker_gets_it(server):
@@ -124,3 +153,24 @@ def test_one_event_id_is_accepted_once_whichever_worker_gets_it(server):
     bodies = [body for per_worker in answers.values() for body in per_worker]
     assert sum(body["accepted"] for body in bodies) == 1
     assert all(body["duplicates"] == [event["event_id"]] for body in bodies if not body["accepted"])
+
+
+def test_a_model_switch_through_one_worker_reaches_every_worker(server):
+    """POST /admin/model is answered by one worker; the others follow the announcement, and the
+    model-info gauge (summed over workers) then names only the new version."""
+    run_b = tiktok_content_run(server.root / "run-b", seed=1, model_version="tiktok-content-workers-b")
+    switched = request(server, "POST", "/admin/model", json={"run_dir": str(run_b)}, headers=AUTH)
+    assert switched.status_code == 200, switched.text
+    assert switched.json()["model"]["model_version"] == "tiktok-content-workers-b"
+    followed = until_every_worker(server, "GET", "/admin/model",
+                                  lambda r: r.json()[0]["model_version"] == "tiktok-content-workers-b", headers=AUTH)
+    assert set(followed) == set(server.pids)
+    until_every_worker(server, "GET", "/v1/users/17/recommendations?k=5",
+                       lambda r: r.json()["model_version"] == "tiktok-content-workers-b")
+    for pid in server.pids:
+        assert _metric(server, pid, "recsys_model_info", 'model_version="tiktok-content-workers-b"') == 1
+        assert _metric(server, pid, "recsys_model_info", 'model_version="tiktok-content-workers"') == 0
+    back = request(server, "POST", "/admin/model", json={"run_dir": str(server.run_dir)}, headers=AUTH)
+    assert back.status_code == 200, back.text
+    until_every_worker(server, "GET", "/admin/model",
+                       lambda r: r.json()[0]["model_version"] == "tiktok-content-workers", headers=AUTH)

@@ -8,9 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from fastapi import APIRouter, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from serving.api.deps import State
+from serving.metrics import metrics_text
 from serving.redis_link import REDIS_ERRORS
 from serving.schemas import Health, ModelInfo, Readiness
 
@@ -48,7 +48,8 @@ async def readyz(state: State, response: Response) -> Readiness:
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    body, content_type = metrics_text()  # with --workers N: summed over every worker
+    return Response(body, media_type=content_type)
 
 
 async def _has_features(state) -> bool:
