@@ -123,7 +123,6 @@ async def run_phases(url: str, users: list[str], rate: float, duration: float, c
         cpu_before, client_before = _cpu_seconds(server_pids), time.process_time()
         results[name] = (await open_loop(host, port, paths, rate)).summary()
         cpu_after, client_after = _cpu_seconds(server_pids), time.process_time()
-        results[name]["server_cpu_ms_per_request"] = results[name]["cpu_ms_per_request"]["server"]
         after, slow_after = _counters(url), _server_slow(url)
         # CPU per request: the comparison measure on a shared machine (latency depends on the neighbours)
         done = max(results[name]["requests"], 1)
@@ -131,6 +130,7 @@ async def run_phases(url: str, users: list[str], rate: float, duration: float, c
             "server": round(1000 * (cpu_after["server"] - cpu_before["server"]) / done, 3),
             "redis": round(1000 * (cpu_after["redis"] - cpu_before["redis"]) / done, 3),
             "load_generator": round(1000 * (client_after - client_before) / done, 3)}
+        results[name]["server_cpu_ms_per_request"] = results[name]["cpu_ms_per_request"]["server"]
         results[name]["load_avg_1m"] = round(os.getloadavg()[0], 2)
         results[name]["server_cache"] = {k: int(after[k] - before[k]) for k in after}
         # Where a slow request spent its time: in the handler (server-side histogram) or queued
