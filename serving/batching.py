@@ -20,6 +20,7 @@ import numpy as np
 
 from recsys.artifact import UserEncoder
 from serving.metrics import TOWER_CALLS, TOWER_VECTORS
+from serving.turns import TurnQueue
 
 MAX_BATCH = 8  # the largest traced batch (`recsys.models.user_encoder.TRACED_BATCHES`)
 
@@ -34,27 +35,18 @@ class UserVectorBatcher:
 
     def __init__(self, max_batch: int = MAX_BATCH):
         self.max_batch = max_batch
-        self._pending: dict[int, tuple[UserEncoder, list[tuple[list[int], list[float] | None, asyncio.Future]]]] = {}
-        self._scheduled = False
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._turn: TurnQueue[tuple[UserEncoder, list[int], list[float] | None]] = TurnQueue(self._flush)
 
     async def user_vector(self, encoder: UserEncoder, history: Sequence[int],
                           timestamps: Sequence[float] | None = None) -> np.ndarray:
         """The encoder's vector of one history (item indexes, oldest first)."""
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:  # a new event loop (tests run several): nothing of the old one is flushed
-            self._pending, self._scheduled, self._loop = {}, False, loop
-        future = loop.create_future()
-        self._pending.setdefault(id(encoder), (encoder, []))[1].append(
-            (list(history), list(timestamps) if timestamps is not None else None, future))
-        if not self._scheduled:
-            self._scheduled = True
-            loop.call_soon(self._flush)  # after every callback already ready in this turn
-        return await future
+        return await self._turn.submit((encoder, list(history), list(timestamps) if timestamps is not None else None))
 
-    def _flush(self) -> None:
-        pending, self._pending, self._scheduled = self._pending, {}, False
-        for encoder, requests in pending.values():
+    def _flush(self, queued: list) -> None:
+        by_encoder: dict[int, tuple[UserEncoder, list]] = {}
+        for (encoder, history, stamps), future in queued:
+            by_encoder.setdefault(id(encoder), (encoder, []))[1].append((history, stamps, future))
+        for encoder, requests in by_encoder.values():
             for start in range(0, len(requests), self.max_batch):
                 self._encode(encoder, requests[start:start + self.max_batch])
 

@@ -19,6 +19,7 @@ import logging
 from typing import Any
 
 from serving.redis_link import RedisLink
+from serving.turns import TurnQueue
 
 log = logging.getLogger(__name__)
 
@@ -37,26 +38,16 @@ class TurnPipeline:
     def __init__(self, link: RedisLink, max_batch: int = 64):
         self.link, self.max_batch = link, max_batch
         self.enabled = not link.cluster
-        self._pending: list[tuple[str, tuple, dict, asyncio.Future]] = []
-        self._scheduled = False
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._turn: TurnQueue[tuple[str, tuple, dict]] = TurnQueue(self._flush)
         self._tasks: set[asyncio.Task] = set()
 
     async def call(self, command: str, *args: Any, **kwargs: Any) -> Any:
         if not self.enabled:
             return await getattr(self.link.aio, command)(*args, **kwargs)
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:  # a new event loop (tests run several): nothing of the old one is flushed
-            self._pending, self._scheduled, self._loop = [], False, loop
-        future = loop.create_future()
-        self._pending.append((command, args, kwargs, future))
-        if not self._scheduled:
-            self._scheduled = True
-            loop.call_soon(self._flush)
-        return await future
+        return await self._turn.submit((command, args, kwargs))
 
-    def _flush(self) -> None:
-        pending, self._pending, self._scheduled = self._pending, [], False
+    def _flush(self, queued: list) -> None:
+        pending = [(command, args, kwargs, future) for (command, args, kwargs), future in queued]
         for start in range(0, len(pending), self.max_batch):
             task = asyncio.ensure_future(self._send(pending[start:start + self.max_batch]))
             self._tasks.add(task)  # a reference until done: the loop holds tasks only weakly

@@ -127,7 +127,7 @@ def test_a_batcher_outlives_its_event_loop() -> None:
     loop.call_soon(lambda: queued.append(loop.create_task(batcher.user_vector(encoder, [1, 2]))))  # turn 1: queues it
     loop.call_soon(lambda: loop.call_soon(loop.stop))  # stops at the end of turn 1, before the flush's turn
     loop.run_forever()
-    assert batcher._scheduled, "the scenario: the old loop stopped with a flush pending"
+    assert batcher._turn._scheduled, "the scenario: the old loop stopped with a flush pending"
     queued[0].cancel()
     loop.close()
     vector = asyncio.run(asyncio.wait_for(batcher.user_vector(encoder, [3, 4]), timeout=30))
