@@ -147,11 +147,14 @@ class KeyRing:
     def page_session(self, request: Request) -> PageSession | None:
         return self.pages.verify(request.cookies.get(PAGE_COOKIE)) if self.pages is not None else None
 
+    def admits(self, scope: Scope, presented: list[str]) -> bool:
+        """The scope is open, or a presented key holds it (no page session, no logging): what `check`
+        lets through first, and all the feed's fast path (`serving.api.fast_feed`) accepts itself."""
+        return self._open[scope] or _matches(presented, self._keys[scope])
+
     def check(self, scope: Scope, request: Request, presented: list[str]) -> None:
         """Raise 401 (no or wrong key) or 403 (a key or page session without this scope)."""
-        if self._open[scope]:
-            return
-        if _matches(presented, self._keys[scope]):
+        if self.admits(scope, presented):
             return
         session = self.page_session(request) if scope != "admin" else None
         if session is not None and not presented:

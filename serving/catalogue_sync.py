@@ -118,12 +118,14 @@ def apply_op(retriever: Retriever, op: dict[str, Any], media_log: CatalogueLog |
                        added_at=float(op.get("ts", 0.0)))
 
 
-def sync(retriever: Retriever, precomputed: dict[int, np.ndarray] | None = None) -> None:
-    """Apply the log's operations this version has not applied yet (cheap when caught up)."""
+def sync(retriever: Retriever, precomputed: dict[int, np.ndarray] | None = None, max_age_s: float = 0.0) -> None:
+    """Apply the log's operations this version has not applied yet (cheap when caught up).
+
+    `max_age_s`: how old the log file's last stat may be (`CatalogueLog.refresh`); 0 stats now."""
     media_log = getattr(retriever, "catalogue_log", None)
     if media_log is None:
         return
-    media_log.refresh()
+    media_log.refresh(max_age_s)
     if retriever.live.snapshot.generation >= len(media_log):
         return  # the common case: no lock taken
     with retriever.live.sync_lock:  # one thread applies each operation exactly once

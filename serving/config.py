@@ -112,6 +112,9 @@ class ServingSettings(BaseSettings):
     max_upload_bytes: int = Field(default=10 * 1024 * 1024, ge=1024, description="largest /v1/search or PUT /v1/items body (413)")
 
     default_k: int = 20
+    fast_feed_route: bool = Field(default=True, description="answer well-formed GET /v1/users/{id}/recommendations "
+                                  "without FastAPI's routing and validation (serving.api.fast_feed); the same "
+                                  "code and responses, ~0.3 ms less CPU per request")
     max_k: int = Field(default=API_MAX_K, ge=1, le=API_MAX_K)
     workers: int = Field(default=1, ge=1, le=64, description="server processes (uvicorn workers); everything they "
                          "share lives in Redis and the offline store, each holds the model")

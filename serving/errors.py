@@ -34,12 +34,17 @@ def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
             for err in exc.errors()]
 
 
+def error_response(exc: ServingError) -> JSONResponse:
+    """The response of a `ServingError`, wherever it is raised (a route, the feed's fast path)."""
+    return JSONResponse(_body(exc.code, exc.message, exc.details), status_code=exc.status)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the JSON error handlers on `app`."""
 
     @app.exception_handler(ServingError)
     async def _serving_error(_: Request, exc: ServingError) -> JSONResponse:
-        return JSONResponse(_body(exc.code, exc.message, exc.details), status_code=exc.status)
+        return error_response(exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

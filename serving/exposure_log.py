@@ -17,7 +17,6 @@ same shape.
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -27,6 +26,8 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from serving.responses import dumps
 
 log = logging.getLogger(__name__)
 
@@ -107,23 +108,26 @@ class JsonlLog:
         self._flush_s = flush_ms / 1000.0
         self._batch = batch
         self._files: dict[str, Any] = {}
-        self._idle = threading.Event()
-        self._idle.set()
+        self._wake = threading.Event()  # flush(), close() or a full batch: write now, do not wait out the interval
         self._thread = threading.Thread(target=self._run, name="jsonl-log", daemon=True)
         self._thread.start()
 
     def write(self, name: str, record: dict[str, Any]) -> None:
-        """Queue one record for `log_dir/name` (never blocks on disk)."""
-        self._idle.clear()
+        """Queue one record for `log_dir/name` (never blocks on disk; one C-level queue put)."""
         self._queue.put((name, record))
+        if self._queue.qsize() >= self._batch:
+            self._wake.set()
 
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until everything queued so far is on disk (tests, shutdown)."""
-        self._queue.put(None)  # wakes the writer so it finishes the current batch now
-        return self._idle.wait(timeout)
+        done = threading.Event()
+        self._queue.put(done)  # the writer sets it once everything queued before it is written
+        self._wake.set()
+        return done.wait(timeout)
 
     def close(self) -> None:
         self._queue.put(_STOP)
+        self._wake.set()
         self._thread.join(timeout=10)
         for handle in self._files.values():
             handle.close()
@@ -134,36 +138,39 @@ class JsonlLog:
         return self._files[name]
 
     def _run(self) -> None:
+        """Sleep until a record arrives, then let the others of the next `flush_ms` join it: one
+        write and one fsync per interval. Waking per record, as this loop once did, cost a thread
+        switch, a GIL hand-over and an fsync per feed request: ~20 % of a cache hit's server CPU
+        at 400 requests/s (py-spy)."""
         stop = False
         while not stop:
+            item = self._queue.get()
+            self._wake.wait(self._flush_s)
+            self._wake.clear()
             pending: list[tuple[str, dict]] = []
-            try:
-                item = self._queue.get(timeout=self._flush_s)
-            except queue.Empty:
-                self._idle.set()
-                continue
+            markers: list[threading.Event] = []
             while True:
                 if item is _STOP:
                     stop = True
-                elif item is not None:
+                elif isinstance(item, threading.Event):
+                    markers.append(item)
+                else:
                     pending.append(item)
-                if len(pending) >= self._batch:
-                    break
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-            if pending:
-                self._write_batch(pending)
-            if self._queue.empty():
-                self._idle.set()
+            for start in range(0, len(pending), self._batch):
+                self._write_batch(pending[start:start + self._batch])
+            for marker in markers:
+                marker.set()
 
     def _write_batch(self, pending: list[tuple[str, dict]]) -> None:
         """Write the batch, one `write` per file, so N server processes (``recsys serve --workers N``)
         appending to one file (O_APPEND) never split each other's lines."""
         lines: dict[str, list[str]] = {}
         for name, record in pending:
-            lines.setdefault(name, []).append(json.dumps(record, separators=(",", ":")) + "\n")
+            lines.setdefault(name, []).append(dumps(record).decode() + "\n")
         try:
             for name, chunk in lines.items():
                 text = "".join(chunk)

@@ -38,6 +38,9 @@ from serving.versions import LiveModels
 
 _ID_PREFIX = f"{uuid.uuid4().hex[:16]}-"  # per process; the counter makes each exposure id unique
 _EXPOSURE_IDS = itertools.count()
+# Another process's catalogue write (a worker, `recsys items add`) is seen by requests within this
+# many seconds of its acknowledgement (and by the follower within catalogue_poll_ms regardless).
+_CATALOGUE_STAT_EVERY_S = 0.005
 
 
 def check_media(retriever: Retriever, media: frozenset[str] | None) -> None:
@@ -49,13 +52,19 @@ def check_media(retriever: Retriever, media: frozenset[str] | None) -> None:
 
 
 def items_payload(retriever: Retriever, hits: Hits, snap: LiveSnapshot | None = None) -> list[dict]:
-    """The public view of ranked items (k dicts; k is small)."""
+    """The public view of ranked items (k dicts; k is small). Trained items read the retriever's
+    arrays directly: three method calls per item were a third of this function's cost on a miss."""
     snap = snap or retriever.live.snapshot
+    n_trained, ids, media, titles = retriever.n_items, retriever.item_ids, retriever.item_media, retriever.item_titles
     items = []
     for index, score in zip(hits.indexes.tolist(), hits.scores.tolist()):
-        item = {"item_id": retriever.item_id(index, snap), "media": retriever.item_media_of(index, snap),
-                "score": round(score, 6)}
-        title = retriever.item_title(index, snap)
+        if index < n_trained:
+            item = {"item_id": ids[index], "media": media[index], "score": round(score, 6)}
+            title = titles[index]
+        else:
+            item = {"item_id": retriever.item_id(index, snap), "media": retriever.item_media_of(index, snap),
+                    "score": round(score, 6)}
+            title = retriever.item_title(index, snap)
         if title is not None:
             item["title"] = title
         items.append(item)
@@ -76,7 +85,7 @@ class Feed:
         """The variant's current version, caught up with the catalogue log (a no-op unless a write
         landed while it was being loaded)."""
         retriever = self.models.get(variant)
-        sync(retriever)
+        sync(retriever, max_age_s=_CATALOGUE_STAT_EVERY_S)
         return retriever
 
     async def recommend(self, user_id: str, k: int, media: frozenset[str] | None, exclude_seen: bool,

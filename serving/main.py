@@ -11,6 +11,7 @@ from threadpoolctl import threadpool_limits
 from fastapi_offline import FastAPIOffline  # /docs and /redoc from local files: they work offline
 
 from recsys.config import Settings, get_settings
+from serving.api.fast_feed import FeedFastPath
 from serving.api.routes import admin, events, explorer, feed, health, items, search
 from serving.catalogue_sync import sync as sync_catalogue
 from serving.config import ServingSettings
@@ -79,6 +80,8 @@ def create_app(settings: ServingSettings | None = None, shared: Settings | None 
     install_error_handlers(app)
     for module in (feed, items, search, events, admin, health, explorer):
         app.include_router(module.router)
+    if settings.fast_feed_route:  # innermost of ours: host check, timing and X-Served-By still apply
+        app.add_middleware(FeedFastPath, api=app)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes,
                        max_upload_bytes=settings.max_upload_bytes)
     app.add_middleware(HostCheckMiddleware, allowed_hosts=settings.host_allow_list)  # before anything is read

@@ -9,6 +9,8 @@ Switching versions swaps the whole object (its live part replayed from the durab
 """
 from __future__ import annotations
 
+import functools
+
 import logging
 import threading
 import time
@@ -80,15 +82,14 @@ class Retriever:
         # trained items nobody interacted with in train: new items too, for the new-item prior
         self.new_item_boost = recorded_boost(run.meta)
         self.unseen = np.flatnonzero(self.popularity == 0) if "popularity" in run.items.columns else np.zeros(0, np.int64)
-        # their vectors, gathered once: a per-request gather of ~1k x 771 floats was 8 % of a miss
-        self._unseen_vectors = np.ascontiguousarray(run.item_vectors[self.unseen], np.float32)
+        self._item_vectors = run.item_vectors  # for `unseen_vectors`, gathered only when a prior is applied
         self.media = sorted({m for media in self.item_media for m in media})
         self._media_masks = {m: np.fromiter((m in media for media in self.item_media), bool, len(self.item_media))
                              for m in self.media}
         self._allowed: dict[frozenset[str], AllowedItems | None] = {}
         self._cold: dict[frozenset[str], np.ndarray] = {}
         self._tombstoned: dict[frozenset[str], tuple[np.ndarray, AllowedItems]] = {}
-        self._unseen_kept: dict[frozenset[str], tuple[np.ndarray, np.ndarray]] = {}
+        self._unseen_kept: dict[frozenset[str], tuple[np.ndarray, tuple[np.ndarray, int]]] = {}
         self._lock = threading.Lock()
         self._cold_pool, self._mmr_lambda, self._max_k = cold_start_pool, mmr_lambda, max_k
         # items taken down before this run was trained stay in its tables (users' histories) but are no candidates
@@ -221,27 +222,39 @@ class Retriever:
             return Hits(ids, scores)
         return merge_hits(parts, k)
 
+    @functools.cached_property
+    def unseen_vectors(self) -> np.ndarray:
+        """The never-interacted items' vectors, gathered once (a per-request gather of ~1k x 771 floats
+        was 8 % of a miss) but only when a new-item prior is applied: at 10M synthetic items, 8M of
+        them never interacted with, the copy is 2.1 GB that a server without a prior never reads.
+        `serving.state.build_state` takes it at start-up when the server's policy will boost."""
+        return np.ascontiguousarray(self._item_vectors[self.unseen], np.float32)
+
     def _boosted_unseen(self, query: np.ndarray, k: int, media: frozenset[str] | None, exclude: np.ndarray,
                         snap: LiveSnapshot, boost: float) -> tuple[np.ndarray, np.ndarray]:
         """Exact top-k of the trained items without train interactions, with the new-item prior added."""
-        keep = self._unseen_keep(media, snap).copy()
+        dropped, n_kept = self._unseen_dropped(media, snap)
+        scores = self.unseen_vectors @ np.asarray(query, np.float32)
+        scores += np.float32(boost)
+        if len(dropped):
+            scores[dropped] = -np.inf
         if len(exclude):  # `unseen` is sorted: the excluded ones by binary search, not a set operation
             at = np.searchsorted(self.unseen, exclude)
             found = at < len(self.unseen)
             found[found] = self.unseen[at[found]] == exclude[found]
-            keep[at[found]] = False
-        scores = self._unseen_vectors @ np.asarray(query, np.float32) + np.float32(boost)
-        scores[~keep] = -np.inf
-        n = min(k, int(keep.sum()))
-        if n == 0:
+            hit = np.unique(at[found])
+            n_kept -= int(np.isfinite(scores[hit]).sum())
+            scores[hit] = -np.inf
+        n = min(k, n_kept)
+        if n <= 0:
             return np.zeros(0, np.int64), np.zeros(0, np.float32)
         top = np.argpartition(-scores, n - 1)[:n] if n < len(scores) else np.arange(len(scores))
         top = top[np.argsort(-scores[top], kind="stable")][:n]
-        return self.unseen[top].astype(np.int64), scores[top].astype(np.float32)
+        return self.unseen[top].astype(np.int64), scores[top]
 
-    def _unseen_keep(self, media: frozenset[str] | None, snap: LiveSnapshot) -> np.ndarray:
-        """Which unseen items the media filter allows and no take-down removed (cached per filter
-        and take-down state, like `_allowed_now`; do not modify the returned array)."""
+    def _unseen_dropped(self, media: frozenset[str] | None, snap: LiveSnapshot) -> tuple[np.ndarray, int]:
+        """(positions in `unseen` the media filter or a take-down removes, how many remain), cached per
+        filter and take-down state, like `_allowed_now`: the common request pays no mask work."""
         key = frozenset(media or ())
         cached = self._unseen_kept.get(key)
         if cached is None or cached[0] is not snap.base_deleted:
@@ -249,7 +262,7 @@ class Retriever:
             allowed = self.allowed(media)
             if allowed is not None:
                 keep &= allowed.mask[self.unseen]
-            cached = (snap.base_deleted, keep)
+            cached = (snap.base_deleted, (np.flatnonzero(~keep), int(keep.sum())))
             with self._lock:
                 self._unseen_kept[key] = cached
         return cached[1]

@@ -105,6 +105,10 @@ def build_state(settings: ServingSettings, shared: Settings, models: LiveModels 
     exploration = ExplorationPolicy(boost=-1.0 if settings.new_item_boost is None else settings.new_item_boost,
                                     share=settings.explore_share,
                                     temperature=settings.explore_temperature, window_s=settings.explore_window_s)
+    for variant in models.variants:  # the new-item prior's vectors now, not on the first boosted miss
+        retriever = models.get(variant)
+        if exploration.boost_for(retriever.new_item_boost) > 0 and len(retriever.unseen):
+            retriever.unseen_vectors
     return ServingState(settings=settings, models=models, experiment=experiment, link=link, logs=logs,
                         feed=Feed(models, experiment, cache, history, logs, exploration),
                         catalogue=CatalogueWriter(models, link, namespace),

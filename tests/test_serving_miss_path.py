@@ -132,3 +132,23 @@ def test_a_batcher_outlives_its_event_loop() -> None:
     loop.close()
     vector = asyncio.run(asyncio.wait_for(batcher.user_vector(encoder, [3, 4]), timeout=30))
     np.testing.assert_array_equal(vector, MeanPoolUserEncoder(encoder.item_vectors).encode([[3, 4]])[0])
+
+
+def test_unseen_items_vectors_are_gathered_only_when_a_prior_is_applied(tmp_path) -> None:
+    """At 10M synthetic items the never-interacted items' copy was 2.1 GB that a server without a
+    new-item prior never reads: it is taken on the first boosted search, and scores with it are the
+    exact dot products plus the boost."""
+    from serving.retriever import Retriever
+    from support.sample_runs import tiktok_mean_pool_run
+
+    retriever = Retriever.load(tiktok_mean_pool_run(tmp_path / "run"), index_store=tmp_path / "index")
+    assert len(retriever.unseen) > 0, "TikTok has items without train interactions"
+    query = np.asarray(retriever.item_vector(int(retriever.unseen[0])), np.float32)
+    retriever.search(query, 10, boost=0.0)
+    assert "unseen_vectors" not in vars(retriever), "no prior: no copy"
+    hits = retriever.search(query, 10, boost=0.5)
+    np.testing.assert_array_equal(retriever.unseen_vectors, np.asarray(retriever.run.item_vectors)[retriever.unseen])
+    boosted = [(i, s) for i, s in zip(hits.indexes.tolist(), hits.scores.tolist()) if i in set(retriever.unseen.tolist())]
+    assert boosted and boosted[0][0] == int(retriever.unseen[0]), "the query's own item, boosted, ranks first"
+    for index, score in boosted:
+        assert score == pytest.approx(float(retriever.item_vector(index) @ query) + 0.5, abs=1e-5)
