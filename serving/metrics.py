@@ -116,6 +116,9 @@ def set_index_size(variant: str, model_version: str, kind: str, n_items: int, da
     MODEL_INFO.labels(variant, model_version, dataset).set(1)
 
 
+ROUTE_TEMPLATE_KEY = "recsys.route_template"  # scope key: the route template of a request answered outside FastAPI
+
+
 class LatencyMiddleware:
     """Pure ASGI middleware timing every request, labelled by route template (not raw path,
     which would explode the series count with user ids)."""
@@ -138,6 +141,6 @@ class LatencyMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
+            route = scope.get("route")  # set by FastAPI's routing; the feed's fast path names its template instead
+            template = scope.get(ROUTE_TEMPLATE_KEY) or getattr(route, "path", None) or "unmatched"
             REQUEST_LATENCY.labels(scope["method"], template, str(status["code"])).observe(time.perf_counter() - started)

@@ -20,8 +20,10 @@ from pydantic import BaseModel
 try:
     import orjson
 
+    _OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS  # what the json fallback accepts, and numpy scalars
+
     def dumps(value: Any) -> bytes:
-        return orjson.dumps(value)
+        return orjson.dumps(value, option=_OPTIONS)
 
     loads = orjson.loads
 except ImportError:  # pragma: no cover - depends on the environment

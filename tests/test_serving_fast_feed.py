@@ -8,6 +8,8 @@ path shows which requests it answered itself; the rest went on to the route.
 """
 from __future__ import annotations
 
+import re
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -90,11 +92,21 @@ def _same(fast: TestClient, route: TestClient, path: str, headers: dict | None =
     return a.status_code
 
 
+def _timed(client: TestClient) -> float:
+    """Requests the latency histogram counted under the feed route's template with status 200."""
+    text = client.get("/metrics").text
+    match = re.search(r'^recsys_http_request_duration_seconds_count\{method="GET",'
+                      r'route="/v1/users/\{user_id\}/recommendations",status="200"\} ([0-9.e+]+)$', text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
 def test_fast_path_answers_valid_requests_exactly_as_the_route(env, answered):
     with _client(env, "fast", True) as fast, _client(env, "route", False) as route:
+        before = _timed(fast)
         for path in VALID:
             assert _same(fast, route, path) == 200, path
-        assert len(answered) == 2 * len(VALID) - len(VALID)  # the fast app's requests only
+        assert len(answered) == len(VALID)  # the fast app's requests, none of the route app's
+        assert _timed(fast) - before == 2 * len(VALID), "both ways in are timed under the route's template"
         body = fast.get("/v1/users/10/recommendations?k=5&media=image").json()
         assert len(body["items"]) == 5 and all("image" in item["media"] for item in body["items"])
         assert fast.get("/v1/users/10/recommendations").json()["cold_start"] is False

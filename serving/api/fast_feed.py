@@ -25,6 +25,7 @@ from serving.api.deps import check_k, parse_media
 from serving.auth import API_KEY_HEADER, LEGACY_ADMIN_HEADER
 from serving.config import API_MAX_K
 from serving.errors import ServingError, error_response
+from serving.metrics import ROUTE_TEMPLATE_KEY
 from serving.responses import JSONBytes
 from serving.schemas import MAX_ID_LENGTH
 
@@ -42,7 +43,6 @@ class FeedFastPath:
 
     def __init__(self, app: Any, api: FastAPI):
         self.app, self.api = app, api
-        self._route = None  # the FastAPI route object: LatencyMiddleware labels requests by its template
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "GET" and not scope.get("root_path"):
@@ -56,17 +56,13 @@ class FeedFastPath:
         await self.app(scope, receive, send)
 
     async def _answer(self, state: Any, params: tuple, scope: dict, receive: Any, send: Any) -> None:
-        scope["route"] = self._route or self._find_route()
+        scope[ROUTE_TEMPLATE_KEY] = FEED_ROUTE  # LatencyMiddleware's label, as the route's own requests get
         user_id, k, media, exclude_seen = params
         try:
             response = JSONBytes(await state.feed.recommend(user_id, k, media, exclude_seen))
         except ServingError as err:
             response = error_response(err)
         await response(scope, receive, send)
-
-    def _find_route(self) -> Any:
-        self._route = next((r for r in self.api.routes if getattr(r, "path", None) == FEED_ROUTE), None)
-        return self._route
 
 
 def _params(user_id: str, scope: dict, state: Any) -> tuple[str, int, frozenset[str] | None, bool] | None:
