@@ -161,7 +161,10 @@ class OnlineHistoryReader:
 
     async def _active_version(self, fresh: bool = False) -> str | None:
         now = time.monotonic()
-        if fresh or self._version is None or now - self._version_read_at > self.pointer_ttl_s:
+        # "nothing materialised" is trusted for pointer_ttl_s too: re-reading it on every request was
+        # a lone Redis round trip per feed call on a server without online features (the synthetic
+        # catalogues of the load benchmarks)
+        if fresh or now - self._version_read_at > self.pointer_ttl_s:
             raw = await self.link.aio.get(self.keys.active)
             self._version, self._version_read_at = (raw.decode() if raw is not None else None), now
         return self._version
