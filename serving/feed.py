@@ -52,19 +52,12 @@ def check_media(retriever: Retriever, media: frozenset[str] | None) -> None:
 
 
 def items_payload(retriever: Retriever, hits: Hits, snap: LiveSnapshot | None = None) -> list[dict]:
-    """The public view of ranked items (k dicts; k is small). Trained items read the retriever's
-    arrays directly: three method calls per item were a third of this function's cost on a miss."""
+    """The public view of ranked items (k dicts; k is small)."""
     snap = snap or retriever.live.snapshot
-    n_trained, ids, media, titles = retriever.n_items, retriever.item_ids, retriever.item_media, retriever.item_titles
     items = []
     for index, score in zip(hits.indexes.tolist(), hits.scores.tolist()):
-        if index < n_trained:
-            item = {"item_id": ids[index], "media": media[index], "score": round(score, 6)}
-            title = titles[index]
-        else:
-            item = {"item_id": retriever.item_id(index, snap), "media": retriever.item_media_of(index, snap),
-                    "score": round(score, 6)}
-            title = retriever.item_title(index, snap)
+        item_id, media, title = retriever.item_fields(index, snap)
+        item = {"item_id": item_id, "media": media, "score": round(score, 6)}
         if title is not None:
             item["title"] = title
         items.append(item)

@@ -10,7 +10,6 @@ Switching versions swaps the whole object (its live part replayed from the durab
 from __future__ import annotations
 
 import functools
-
 import logging
 import threading
 import time
@@ -82,7 +81,6 @@ class Retriever:
         # trained items nobody interacted with in train: new items too, for the new-item prior
         self.new_item_boost = recorded_boost(run.meta)
         self.unseen = np.flatnonzero(self.popularity == 0) if "popularity" in run.items.columns else np.zeros(0, np.int64)
-        self._item_vectors = run.item_vectors  # for `unseen_vectors`, gathered only when a prior is applied
         self.media = sorted({m for media in self.item_media for m in media})
         self._media_masks = {m: np.fromiter((m in media for media in self.item_media), bool, len(self.item_media))
                              for m in self.media}
@@ -191,10 +189,17 @@ class Retriever:
         return self.item_ids[index] if index < self.n_items else (snap or self.live.snapshot).ids[index - self.n_items]
 
     def item_media_of(self, index: int, snap: LiveSnapshot | None = None) -> list[str]:
-        return self.item_media[index] if index < self.n_items else list((snap or self.live.snapshot).media[index - self.n_items])
+        return self.item_fields(index, snap or self.live.snapshot)[1]
 
     def item_title(self, index: int, snap: LiveSnapshot | None = None) -> str | None:
-        return self.item_titles[index] if index < self.n_items else (snap or self.live.snapshot).titles[index - self.n_items]
+        return self.item_fields(index, snap or self.live.snapshot)[2]
+
+    def item_fields(self, index: int, snap: LiveSnapshot) -> tuple[str, list[str], str | None]:
+        """(item id, media, title) in one call: the feed payload asks for all three of k items per miss."""
+        if index < self.n_items:
+            return self.item_ids[index], self.item_media[index], self.item_titles[index]
+        at = index - self.n_items
+        return snap.ids[at], list(snap.media[at]), snap.titles[at]
 
     def item_vector(self, index: int, snap: LiveSnapshot | None = None) -> np.ndarray:
         if index < self.n_items:
@@ -228,7 +233,7 @@ class Retriever:
         was 8 % of a miss) but only when a new-item prior is applied: at 10M synthetic items, 8M of
         them never interacted with, the copy is 2.1 GB that a server without a prior never reads.
         `serving.state.build_state` takes it at start-up when the server's policy will boost."""
-        return np.ascontiguousarray(self._item_vectors[self.unseen], np.float32)
+        return np.ascontiguousarray(self.run.item_vectors[self.unseen], np.float32)
 
     def _boosted_unseen(self, query: np.ndarray, k: int, media: frozenset[str] | None, exclude: np.ndarray,
                         snap: LiveSnapshot, boost: float) -> tuple[np.ndarray, np.ndarray]:

@@ -108,7 +108,7 @@ def build_state(settings: ServingSettings, shared: Settings, models: LiveModels 
     for variant in models.variants:  # the new-item prior's vectors now, not on the first boosted miss
         retriever = models.get(variant)
         if exploration.boost_for(retriever.new_item_boost) > 0 and len(retriever.unseen):
-            retriever.unseen_vectors
+            _ = retriever.unseen_vectors  # a cached property: gathered here once
     return ServingState(settings=settings, models=models, experiment=experiment, link=link, logs=logs,
                         feed=Feed(models, experiment, cache, history, logs, exploration),
                         catalogue=CatalogueWriter(models, link, namespace),

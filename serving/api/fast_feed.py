@@ -69,9 +69,10 @@ def _params(user_id: str, scope: dict, state: Any) -> tuple[str, int, frozenset[
     """(user_id, k, media, exclude_seen) when the FastAPI route would accept exactly these, else None."""
     if len(user_id) > MAX_ID_LENGTH:
         return None
-    presented = [value.decode("latin-1") for name, value in scope["headers"] if name.lower() in _KEY_HEADERS]
-    if len(presented) > len(set(name.lower() for name, _ in scope["headers"] if name.lower() in _KEY_HEADERS)):
+    keys = [(name.lower(), value) for name, value in scope["headers"] if name.lower() in _KEY_HEADERS]
+    if len({name for name, _ in keys}) < len(keys):
         return None  # a repeated key header: the route reads the first of each, leave it to the route
+    presented = [value.decode("latin-1") for _, value in keys]
     if not state.keys.admits("read", presented):
         return None  # a page session, a missing or wrong key: the route answers (or refuses) it
     query: dict[str, str] = {}
