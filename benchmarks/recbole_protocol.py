@@ -1,7 +1,10 @@
 """A run's test figures under both masking rules: ours (train items) and RecBole's (train + valid items).
 
     RECSYS_DATA_DIR=../shared/data .venv/bin/python benchmarks/recbole_protocol.py --run runs/ml-100k [--baselines ...]
-        [--test-history train|train+valid|both]
+        [--test-history train|train+valid|both] [--mix runs/a,runs/b,...]
+
+`--mix` scores separately trained single-tower runs as one ensemble, exactly as `train.ensemble`
+serves it (`benchmarks/member_mix.py`), under the same rules.
 
 Why: RecBole, evaluating on the leave-one-out split, removes a user's train *and* valid items from
 the ranking at test time; this project's harness (DiffMM's protocol) removes train items only, so
@@ -32,9 +35,10 @@ from recsys.artifact import RunArtifact, load_run  # noqa: E402
 from recsys.baselines import make_baseline  # noqa: E402
 from recsys.data import load_dataset  # noqa: E402
 from recsys.metrics import ScoreFn, evaluate_scores  # noqa: E402
+from recsys.models.ensemble import concat_members, member_weights  # noqa: E402
 from training.evaluation import run_tie_break  # noqa: E402
 from training.evaluation_protocol import EvalSplit, prepare_split  # noqa: E402
-from training.evaluation_runs import align_run, aligned_score_fn  # noqa: E402
+from training.evaluation_runs import AlignedRun, align_run, aligned_score_fn  # noqa: E402
 
 
 def both_masks(score: ScoreFn, ev: EvalSplit) -> dict[str, float]:
@@ -52,9 +56,23 @@ def run_users_from(run: RunArtifact, ev: EvalSplit, events: pl.DataFrame) -> "np
     return run.user_encoder.encode(windows).astype(np.float32)
 
 
+def mixed_members(runs: list[RunArtifact], ev: EvalSplit, events: pl.DataFrame | None) -> AlignedRun:
+    """Single-tower runs as the ensemble that serves them: [w_k u_k] . [w_k i_k], w_k = 1/sqrt(T_k).
+
+    `events`: encode users from these events with each member's served encoder (None: the runs' own
+    user vectors, i.e. train events)."""
+    aligned = [align_run(run, ev.dataset) for run in runs]
+    weights = member_weights([float(run.meta["temperature"]) for run in runs])
+    users = [run_users_from(run, ev, events) if events is not None else a.user_vectors for run, a in zip(runs, aligned)]
+    known = np.ones(ev.dataset.n_users, bool) if events is not None else aligned[0].user_known
+    return replace(aligned[0], user_vectors=concat_members(users, weights), user_known=known,
+                   item_vectors=concat_members([a.item_vectors for a in aligned], weights))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, action="append", default=[])
+    parser.add_argument("--mix", action="append", default=[], help="comma-separated single-tower runs, scored as one ensemble")
     parser.add_argument("--baselines", default="")
     parser.add_argument("--dataset", default="ml-100k", help="for --baselines")
     parser.add_argument("--test-history", choices=("train", "train+valid", "both"), default="train",
@@ -73,6 +91,14 @@ def main() -> None:
                 aligned = replace(aligned, user_vectors=run_users_from(run, ev, events),
                                   user_known=np.ones(ev.dataset.n_users, bool))
             rows.append((f"{run_dir} ({history} input)",
+                         both_masks(aligned_score_fn(aligned, ev.popularity, served_prior=True), ev)))
+    for mix in args.mix:
+        runs = [load_run(Path(p)) for p in mix.split(",")]
+        ev = prepare_split(load_dataset(runs[0].dataset), "test", "leave-last-out", run_tie_break(runs[0].config))  # type: ignore[arg-type]
+        for history in histories:
+            events = pl.concat([ev.train, ev.dataset.split("valid")]) if history == "train+valid" else None
+            aligned = mixed_members(runs, ev, events)
+            rows.append((f"{mix} ({history} input)",
                          both_masks(aligned_score_fn(aligned, ev.popularity, served_prior=True), ev)))
     for name in filter(None, args.baselines.split(",")):
         ev = prepare_split(load_dataset(args.dataset), "test", "leave-last-out")
