@@ -29,3 +29,21 @@ def test_cli_prints_the_suggestion_not_a_pydantic_dump(tmp_path):
                           env={**os.environ, "COLUMNS": "200"}, timeout=300)
     assert done.returncode == 2
     assert "did you mean 'lr'?" in done.stdout and "errors.pydantic.dev" not in done.stdout and "Traceback" not in done.stderr
+
+
+def test_member_overrides_name_member_settings_only():
+    """train.member_overrides: at most one entry per member, model / loss / train keys only."""
+    with pytest.raises(ValidationError, match="2 entries for 1 members"):
+        load_config(None, "ml-100k", ["train.ensemble=1", 'train.member_overrides=[{}, {"model.dim" = 8}]'])
+    with pytest.raises(ValidationError, match="'data.feature_window' is not a model"):
+        load_config(None, "ml-100k", ["train.ensemble=2", 'train.member_overrides=[{}, {"data.feature_window" = 8}]'])
+    with pytest.raises(ValidationError, match="'train.ensemble' is not"):
+        load_config(None, "ml-100k", ["train.ensemble=2", 'train.member_overrides=[{"train.ensemble" = 3}]'])
+
+
+def test_no_member_overrides_keeps_the_fingerprint():
+    """Configs written before the option existed hash as before (their checkpoints stay resumable)."""
+    plain = load_config(None, "ml-100k", ["train.ensemble=2"])
+    assert plain.fingerprint() == load_config(None, "ml-100k", ["train.ensemble=2", "train.member_overrides=[]"]).fingerprint()
+    mixed = load_config(None, "ml-100k", ["train.ensemble=2", 'train.member_overrides=[{}, {"model.dim" = 8}]'])
+    assert mixed.fingerprint() != plain.fingerprint()

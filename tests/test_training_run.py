@@ -197,6 +197,28 @@ def test_content_only_baseline_runs_by_name(setup: dict) -> None:
     assert json.loads(out.stdout)["model_version"] == "baseline:content-only"
 
 
+def test_ensemble_members_take_their_own_overrides(setup: dict, reference: dict) -> None:
+    """train.member_overrides: member 0 without an entry is the single seed-0 run; member 1 trains with its
+    own settings (MLP projections, seed 7) and the mixed run serves and reloads like any ensemble."""
+    from training.run import member_config
+
+    sets = ["train.ensemble=2", 'train.member_overrides=[{}, {"model.projection_hidden" = 8, "train.seed" = 7}]']
+    cfg = load_config(setup["config"], str(setup["folder"]), sets)
+    assert member_config(cfg, 0).fingerprint() == reference["config"].fingerprint()
+    second = member_config(cfg, 1)
+    assert (second.model.projection_hidden, second.train.seed, second.train.ensemble) == (8, 7, 1)
+    result = train(cfg, setup["root"] / "mixed", resume=False, progress=False)
+    members = result.metrics["members"]
+    assert [m["seed"] for m in members] == [0, 7] and "overrides" not in members[0]
+    assert members[1]["overrides"] == {"model.projection_hidden": 8, "train.seed": 7}
+    single = reference["metrics"]
+    assert members[0]["valid"]["ndcg@20"] == single["history"][single["best_epoch"] - 1]["valid"]["ndcg@20"]
+    assert result.metrics["train_serve_max_abs_diff"] < 1e-4
+    assert load_config(result.run_dir / "config.toml").train.member_overrides == cfg.train.member_overrides
+    report = CliRunner().invoke(app, ["evaluate", "--run", str(result.run_dir), "--split", "test", "--json"])
+    assert json.loads(report.stdout)["recall@20"] == pytest.approx(result.metrics["test"]["recall@20"], abs=1e-9)
+
+
 def test_an_ensemble_is_one_two_tower(setup: dict, reference: dict) -> None:
     """train.ensemble=2: member 0 is the single run, the run serves concatenated unit vectors end to end."""
     from recsys.models import project_content

@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from recsys.config import get_settings
 from recsys.data.splits import TieBreak
@@ -60,6 +60,11 @@ class OptimConfig(_Strict):
     ensemble: int = Field(1, ge=1, le=16, description=(
         "Independently seeded towers (seeds seed..seed+K-1) whose vectors are concatenated: removes "
         "seed noise; still one user vector · item vectors (recsys.models.ensemble). Costs K x the time."))
+    member_overrides: list[dict[str, Any]] = Field(default_factory=list, description=(
+        "Ensemble members' own settings: entry k ({\"section.key\" = value}, model / loss / train keys) applies "
+        "to member k on top of this config; members past the list, and keys an entry does not name, keep it. "
+        "Member k's seed stays seed + k unless its entry sets train.seed. Mixed settings make members disagree "
+        "more, which is what an ensemble gains from."))
     patience: int = Field(5, ge=1, description="Epochs without a better valid metric before stopping.")
     select_metric: SelectMetric = "ndcg@20"
     eval_every: int = Field(1, ge=1)
@@ -75,12 +80,29 @@ class TrainConfig(_Strict):
     train: OptimConfig = Field(default_factory=OptimConfig)
     origin: str = Field("", description="Where this config came from (set by `load_config`; not hashed).")
 
+    @model_validator(mode="after")
+    def _member_overrides_fit(self) -> TrainConfig:
+        overrides = self.train.member_overrides
+        if len(overrides) > self.train.ensemble:
+            raise ValueError(f"train.member_overrides has {len(overrides)} entries for {self.train.ensemble} members "
+                             "(train.ensemble)")
+        for entry in overrides:
+            for key in entry:
+                section, _, name = key.partition(".")
+                if section not in ("model", "loss", "train") or not name or "." in name \
+                        or key in ("train.ensemble", "train.member_overrides"):
+                    raise ValueError(f"train.member_overrides: {key!r} is not a model.*, loss.* or train.* key "
+                                     "(data is shared by every member; ensemble and member_overrides are the run's)")
+        return self
+
     def fingerprint(self) -> str:
         """Hash of everything except knobs that do not change the numbers (eval cadence, threads, patience, epochs)."""
         body = self.model_dump()
         body.pop("origin")
         for key in ("threads", "eval_every", "patience", "epochs"):
             body["train"].pop(key)
+        if not body["train"]["member_overrides"]:  # absent = before the option existed: same hash
+            body["train"].pop("member_overrides")
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 

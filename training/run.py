@@ -74,9 +74,18 @@ def build_task(config: TrainConfig, data: TrainingData) -> TwoTowerTrainTask:
 
 
 def member_config(config: TrainConfig, k: int) -> TrainConfig:
-    """Ensemble member k: the same config as a single run with seed `seed + k` (so member 0 is that run)."""
-    return config.model_copy(update={"train": config.train.model_copy(update={"seed": config.train.seed + k,
-                                                                               "ensemble": 1})})
+    """Ensemble member k: the same config as a single run with seed `seed + k` (so member 0 is that run),
+    plus the member's entry of `train.member_overrides` if it has one (validated like any config)."""
+    overrides = config.train.member_overrides
+    if k >= len(overrides) or not overrides[k]:
+        return config.model_copy(update={"train": config.train.model_copy(update={
+            "seed": config.train.seed + k, "ensemble": 1, "member_overrides": []})})
+    raw = config.model_dump()
+    raw["train"].update(seed=config.train.seed + k, ensemble=1, member_overrides=[])
+    for key, value in overrides[k].items():
+        section, name = key.split(".")
+        raw[section][name] = value
+    return TrainConfig.model_validate(raw)
 
 
 def member_dir(run_dir: Path, k: int, n_members: int) -> Path:
@@ -190,9 +199,12 @@ def train(config: TrainConfig, run_dir: Path | str, resume: bool = True, progres
                "history": first.state.history, "data": data.describe(), "train_serve_max_abs_diff": gap}
     metrics["training"]["wall_seconds"] = round(time.perf_counter() - began, 1)  # training + evaluation, before export
     if n > 1:
+        overrides = config.train.member_overrides
         metrics["members"] = [{"seed": m.config.train.seed, "best_epoch": m.state.best_epoch,
                                "valid": m.state.best_metrics, "history": m.state.history,
-                               "rank_weight_digests": m.digests} for m in members]
+                               "rank_weight_digests": m.digests,
+                               **({"overrides": overrides[k]} if k < len(overrides) and overrides[k] else {})}
+                              for k, m in enumerate(members)]
         metrics["training"]["rank_weight_digests"] = [
             "".join(d) for d in zip(*[m.digests for m in members])]  # per rank: every member's digest
     if ctx.is_main:
