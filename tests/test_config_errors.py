@@ -32,9 +32,11 @@ def test_cli_prints_the_suggestion_not_a_pydantic_dump(tmp_path):
 
 
 def test_member_overrides_name_member_settings_only():
-    """train.member_overrides: at most one entry per member, model / loss / train keys only."""
-    with pytest.raises(ValidationError, match="2 entries for 1 members"):
-        load_config(None, "ml-100k", ["train.ensemble=1", 'train.member_overrides=[{}, {"model.dim" = 8}]'])
+    """train.member_overrides: model / loss / train keys only; entries past the ensemble are not trained."""
+    single = load_config(None, "ml-100k", ["train.ensemble=1", 'train.member_overrides=[{}, {"model.dim" = 8}]'])
+    assert single.train.member_overrides == [] and single.model.dim != 8
+    pair = load_config(None, "ml-100k", ["train.ensemble=2", 'train.member_overrides=[{}, {"model.dim" = 8}, {}]'])
+    assert pair.train.member_overrides == [{}, {"model.dim": 8}]
     with pytest.raises(ValidationError, match="'data.feature_window' is not a model"):
         load_config(None, "ml-100k", ["train.ensemble=2", 'train.member_overrides=[{}, {"data.feature_window" = 8}]'])
     with pytest.raises(ValidationError, match="'train.ensemble' is not"):
@@ -43,7 +45,7 @@ def test_member_overrides_name_member_settings_only():
 
 def test_no_member_overrides_keeps_the_fingerprint():
     """Configs written before the option existed hash as before (their checkpoints stay resumable)."""
-    plain = load_config(None, "ml-100k", ["train.ensemble=2"])
-    assert plain.fingerprint() == load_config(None, "ml-100k", ["train.ensemble=2", "train.member_overrides=[]"]).fingerprint()
+    plain = load_config(None, "ml-100k", ["train.ensemble=2", "train.member_overrides=[]"])
+    assert plain.fingerprint() == load_config(None, "ml-100k", ["train.ensemble=2", "train.member_overrides=[{}, {}]"]).fingerprint()
     mixed = load_config(None, "ml-100k", ["train.ensemble=2", 'train.member_overrides=[{}, {"model.dim" = 8}]'])
     assert mixed.fingerprint() != plain.fingerprint()

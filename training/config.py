@@ -63,8 +63,8 @@ class OptimConfig(_Strict):
     member_overrides: list[dict[str, Any]] = Field(default_factory=list, description=(
         "Ensemble members' own settings: entry k ({\"section.key\" = value}, model / loss / train keys) applies "
         "to member k on top of this config; members past the list, and keys an entry does not name, keep it. "
-        "Member k's seed stays seed + k unless its entry sets train.seed. Mixed settings make members disagree "
-        "more, which is what an ensemble gains from."))
+        "Member k's seed stays seed + k unless its entry sets train.seed; entries past train.ensemble are not "
+        "trained. Mixed settings make members disagree more, which is what an ensemble gains from."))
     patience: int = Field(5, ge=1, description="Epochs without a better valid metric before stopping.")
     select_metric: SelectMetric = "ndcg@20"
     eval_every: int = Field(1, ge=1)
@@ -82,10 +82,9 @@ class TrainConfig(_Strict):
 
     @model_validator(mode="after")
     def _member_overrides_fit(self) -> TrainConfig:
+        """Check every entry's keys; keep only the entries of members this run trains, trailing empty ones
+        dropped: `--set train.ensemble=1` on a mixed config is its member 0, and hashes like one."""
         overrides = self.train.member_overrides
-        if len(overrides) > self.train.ensemble:
-            raise ValueError(f"train.member_overrides has {len(overrides)} entries for {self.train.ensemble} members "
-                             "(train.ensemble)")
         for entry in overrides:
             for key in entry:
                 section, _, name = key.partition(".")
@@ -93,6 +92,10 @@ class TrainConfig(_Strict):
                         or key in ("train.ensemble", "train.member_overrides"):
                     raise ValueError(f"train.member_overrides: {key!r} is not a model.*, loss.* or train.* key "
                                      "(data is shared by every member; ensemble and member_overrides are the run's)")
+        kept = list(overrides[:self.train.ensemble])
+        while kept and not kept[-1]:
+            kept.pop()
+        self.train.member_overrides = kept
         return self
 
     def fingerprint(self) -> str:
