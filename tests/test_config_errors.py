@@ -39,6 +39,10 @@ def test_member_overrides_name_member_settings_only():
     assert pair.train.member_overrides == [{}, {"model.dim": 8}]
     with pytest.raises(ValidationError, match="'data.feature_window' is not a model"):
         load_config(None, "ml-100k", ["train.ensemble=2", 'train.member_overrides=[{}, {"data.feature_window" = 8}]'])
+    with pytest.raises(ValidationError, match=r"member_overrides\[1\]: model.user_poling: Extra inputs"):
+        load_config(None, "ml-100k", ["train.ensemble=2", 'train.member_overrides=[{}, {"model.user_poling" = "mean"}]'])
+    with pytest.raises(ValidationError, match=r"member_overrides\[0\]: model.user_pooling: Input should be"):
+        load_config(None, "ml-100k", ["train.ensemble=2", 'train.member_overrides=[{"model.user_pooling" = "max"}]'])
     with pytest.raises(ValidationError, match="'train.ensemble' is not"):
         load_config(None, "ml-100k", ["train.ensemble=2", 'train.member_overrides=[{"train.ensemble" = 3}]'])
 
@@ -49,3 +53,11 @@ def test_no_member_overrides_keeps_the_fingerprint():
     assert plain.fingerprint() == load_config(None, "ml-100k", ["train.ensemble=2", "train.member_overrides=[{}, {}]"]).fingerprint()
     mixed = load_config(None, "ml-100k", ["train.ensemble=2", 'train.member_overrides=[{}, {"model.dim" = 8}]'])
     assert mixed.fingerprint() != plain.fingerprint()
+
+
+def test_a_cross_key_config_error_is_one_line_without_the_whole_config():
+    """A check across keys (a model validator) names its keys itself: no dump of the config after it."""
+    with pytest.raises(ValidationError) as caught:
+        load_config(None, "ml-100k", ["train.ensemble=2", 'train.member_overrides=[{}, {"model.user_poling" = "mean"}]'])
+    assert describe_config_error(caught.value, TrainConfig) == \
+        "train.member_overrides[1]: model.user_poling: Extra inputs are not permitted"

@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from recsys.config import get_settings
 from recsys.data.splits import TieBreak
@@ -96,7 +96,29 @@ class TrainConfig(_Strict):
         while kept and not kept[-1]:
             kept.pop()
         self.train.member_overrides = kept
+        for k, entry in enumerate(kept):  # a misspelt key or a bad value fails now, not after member 0 trained
+            if entry:
+                try:
+                    self.member(k)
+                except ValidationError as err:
+                    problem = err.errors()[0]
+                    raise ValueError(f"train.member_overrides[{k}]: {'.'.join(map(str, problem['loc']))}: "
+                                     f"{problem['msg']}") from None
         return self
+
+    def member(self, k: int) -> TrainConfig:
+        """Ensemble member k: this config as a single run with seed `seed + k` (so member 0 is that run),
+        plus the member's entry of `train.member_overrides` if it has one (validated like any config)."""
+        overrides = self.train.member_overrides
+        if k >= len(overrides) or not overrides[k]:
+            return self.model_copy(update={"train": self.train.model_copy(update={
+                "seed": self.train.seed + k, "ensemble": 1, "member_overrides": []})})
+        raw = self.model_dump()
+        raw["train"].update(seed=self.train.seed + k, ensemble=1, member_overrides=[])
+        for key, value in overrides[k].items():
+            section, name = key.split(".")
+            raw[section][name] = value
+        return TrainConfig.model_validate(raw)
 
     def fingerprint(self) -> str:
         """Hash of everything except knobs that do not change the numbers (eval cadence, threads, patience, epochs)."""

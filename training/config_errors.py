@@ -35,6 +35,8 @@ def describe_config_error(err: ValidationError, model: type[BaseModel]) -> str:
             close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             lines.append(f"{key}: unknown key{hint} (valid keys: {', '.join(valid)})" if valid else f"{key}: unknown key")
+        elif not loc:  # a check across keys (a model validator): its message names the keys, the input is the whole config
+            lines.append(problem["msg"].removeprefix("Value error, "))
         else:
             lines.append(f"{key}: {problem['msg']} (got {problem.get('input')!r})")
     return "\n".join(lines)

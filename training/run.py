@@ -74,18 +74,8 @@ def build_task(config: TrainConfig, data: TrainingData) -> TwoTowerTrainTask:
 
 
 def member_config(config: TrainConfig, k: int) -> TrainConfig:
-    """Ensemble member k: the same config as a single run with seed `seed + k` (so member 0 is that run),
-    plus the member's entry of `train.member_overrides` if it has one (validated like any config)."""
-    overrides = config.train.member_overrides
-    if k >= len(overrides) or not overrides[k]:
-        return config.model_copy(update={"train": config.train.model_copy(update={
-            "seed": config.train.seed + k, "ensemble": 1, "member_overrides": []})})
-    raw = config.model_dump()
-    raw["train"].update(seed=config.train.seed + k, ensemble=1, member_overrides=[])
-    for key, value in overrides[k].items():
-        section, name = key.split(".")
-        raw[section][name] = value
-    return TrainConfig.model_validate(raw)
+    """Ensemble member k's config (`TrainConfig.member`)."""
+    return config.member(k)
 
 
 def member_dir(run_dir: Path, k: int, n_members: int) -> Path:
