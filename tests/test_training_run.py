@@ -200,12 +200,10 @@ def test_content_only_baseline_runs_by_name(setup: dict) -> None:
 def test_ensemble_members_take_their_own_overrides(setup: dict, reference: dict) -> None:
     """train.member_overrides: member 0 without an entry is the single seed-0 run; member 1 trains with its
     own settings (MLP projections, seed 7) and the mixed run serves and reloads like any ensemble."""
-    from training.run import member_config
-
     sets = ["train.ensemble=2", 'train.member_overrides=[{}, {"model.projection_hidden" = 8, "train.seed" = 7}]']
     cfg = load_config(setup["config"], str(setup["folder"]), sets)
-    assert member_config(cfg, 0).fingerprint() == reference["config"].fingerprint()
-    second = member_config(cfg, 1)
+    assert cfg.member(0).fingerprint() == reference["config"].fingerprint()
+    second = cfg.member(1)
     assert (second.model.projection_hidden, second.train.seed, second.train.ensemble) == (8, 7, 1)
     result = train(cfg, setup["root"] / "mixed", resume=False, progress=False)
     members = result.metrics["members"]

@@ -110,12 +110,9 @@ class TrainConfig(_Strict):
         """Ensemble member k: this config as a single run with seed `seed + k` (so member 0 is that run),
         plus the member's entry of `train.member_overrides` if it has one (validated like any config)."""
         overrides = self.train.member_overrides
-        if k >= len(overrides) or not overrides[k]:
-            return self.model_copy(update={"train": self.train.model_copy(update={
-                "seed": self.train.seed + k, "ensemble": 1, "member_overrides": []})})
         raw = self.model_dump()
         raw["train"].update(seed=self.train.seed + k, ensemble=1, member_overrides=[])
-        for key, value in overrides[k].items():
+        for key, value in (overrides[k] if k < len(overrides) else {}).items():
             section, name = key.split(".")
             raw[section][name] = value
         return TrainConfig.model_validate(raw)

@@ -73,11 +73,6 @@ def build_task(config: TrainConfig, data: TrainingData) -> TwoTowerTrainTask:
                                                             sequences))
 
 
-def member_config(config: TrainConfig, k: int) -> TrainConfig:
-    """Ensemble member k's config (`TrainConfig.member`)."""
-    return config.member(k)
-
-
 def member_dir(run_dir: Path, k: int, n_members: int) -> Path:
     """Where member k checkpoints: the run directory itself for a single tower, else members/<k>/."""
     return run_dir if n_members == 1 else run_dir / MEMBERS_DIR / str(k)
@@ -170,7 +165,7 @@ def train(config: TrainConfig, run_dir: Path | str, resume: bool = True, progres
             if n > 1:
                 log.info("ensemble member %d/%d (seed %d)", k + 1, n, config.train.seed + k)
                 job_bar.set_description(f"train {config.data.dataset} member {k + 1}/{n}")
-            members.append(train_member(member_config(config, k), data, member_dir(run_dir, k, n), resume, progress,
+            members.append(train_member(config.member(k), data, member_dir(run_dir, k, n), resume, progress,
                                         ctx, job_bar))
     trained_users, items = combined_vectors(members)
     # Evaluate what serving computes: the served tower over each user's feature window.
