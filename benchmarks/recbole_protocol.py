@@ -14,9 +14,11 @@ train and scored the same two ways.
 
 `--test-history train+valid` is RecBole's *input* rule as well: at test time a user is encoded
 from their train and valid events (the run's served user encoder on that window, as the feed
-would after the valid event arrives; SASRec reads that sequence); without it every model sees
-train events only, as `recsys evaluate` does. Baselines with no history input (BPR-MF,
-LightGCN, ItemKNN, MostPopular) keep their train-fitted scores.
+would after the valid event arrives; SASRec and ItemKNN read those events). Since 2026-12-04 this
+is what `recsys evaluate --split test` does on a leave-one-out split, with the train + valid mask
+(`training.evaluation_protocol.EvalSplit.known`); `--test-history train` gives the earlier rule
+(train events only), which every figure before that date used. Baselines with no history input
+(BPR-MF, LightGCN, MostPopular) keep their train-fitted scores.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from feature_store.store import FeatureStore, run_window  # noqa: E402
+from feature_store.store import run_window  # noqa: E402
 from recsys.artifact import RunArtifact, load_run  # noqa: E402
 from recsys.baselines import make_baseline  # noqa: E402
 from recsys.data import load_dataset  # noqa: E402
@@ -38,7 +40,7 @@ from recsys.metrics import ScoreFn, evaluate_scores  # noqa: E402
 from recsys.models.ensemble import concat_members, member_weights  # noqa: E402
 from training.evaluation import run_tie_break  # noqa: E402
 from training.evaluation_protocol import EvalSplit, prepare_split  # noqa: E402
-from training.evaluation_runs import AlignedRun, align_run, aligned_score_fn  # noqa: E402
+from training.evaluation_runs import AlignedRun, align_run, aligned_score_fn, users_as_of  # noqa: E402
 
 
 def both_masks(score: ScoreFn, ev: EvalSplit) -> dict[str, float]:
@@ -52,8 +54,7 @@ def both_masks(score: ScoreFn, ev: EvalSplit) -> dict[str, float]:
 
 def run_users_from(run: RunArtifact, ev: EvalSplit, events: pl.DataFrame) -> "np.ndarray":
     """(n_users, d) the run's served user vectors of each dataset user's window over `events`."""
-    windows = FeatureStore(run_window(run.meta)).historical_windows(events, run.item_index_by_id, ev.dataset.n_users)
-    return run.user_encoder.encode(windows).astype(np.float32)
+    return users_as_of(run.user_encoder, run_window(run.meta), events, ev.dataset.n_users, run.item_index_by_id)
 
 
 def mixed_members(runs: list[RunArtifact], ev: EvalSplit, events: pl.DataFrame | None) -> AlignedRun:
@@ -106,7 +107,7 @@ def main() -> None:
         for history in histories:
             if history == "train+valid":
                 if not hasattr(model, "read_histories"):
-                    continue  # no history input: the train-input row is its figure
+                    continue  # no history input (BPR-MF, LightGCN, MostPopular): the train-input row is its figure
                 model.read_histories(pl.concat([ev.train, ev.dataset.split("valid")]))
             rows.append((f"{name} ({history} input)", both_masks(model.score, ev)))
     keys = list(rows[0][1]) if rows else []

@@ -33,6 +33,9 @@ def materialize_command(
     train_split: str | None = typer.Option(None, "--train-split", help="Only the train rows of this split strategy "
                                            "(predefined, leave-last-out, temporal): the histories a run trained with "
                                            "that split saw, to serve it exactly as evaluated."),
+    held_out: str = typer.Option("valid", "--held-out", help="With --train-split: the rows known when this split "
+                                 "(valid or test) is ranked; test on leave-last-out or temporal adds the valid rows, "
+                                 "as `recsys evaluate --split test` reads them."),
 ) -> None:
     """Compute user-history and item features once; write them to Parquet and publish a Redis version."""
     from feature_store.materialize import materialize  # noqa: PLC0415 - keep `recsys --help` instant
@@ -42,7 +45,8 @@ def materialize_command(
     client = None if offline_only else _or_exit(console, lambda: connect_redis(redis_url))
     report = _or_exit(console, lambda: materialize(dataset, history_cap=history_cap, item_vectors=item_vectors,
                                                    client=client, namespace=namespace, offline_only=offline_only,
-                                                   batch_size=batch_size, train_split=train_split))
+                                                   batch_size=batch_size, train_split=train_split,
+                                                   held_out=held_out))
     rate = report.interactions / report.total_seconds if report.total_seconds else float("nan")
     console.print(f"[green]{report.dataset}[/green] version {report.dataset_version}: "
                   f"{report.interactions} interactions, history cap {report.history_cap}, {report.total_seconds:.1f}s ({rate:,.0f} interactions/s)")

@@ -34,6 +34,7 @@ BUCKET_ROWS = 500_000  # interactions per bucket: ~2 GB peak at cap 50 (2M-row b
 from feature_store.publish import PublishResult, publish_version
 from recsys.config import get_settings
 from recsys.data import Dataset, load_dataset
+from recsys.data.splits import TIME_ORDERED, apply_split, known_before
 
 log = logging.getLogger(__name__)
 
@@ -208,23 +209,27 @@ def load_item_vectors(path: Path, n_items: int) -> np.ndarray:
     return vectors
 
 
-def train_rows(dataset: Dataset, strategy: str) -> Dataset:
-    """`dataset` with only the train rows of split `strategy` (the same split training applies)."""
-    from recsys.data.splits import apply_split  # noqa: PLC0415
+def _known_label(held_out: str, strategy: str) -> str:
+    return "train+valid" if held_out == "test" and strategy in TIME_ORDERED else "train"
 
+
+def known_rows(dataset: Dataset, strategy: str, held_out: str = "valid") -> Dataset:
+    """`dataset` with only the rows a feed has read when the `held_out` split's events happen, under split
+    `strategy` (the split training applies): the train rows, plus the valid rows for `test` on a
+    time-ordered split (`recsys.data.splits.known_before`, the evaluation harness's rule)."""
     if strategy == "predefined" and "split" not in dataset.interactions.columns:
         raise ValueError(f"dataset {dataset.name} has no predefined split; use --train-split leave-last-out or temporal")
     if strategy not in ("predefined", "leave-last-out", "temporal"):
         raise ValueError(f"unknown split strategy {strategy!r}: use predefined, leave-last-out or temporal")
     split = apply_split(dataset, strategy)
-    return dataclasses.replace(split, interactions=split.split("train"))
+    return dataclasses.replace(split, interactions=known_before(split, held_out, strategy))
 
 
 def materialize(dataset: Dataset | str, *, history_cap: int | None = None,
                 item_vectors: np.ndarray | Path | None = None, client: redis.Redis | None = None,
                 namespace: str | None = None, offline_root: Path | None = None, offline_only: bool = False,
                 batch_size: int = 1000, progress: bool = True, train_split: str | None = None,
-                stream_rows: int = STREAM_ROWS, bucket_rows: int = BUCKET_ROWS) -> MaterializeReport:
+                held_out: str = "valid", stream_rows: int = STREAM_ROWS, bucket_rows: int = BUCKET_ROWS) -> MaterializeReport:
     """Compute features for `dataset`, write the offline tables, then publish a new online version.
 
     Args:
@@ -237,6 +242,9 @@ def materialize(dataset: Dataset | str, *, history_cap: int | None = None,
             ``leave-last-out``, ``temporal``): the store then holds exactly the histories a run
             trained with that split saw (the train/serve parity check, or serving "as of training").
             The recorded ``dataset_version`` stays the full dataset's, as runs record it.
+        held_out: with `train_split`, the rows known when this split is ranked: ``valid`` (default) the
+            train rows; ``test`` on leave-last-out or temporal also the valid rows (what the evaluation
+            harness ranks test users from, `recsys.data.splits.known_before`).
         stream_rows: above this many interactions, compute and write in user buckets of about
             `bucket_rows` interactions (`write_offline_streaming`; same tables, bounded memory).
     """
@@ -252,7 +260,7 @@ def materialize(dataset: Dataset | str, *, history_cap: int | None = None,
     ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
     source_version = ds.version
     if train_split is not None:
-        ds = train_rows(ds, train_split)
+        ds = known_rows(ds, train_split, held_out)
     if isinstance(item_vectors, (str, Path)):
         item_vectors = load_item_vectors(Path(item_vectors), ds.n_items)
     inputs = feature_inputs(ds, history_cap, item_vectors)
@@ -276,7 +284,7 @@ def materialize(dataset: Dataset | str, *, history_cap: int | None = None,
             client = connect_redis()
         meta = {"dataset": ds.name, "dataset_version": source_version, "history_cap": inputs.history_cap,
                 "feature_definition": f"{USER_HISTORY.name}-v{USER_HISTORY.version}",
-                "split": f"train:{train_split}" if train_split else "all", "feature_tables": ",".join(tables)}
+                "split": f"{_known_label(held_out, train_split)}:{train_split}" if train_split else "all", "feature_tables": ",".join(tables)}
         online = publish_version(client, namespace or get_settings().redis_namespace,
                                  users=latest_history, items=item_features, meta=meta,
                                  batch_size=batch_size, progress=progress)

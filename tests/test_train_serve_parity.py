@@ -1,18 +1,20 @@
 """Train = serve: the feed the API returns is the top-20 the evaluation harness ranks.
 
 For a trained ML-100K run (a short two-member ensemble, text medium) and a trained TikTok run
-(one short tower): the online store is materialised from the train split with the run's feature
-window, the run is served by a real uvicorn server against a real Redis, and for every ML-100K
-test user (563 of whom have more than 50 train events, more than the window) and a sample of TikTok
+(one short tower): the online store is materialised, with the run's feature window, from the rows
+the harness ranks the held-out split from (`EvalSplit.known`: train rows, and for ML-100K's
+leave-one-out test split train + valid rows, the point-in-time history after the valid event), the
+run is served by a real uvicorn server against a real Redis, and for every ML-100K valid and test
+user (563 of whom have more than 50 train events, more than the window) and a sample of TikTok
 test users:
 
 * the user vector the server computes (the run's encoder on the online store's window, as
-  `Retriever.user_vector` does) equals the run's `user_vectors.npy` row, which evaluation ranks
-  with, to 1e-5;
+  `Retriever.user_vector` does) equals the vector evaluation ranks with, to 1e-5: the run's
+  `user_vectors.npy` row when the split is ranked from train events, the served encoder's vector of
+  the train + valid window otherwise;
 * the API's top-20 equals the harness's top-20 (`per_user_ranking_metrics` with the run's aligned
   scores, `training.evaluation_runs`), item for item, with the same masking: what the server
-  excludes, the user's served window (for users within the window, all their train items: the
-  published protocol's mask).
+  excludes, the user's served window (for users within the window, all their known items).
 """
 from __future__ import annotations
 
@@ -37,31 +39,38 @@ pytestmark = pytest.mark.slow
 K = 20
 
 
-def _trained_and_served(tmp_path_factory, redis_server, dataset: str, overrides: list[str]):
+def _trained(tmp_path_factory, dataset: str, overrides: list[str]):
     root = tmp_path_factory.mktemp(f"parity-{dataset}")
     config = load_config(None, dataset, ["train.threads=1", "train.patience=1", *overrides])
     result = train(config, root / "run", resume=False, progress=False)
-    run = load_run(result.run_dir)
-    namespace = f"test-parity-{dataset}"
-    materialize(dataset, history_cap=run_window(run.meta), train_split=config.data.split, client=redis_server,
-                namespace=namespace, offline_root=root / "offline", progress=False)
+    return load_run(result.run_dir), root
+
+
+def _served_as_of(run, root, redis_server, split: str):
+    """Materialise the rows known when `split` is ranked into a namespace of its own; (namespace, env)."""
+    namespace = f"test-parity-{run.dataset}-{split}"
+    materialize(run.dataset, history_cap=run_window(run.meta), train_split=run.meta["split_strategy"],
+                held_out=split, client=redis_server, namespace=namespace, offline_root=root / f"offline-{split}",
+                progress=False)
     env = {"REDIS_URL": redis_url_of(redis_server), "RECSYS_REDIS_NAMESPACE": namespace,
-           "RECSYS_SERVE_LOG_DIR": str(root / "logs")}
-    return run, namespace, env, root
+           "RECSYS_SERVE_LOG_DIR": str(root / f"logs-{split}")}
+    return namespace, env
 
 
-def _check_parity(run, namespace: str, env: dict, root, redis_server, users: np.ndarray | None = None) -> int:
-    """Compare server and harness for the test users (or `users`, dataset user indices); returns how many."""
+def _check_parity(run, split: str, root, redis_server, users: np.ndarray | None = None) -> int:
+    """Compare server and harness for the `split` users (or `users`, dataset user indices); returns how
+    many fill the window."""
+    namespace, env = _served_as_of(run, root, redis_server, split)
     ds = load_dataset(run.dataset)
-    ev = prepare_split(ds, "test", run.meta["split_strategy"])
+    ev = prepare_split(ds, split, run.meta["split_strategy"])
     store = FeatureStore(run_window(run.meta), client=redis_server, namespace=namespace)
     assert not store.check_run(run.meta), store.check_run(run.meta)
     test_users = np.unique(ev.held_out["user_index"].to_numpy()) if users is None else users
     user_ids, item_ids = ds.user_ids, ds.item_ids
     dataset_item = {item: i for i, item in enumerate(item_ids)}
     encoder = run.user_encoder
-    run_rows = run.user_index_by_id
     item_index = run.item_index_by_id
+    aligned = align_run(run, ev.dataset, ev.known if ev.reads_past_train else None)  # as `recsys evaluate` ranks
 
     # What the server reads and excludes: the online window, as dataset (user_index, item_index) pairs.
     windows = {int(u): store.online_window(user_ids[u]) for u in test_users}
@@ -69,13 +78,13 @@ def _check_parity(run, namespace: str, env: dict, root, redis_server, users: np.
                            "item_index": [item_index[i] for w in windows.values() for i, _ in w]},
                           schema={"user_index": pl.Int64, "item_index": pl.Int64})
     held_out = ev.held_out.filter(pl.col("user_index").is_in(list(windows)))
-    score_fn = aligned_score_fn(align_run(run, ev.dataset), ev.popularity, served_prior=True)  # as `recsys evaluate` ranks
+    score_fn = aligned_score_fn(aligned, ev.popularity, served_prior=True)
     _, tops = per_user_ranking_metrics(score_fn, held_out, masked, ev.n_items, ks=(K,))
     harness_users = np.unique(held_out["user_index"].to_numpy())
     assert len(harness_users) == len(test_users)
 
     heavy = ties = 0
-    with LocalServer(run.run_dir, env=env, log_file=root / "server.log") as server, \
+    with LocalServer(run.run_dir, env=env, log_file=root / f"server-{split}.log") as server, \
             httpx.Client(base_url=server.url, timeout=60) as client:
         assert client.get("/readyz").json()["status"] == "ok"
         for user, top in zip(harness_users.tolist(), tops):
@@ -83,7 +92,7 @@ def _check_parity(run, namespace: str, env: dict, root, redis_server, users: np.
             window = windows[user]
             heavy += len(window) == run_window(run.meta)
             served = encoder.encode([[item_index[i] for i, _ in window]])[0]
-            np.testing.assert_allclose(served, run.user_vectors[run_rows[user_id]], atol=1e-5,
+            np.testing.assert_allclose(served, aligned.user_vectors[user], atol=1e-5,
                                        err_msg=f"user {user_id}: served vector != evaluated vector")
             response = client.get(f"/v1/users/{user_id}/recommendations", params={"k": K})
             assert response.status_code == 200, response.text
@@ -102,23 +111,22 @@ def _check_parity(run, namespace: str, env: dict, root, redis_server, users: np.
 
 
 @pytest.mark.timeout(1800)
-def test_ml100k_feed_equals_the_evaluated_top20_for_every_test_user(tmp_path_factory, redis_server):
-    run, namespace, env, root = _trained_and_served(
-        tmp_path_factory, redis_server, "ml-100k", ["train.epochs=2", "train.ensemble=2"])
+def test_ml100k_feed_equals_the_evaluated_top20_for_every_valid_and_test_user(tmp_path_factory, redis_server):
+    run, root = _trained(tmp_path_factory, "ml-100k", ["train.epochs=2", "train.ensemble=2"])
     assert run.meta["feature_window"]["size"] == 50 and run.meta["data_version"]
-    heavy = _check_parity(run, namespace, env, root, redis_server)
-    assert heavy > 500, f"only {heavy} test users fill the 50-event window; the heavy users must be covered"
+    for split in ("valid", "test"):  # test is ranked from train + valid: a store as of after the valid event
+        heavy = _check_parity(run, split, root, redis_server)
+        assert heavy > 500, f"only {heavy} {split} users fill the 50-event window; the heavy users must be covered"
 
 
 @pytest.mark.timeout(1800)
 def test_tiktok_feed_equals_the_evaluated_top20_for_a_sample_of_test_users(tmp_path_factory, redis_server):
-    run, namespace, env, root = _trained_and_served(
-        tmp_path_factory, redis_server, "tiktok",
-        ["train.epochs=1", "train.ensemble=1", "model.dim=64", "loss.alignment_weight=0"])
+    run, root = _trained(tmp_path_factory, "tiktok",
+                         ["train.epochs=1", "train.ensemble=1", "model.dim=64", "loss.alignment_weight=0"])
     ds = load_dataset("tiktok")
     test = ds.interactions.filter(pl.col("split") == "test")
     counts = ds.interactions.filter(pl.col("split") == "train").group_by("user_index").len()
     heaviest = counts.sort("len", descending=True)["user_index"].head(20).to_numpy()
     sample = np.random.default_rng(0).choice(np.unique(test["user_index"].to_numpy()), 300, replace=False)
     users = np.intersect1d(np.union1d(sample, heaviest), np.unique(test["user_index"].to_numpy()))
-    _check_parity(run, namespace, env, root, redis_server, users)
+    _check_parity(run, "test", root, redis_server, users)

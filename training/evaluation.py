@@ -71,7 +71,7 @@ def evaluate_run(run_dir: Path | str, split: str = "test", task: str = "ranking"
               "split_strategy": ev.strategy, "task": task}
     if task == "cross-media":
         return {**header, **cross_media_report(load_media_vectors(run, ev.dataset), ev.cold_items)}
-    aligned = align_run(run, ev.dataset)
+    aligned = align_run(run, ev.dataset, _history(ev))
     body = _score_task(aligned_score_fn(aligned, ev.popularity, served_prior=task == "ranking"), ev, task)
     if task == "ranking":
         body["n_users_unknown_to_run"] = aligned.n_users_unknown
@@ -82,14 +82,23 @@ def per_user_metrics(run_dir: Path, split: str = "test") -> pl.DataFrame:
     """One row per evaluated user: user_id (str), n_train (int), media (str, dominant media type of
     the user's held-out items, may be null), recall@10, recall@20, ndcg@10, ndcg@20, mrr, hit_rate@20."""
     run, ev = _open(run_dir, split, None)
-    return per_user_frame(aligned_score_fn(align_run(run, ev.dataset), ev.popularity, served_prior=True), ev)
+    return per_user_frame(aligned_score_fn(align_run(run, ev.dataset, _history(ev)), ev.popularity, served_prior=True), ev)
+
+
+def _history(ev: EvalSplit) -> pl.DataFrame | None:
+    """The events users must be re-encoded from (test after valid on a time-ordered split), else None:
+    the run's own user vectors already encode the train events."""
+    return ev.known if ev.reads_past_train else None
 
 
 def evaluate_baseline(name: str, dataset: str | Dataset, split: str = "test", task: str = "ranking",
                       split_strategy: str | None = None, tie_break: str = "file-order", **overrides: Any) -> dict[str, Any]:
     """Fit baseline `name` (see `recsys.baselines.BASELINES`) on train and evaluate it like a run.
 
-    Baselines that learn (BPR-MF, LightGCN) choose their epoch on `valid` (never on test)."""
+    Baselines that learn (BPR-MF, LightGCN, SASRec) choose their epoch on `valid` (never on test).
+    Ranking test after valid on a time-ordered split, a baseline with a history input (ItemKNN,
+    SASRec: `read_histories`) reads train + valid events, as a run's served encoder does; models
+    whose user is a learned embedding (BPR-MF, LightGCN) keep their train-fitted scores, as in RecBole."""
     import training.content_baseline  # noqa: F401  (registers the content-only baseline)
     from recsys.baselines import make_baseline
 
@@ -105,6 +114,8 @@ def evaluate_baseline(name: str, dataset: str | Dataset, split: str = "test", ta
     start = time.perf_counter()
     model.fit(ev.dataset, ev.train)
     fit_seconds = time.perf_counter() - start
+    if ev.reads_past_train and hasattr(model, "read_histories"):  # models with a history input read the known events
+        model.read_histories(ev.known)
     log.info("fitted %s on %s train (%d interactions) in %.1fs", name, ds.name, ev.train.height, fit_seconds)
     header = {"model_version": f"baseline:{name}", "dataset": ds.name, "split": split,
               "split_strategy": ev.strategy, "tie_break": tie_break, "task": task, "fit_seconds": round(fit_seconds, 3)}

@@ -5,7 +5,7 @@ Held-out interactions whose item has no train interaction are retrieved twice:
   This is the meaningful comparison: a collaborative model or popularity cannot tell unseen items
   apart (popularity of every unseen item is 0, so popularity ranks them as one big tie and its
   expected recall equals random), while a content model can;
-- **among all items** (`all_items`): full ranking with train items masked, as in production,
+- **among all items** (`all_items`): full ranking with the user's known items masked (`EvalSplit.known`), as in production,
   where cold items also compete with the popular head.
 `random_recall@K` is the exact expectation of a uniformly random ranking of the same candidates.
 
@@ -32,13 +32,13 @@ K = 20
 
 def policy_score_fn(score_fn: ScoreFn, ev: EvalSplit, policy: NewItemPolicy, k: int = K, seed: int = 0) -> ScoreFn:
     """Scores whose top-k is the feed the policy serves: the top (k - slots) by score + boost for cold
-    items (train items masked), with exploration draws among the remaining cold items at the slot
+    items (known items masked), with exploration draws among the remaining cold items at the slot
     positions. Items outside the list keep their boosted order below it."""
     cold = np.zeros(ev.n_items, dtype=bool)
     cold[ev.cold_items] = True
-    train = ev.train.select("user_index", "item_index").unique().sort("user_index")
-    users = train["user_index"].to_numpy()
-    items = train["item_index"].to_numpy()
+    known = ev.known.select("user_index", "item_index").unique().sort("user_index")
+    users = known["user_index"].to_numpy()
+    items = known["item_index"].to_numpy()
     starts = np.searchsorted(users, np.arange(int(users.max(initial=0)) + 2))
     slots = slot_positions(k, policy.share)
     rng = np.random.default_rng(seed)
@@ -79,11 +79,11 @@ def feed_policy_report(score_fn: ScoreFn, ev: EvalSplit, policy: NewItemPolicy) 
     out: dict[str, Any] = {"feed_policy": {"boost": policy.boost, "explore_share": policy.share,
                                            "temperature": policy.temperature, "slots_of_20": len(slot_positions(K, policy.share))}}
     if rows.height:
-        out[f"all_items_recall@{K}"] = evaluate_scores(with_policy, rows, ev.train, ev.n_items, KS)[f"recall@{K}"]
+        out[f"all_items_recall@{K}"] = evaluate_scores(with_policy, rows, ev.known, ev.n_items, KS)[f"recall@{K}"]
         out[f"random_all_items_recall@{K}"] = _random_recall(rows, ev, candidates=None)
     if warm.height:
-        base = evaluate_scores(score_fn, warm, ev.train, ev.n_items, KS)[f"recall@{K}"]
-        served = evaluate_scores(with_policy, warm, ev.train, ev.n_items, KS)[f"recall@{K}"]
+        base = evaluate_scores(score_fn, warm, ev.known, ev.n_items, KS)[f"recall@{K}"]
+        served = evaluate_scores(with_policy, warm, ev.known, ev.n_items, KS)[f"recall@{K}"]
         out.update({f"warm_recall@{K}": base, f"warm_recall@{K}_policy": served,
                     "warm_relative_loss": (base - served) / base if base > 0 else 0.0})
     return out
@@ -99,9 +99,9 @@ def cold_start_report(score_fn: ScoreFn, ev: EvalSplit, policy: NewItemPolicy | 
     if rows.height == 0:
         report["note"] = "no held-out interaction has a cold item; nothing to evaluate"
         return report
-    among_cold = evaluate_scores(score_fn, rows, ev.train, ev.n_items, KS, candidate_items=cold_items)
-    among_all = evaluate_scores(score_fn, rows, ev.train, ev.n_items, KS)
-    pop_all = evaluate_scores(lambda b: np.tile(ev.popularity, (len(b), 1)), rows, ev.train, ev.n_items, KS)
+    among_cold = evaluate_scores(score_fn, rows, ev.known, ev.n_items, KS, candidate_items=cold_items)
+    among_all = evaluate_scores(score_fn, rows, ev.known, ev.n_items, KS)
+    pop_all = evaluate_scores(lambda b: np.tile(ev.popularity, (len(b), 1)), rows, ev.known, ev.n_items, KS)
     random_cold = _random_recall(rows, ev, candidates=cold_items)
     report.update({f"recall@{K}": among_cold[f"recall@{K}"], f"ndcg@{K}": among_cold[f"ndcg@{K}"],
                    "recall@10": among_cold["recall@10"], "ndcg@10": among_cold["ndcg@10"],
@@ -120,10 +120,10 @@ def cold_start_report(score_fn: ScoreFn, ev: EvalSplit, policy: NewItemPolicy | 
 def _random_recall(rows: pl.DataFrame, ev: EvalSplit, candidates: np.ndarray | None, k: int = K) -> float:
     """Mean over users of min(k, C_u) / C_u: each held-out item lands in a random top k with that probability.
 
-    C_u = candidates left after masking the user's train items (cold candidates are never masked).
+    C_u = candidates left after masking the user's known items (`EvalSplit.known`).
     """
     users = rows.select("user_index").unique()
-    masked = ev.train.select("user_index", "item_index").unique()
+    masked = ev.known.select("user_index", "item_index").unique()
     if candidates is not None:
         masked = masked.filter(pl.col("item_index").is_in(candidates.tolist()))
     n_cand = len(candidates) if candidates is not None else ev.n_items

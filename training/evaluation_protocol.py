@@ -5,8 +5,12 @@ One place decides the protocol so every model and baseline is judged identically
   (TikTok: its predefined published split; ML-100K: leave-last-out), with the run's tie rule
   (`data.tie_break`; runs from before the rule existed used item-index);
 - the held-out split (`valid` or `test`) is retrieved by ranking **all** items;
-- only the user's **train** items are masked (DiffMM's published protocol, used for every
-  dataset so numbers stay comparable); users with >= 1 held-out item are evaluated;
+- a user is ranked from the events a feed had read when the held-out events happened, and those
+  items are masked (`EvalSplit.known`, `recsys.data.splits.known_before`): train events for `valid`
+  and for the predefined split (DiffMM's published protocol); train + valid events for `test` on a
+  time-ordered split (leave-last-out, temporal), which is the point-in-time history the feed reads
+  after the valid event, and RecBole's leave-one-out test protocol. Users with >= 1 held-out item
+  are evaluated;
 - an item's media type is its media joined with '+' in canonical order ("image+audio", "text");
 - cold items are items with no train interaction at all.
 """
@@ -19,7 +23,7 @@ import numpy as np
 import polars as pl
 
 from recsys.data.schema import Dataset
-from recsys.data.splits import TIE_BREAKS, TieBreak, apply_split
+from recsys.data.splits import TIE_BREAKS, TieBreak, apply_split, known_before
 
 EVAL_SPLITS = ("valid", "test")
 SPLIT_STRATEGIES = ("leave-last-out", "temporal", "predefined")
@@ -44,6 +48,17 @@ class EvalSplit:
     @cached_property
     def held_out(self) -> pl.DataFrame:
         return self.dataset.split(self.split)
+
+    @cached_property
+    def known(self) -> pl.DataFrame:
+        """The events users are ranked from and whose items are masked (see `known_before`)."""
+        return known_before(self.dataset, self.split, self.strategy)
+
+    @property
+    def reads_past_train(self) -> bool:
+        """True when the ranking input holds events the run never trained on (test after valid): user
+        vectors must then be encoded from `known`, not taken from the run's train-time vectors."""
+        return self.known.height != self.train.height
 
     @property
     def n_items(self) -> int:

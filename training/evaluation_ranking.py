@@ -18,13 +18,13 @@ PER_USER_COLUMNS = ("recall@10", "recall@20", "ndcg@10", "ndcg@20", "mrr", "hit_
 
 def ranking_report(score_fn: ScoreFn, ev: EvalSplit) -> dict[str, Any]:
     """Overall metrics plus `by_media` (groups of held-out items by media type) and `cold_start`."""
-    per_user, tops = per_user_ranking_metrics(score_fn, ev.held_out, ev.train, ev.n_items, KS)
+    per_user, tops = per_user_ranking_metrics(score_fn, ev.held_out, ev.known, ev.n_items, KS)
     report: dict[str, Any] = summarise(per_user, tops, ev.n_items, KS)
     report["n_interactions"] = ev.held_out.height
     report["by_media"] = _by_media(score_fn, ev, overall=report)
     cold = ev.held_out.filter(pl.col("item_index").is_in(ev.cold_items.tolist()))
     if cold.height:
-        cold_report = evaluate_scores(score_fn, cold, ev.train, ev.n_items, KS)
+        cold_report = evaluate_scores(score_fn, cold, ev.known, ev.n_items, KS)
         cold_report.update(n_interactions=cold.height, n_cold_items=len(ev.cold_items), candidates="all items")
         report["cold_start"] = cold_report
     else:
@@ -40,7 +40,7 @@ def _by_media(score_fn: ScoreFn, ev: EvalSplit, overall: dict[str, Any]) -> dict
         if rows.height == ev.held_out.height:  # one group covers everything: same numbers, no second pass
             group = {k: v for k, v in overall.items() if not isinstance(v, dict)}
         else:
-            group = evaluate_scores(score_fn, rows, ev.train, ev.n_items, KS)
+            group = evaluate_scores(score_fn, rows, ev.known, ev.n_items, KS)
         group["n_interactions"] = rows.height
         out[media] = group
     return out
@@ -49,7 +49,7 @@ def _by_media(score_fn: ScoreFn, ev: EvalSplit, overall: dict[str, Any]) -> dict
 def per_user_frame(score_fn: ScoreFn, ev: EvalSplit) -> pl.DataFrame:
     """One row per evaluated user: user_id, n_train, media (dominant media type of their held-out
     items, null when none has media), recall@10, recall@20, ndcg@10, ndcg@20, mrr, hit_rate@20."""
-    per_user, _ = per_user_ranking_metrics(score_fn, ev.held_out, ev.train, ev.n_items, KS)
+    per_user, _ = per_user_ranking_metrics(score_fn, ev.held_out, ev.known, ev.n_items, KS)
     user_ids = ev.dataset.interactions.select("user_index", "user_id").unique("user_index")
     dominant = (
         ev.held_out.join(ev.item_media_type, on="item_index", how="left")

@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import polars as pl
 import torch
 
+from feature_store.store import FeatureStore, run_window
 from recsys.new_items import item_prior, recorded_boost
-from recsys.artifact import RunArtifact, RunDirError
+from recsys.artifact import RunArtifact, RunDirError, UserEncoder
 from recsys.data.schema import Dataset
 from recsys.metrics import ScoreFn
 
@@ -50,8 +52,24 @@ def _positions(run_ids: list[Any], dataset_ids: list[str]) -> tuple[np.ndarray, 
     return arr[:, 0], arr[:, 1]
 
 
-def align_run(run: RunArtifact, dataset: Dataset) -> AlignedRun:
-    """Copy the run's vectors into dataset-indexed matrices, matching users and items by id."""
+def users_as_of(encoder: UserEncoder, window: int | None, events: pl.DataFrame, n_users: int,
+                item_index_by_id: dict[str, int] | None = None) -> np.ndarray:
+    """(n_users, d): each user's vector from their feature window at the end of `events`, computed by the
+    served encoder (row = user_index; users without events get the encoder's empty-history vector).
+
+    This is what the feed computes once the online store holds `events`: ranking the test events of a
+    leave-one-out split reads train + valid (`EvalSplit.known`), which the run's train-time vectors lack.
+    """
+    windows = FeatureStore(window).historical_windows(events, item_index_by_id, n_users)
+    return np.asarray(encoder.encode(windows), dtype=np.float32)
+
+
+def align_run(run: RunArtifact, dataset: Dataset, history: pl.DataFrame | None = None) -> AlignedRun:
+    """Copy the run's vectors into dataset-indexed matrices, matching users and items by id.
+
+    `history`: encode users from these events (dataset rows) with the run's served encoder instead of
+    taking the run's train-time user vectors; the users with at least one event count as known.
+    """
     run_items, run_users = run.items.sort("item_index"), run.users.sort("user_index")
     ds_item, pos_item = _positions(run_items["item_id"].to_list(), dataset.item_ids)
     ds_user, pos_user = _positions(run_users["user_id"].to_list(), dataset.user_ids)
@@ -68,6 +86,10 @@ def align_run(run: RunArtifact, dataset: Dataset) -> AlignedRun:
         item_known[ds_item[run_items["taken_down"].fill_null(False).to_numpy()[pos_item]]] = False
     user_known = np.zeros(dataset.n_users, bool)
     user_known[ds_user] = True
+    if history is not None:
+        users = users_as_of(run.user_encoder, run_window(run.meta), history, dataset.n_users, run.item_index_by_id)
+        user_known = np.zeros(dataset.n_users, bool)
+        user_known[history["user_index"].to_numpy()] = True
     aligned = AlignedRun(users, items, item_known, user_known, _new_item_prior(run, ds_item, pos_item, dataset.n_items))
     if not item_known.all():
         log.warning("run %s lacks %d of %d dataset items; they are never recommended",

@@ -123,15 +123,20 @@ def user_encoder_payload(members: list[Member]) -> dict[str, Any]:
     return ensemble_payload([_encoder(m) for m in members], _weights(members))
 
 
-def served_user_vectors(encoder: dict[str, Any], data: TrainingData) -> np.ndarray:
+def served_user_vectors(encoder: dict[str, Any], data: TrainingData, events: pl.DataFrame | None = None) -> np.ndarray:
     """Every user's vector computed by the served encoder from their feature window.
 
     The run's `user_vectors.npy` (what evaluation ranks with) come from here, so offline metrics
-    describe exactly what the server computes from the online store's window.
+    describe exactly what the server computes from the online store's window. `events`: the
+    windows at the end of these rows instead of train (ranking test after valid reads train + valid).
     """
     from recsys.artifact import USER_ENCODER_LOADERS  # noqa: PLC0415
+    from training.evaluation_runs import users_as_of  # noqa: PLC0415
 
-    return USER_ENCODER_LOADERS[encoder["kind"]](encoder, None).encode(data.train_histories())
+    served = USER_ENCODER_LOADERS[encoder["kind"]](encoder, None)
+    if events is None:
+        return served.encode(data.train_histories())
+    return users_as_of(served, data.window.size, events, data.n_users)
 
 
 def export_run(run_dir: Path, config: TrainConfig, data: TrainingData, members: list[Member],

@@ -23,6 +23,7 @@ import torch
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from recsys.data.splits import known_before
 from recsys.logs import configure_logging
 from recsys.metrics import dot_product_scorer, evaluate_scores
 from recsys.new_items import NewItemPolicy, item_prior
@@ -128,12 +129,17 @@ def check_resumable_data(run_dir: Path, data: TrainingData, resume: bool, ctx: D
 
 
 def evaluate_vectors(data: TrainingData, users: np.ndarray, items: np.ndarray, split: str,
-                     ctx: DistContext) -> dict[str, Any]:
-    """Full-ranking metrics of the served scores on `split` (mask = train items), on rank 0, shared."""
+                     ctx: DistContext, encoder: dict[str, Any]) -> dict[str, Any]:
+    """Full-ranking metrics of the served scores on `split`, on rank 0, shared: the harness's protocol
+    (`known_before`: ranking test after valid on a time-ordered split, users are re-encoded from train +
+    valid by the served `encoder` and those items masked; otherwise train-time `users`, train mask)."""
     metrics: dict[str, Any] = {}
     held_out = data.valid if split == "valid" else data.test
     if ctx.is_main and held_out.height:
-        metrics = evaluate_scores(dot_product_scorer(users, items, served_item_prior(data)), held_out, data.train,
+        known = known_before(data.dataset, split, data.split_strategy)
+        if known.height != data.train.height:
+            users = served_user_vectors(encoder, data, known)
+        metrics = evaluate_scores(dot_product_scorer(users, items, served_item_prior(data)), held_out, known,
                                   data.n_items)
     return broadcast(metrics, ctx)
 
@@ -174,8 +180,8 @@ def train(config: TrainConfig, run_dir: Path | str, resume: bool = True, progres
     gap = float(np.abs(users - trained_users).max()) if users.size else 0.0
     if gap > 1e-4:
         log.warning("served user vectors differ from the training forward pass by up to %.2g", gap)
-    valid = evaluate_vectors(data, users, items, "valid", ctx)
-    test = evaluate_vectors(data, users, items, "test", ctx)
+    valid = evaluate_vectors(data, users, items, "valid", ctx, encoder)
+    test = evaluate_vectors(data, users, items, "test", ctx, encoder)
     first = members[0]
     history = first.state.history if n == 1 else [h for m in members for h in m.state.history]
     metrics = {"best_epoch": first.state.best_epoch, "select_metric": config.train.select_metric, "valid": valid,

@@ -53,6 +53,14 @@ class ItemKNN:
         self.tiebreak = (popularity * scale * self.config.popularity_ties).astype(np.float32)
         return self
 
+    def read_histories(self, interactions: pl.DataFrame) -> "ItemKNN":
+        """Score users from the items of `interactions` instead of their train items (ranking test after
+        valid reads train + valid, as the feed does); the fitted similarities are unchanged."""
+        assert self.user_items is not None, "call fit() first"
+        n_users = max(self.user_items.shape[0], int(interactions["user_index"].max() or 0) + 1 if interactions.height else 0)
+        self.user_items = interaction_matrix(interactions, n_users, self.user_items.shape[1])
+        return self
+
     def score(self, user_index_batch: np.ndarray) -> np.ndarray:
         assert self.user_items is not None and self.weights is not None, "call fit() first"
         history = self.user_items[np.asarray(user_index_batch, dtype=np.int64)]

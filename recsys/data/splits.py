@@ -20,6 +20,8 @@ from recsys.data.schema import Dataset
 SplitStrategy = Literal["leave-last-out", "temporal", "predefined"]
 TieBreak = Literal["file-order", "item-index"]
 TIE_BREAKS: tuple[str, ...] = ("file-order", "item-index")
+TIME_ORDERED: tuple[str, ...] = ("leave-last-out", "temporal")  # every test event follows every valid one
+HELD_OUT_SPLITS: tuple[str, ...] = ("valid", "test")
 
 
 def leave_last_out(interactions: pl.DataFrame, n_valid: int = 1, n_test: int = 1,
@@ -78,6 +80,21 @@ def apply_split(dataset: Dataset, strategy: SplitStrategy | None = None, tie_bre
         out = leave_last_out(inter, tie_break=tie_break) if strategy == "leave-last-out" else global_temporal(inter)
     from dataclasses import replace
     return replace(dataset, interactions=out)
+
+
+def known_before(split_dataset: Dataset, held_out: str, strategy: str) -> pl.DataFrame:
+    """The interactions a feed has read when the `held_out` events happen: its input, and what it excludes.
+
+    On a time-ordered split (leave-last-out, temporal) every test event comes after the user's valid
+    events, so at test time the feed has read train + valid: that is the point-in-time history, and
+    RecBole's test protocol (input and mask) on the leave-one-out split. Ranking `valid`, or either
+    held-out set of a `predefined` split (DiffMM's are random draws, not later events), reads train
+    only. `split_dataset` is the dataset with `strategy` applied (`apply_split`); rows keep its order.
+    """
+    if held_out not in HELD_OUT_SPLITS:
+        raise ValueError(f"unknown held-out split {held_out!r} (expected one of: {', '.join(HELD_OUT_SPLITS)})")
+    reads = ("train", "valid") if held_out == "test" and strategy in TIME_ORDERED else ("train",)
+    return split_dataset.interactions.filter(pl.col("split").is_in(reads))
 
 
 def cold_item_split(interactions: pl.DataFrame, fraction: float = 0.1, seed: int = 0,
