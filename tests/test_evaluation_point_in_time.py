@@ -90,8 +90,9 @@ def test_a_history_model_reads_the_valid_event_when_ranking_test(paired: Path):
     """ItemKNN learns the pairs from train; only the valid event points at each user's test item."""
     report = evaluate_baseline("itemknn", str(paired), "test", split_strategy="leave-last-out")
     assert report["recall@10"] > 0.95, report["recall@10"]
+    assert report["ranked_from"] == "train+valid"
     train_only = evaluate_baseline("itemknn", str(paired), "valid", split_strategy="leave-last-out")
-    assert train_only["recall@10"] < 0.6  # from train alone the third pair is a guess among 36 items
+    assert train_only["recall@10"] < 0.6 and train_only["ranked_from"] == "train"  # from train alone the third pair is a guess among 36 items
 
 
 def test_train_prints_the_test_figure_recsys_evaluate_reports(paired: Path, tmp_path: Path):
@@ -102,5 +103,6 @@ def test_train_prints_the_test_figure_recsys_evaluate_reports(paired: Path, tmp_
     out = CliRunner().invoke(app, ["evaluate", "--run", str(result.run_dir), "--split", "test", "--json"])
     assert out.exit_code == 0, out.output
     report = json.loads(out.stdout)
+    assert report["ranked_from"] == "train+valid"
     for key in ("recall@10", "ndcg@10", "recall@20", "mrr"):
         assert report[key] == pytest.approx(result.metrics["test"][key], abs=1e-6), key

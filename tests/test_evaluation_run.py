@@ -67,6 +67,7 @@ def test_run_metrics_equal_the_in_memory_model(tiny):
     for key in METRICS:
         assert report[key] == pytest.approx(expected[key], abs=1e-9), key
     assert report["n_users"] == N_USERS and report["split"] == "test" and report["split_strategy"] == "predefined"
+    assert report["ranked_from"] == "train"  # DiffMM's held-out sets are random draws: ranked from train alone
     assert report["model_version"] == load_run(tiny["run"]).model_version
 
 

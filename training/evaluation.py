@@ -68,7 +68,7 @@ def evaluate_run(run_dir: Path | str, split: str = "test", task: str = "ranking"
     _check_task(task)
     run, ev = _open(run_dir, split, dataset)
     header = {"model_version": run.model_version, "dataset": run.dataset, "split": split,
-              "split_strategy": ev.strategy, "task": task}
+              "split_strategy": ev.strategy, "ranked_from": ev.ranked_from, "task": task}
     if task == "cross-media":
         return {**header, **cross_media_report(load_media_vectors(run, ev.dataset), ev.cold_items)}
     aligned = align_run(run, ev.dataset, _history(ev))
@@ -118,7 +118,8 @@ def evaluate_baseline(name: str, dataset: str | Dataset, split: str = "test", ta
         model.read_histories(ev.known)
     log.info("fitted %s on %s train (%d interactions) in %.1fs", name, ds.name, ev.train.height, fit_seconds)
     header = {"model_version": f"baseline:{name}", "dataset": ds.name, "split": split,
-              "split_strategy": ev.strategy, "tie_break": tie_break, "task": task, "fit_seconds": round(fit_seconds, 3)}
+              "split_strategy": ev.strategy, "ranked_from": ev.ranked_from, "tie_break": tie_break, "task": task,
+              "fit_seconds": round(fit_seconds, 3)}
     return {**header, **_score_task(model.score, ev, task)}
 
 

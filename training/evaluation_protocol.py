@@ -55,6 +55,11 @@ class EvalSplit:
         return known_before(self.dataset, self.split, self.strategy)
 
     @property
+    def ranked_from(self) -> str:
+        """The splits users are ranked from and masked with, as reports state it ("train", "train+valid")."""
+        return "train+valid" if self.reads_past_train else "train"
+
+    @property
     def reads_past_train(self) -> bool:
         """True when the ranking input holds events the run never trained on (test after valid): user
         vectors must then be encoded from `known`, not taken from the run's train-time vectors."""
