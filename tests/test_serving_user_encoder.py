@@ -128,7 +128,7 @@ def test_onnx_export_equals_the_module_at_batch_1_2_4_8_and_any_history_length(p
             histories = [rng.choice(N_ITEMS, size=n, replace=False).tolist() for n in lengths]
             with torch.inference_mode():
                 module = encoder.module(*history_tensors(histories)).numpy()
-            np.testing.assert_allclose(encoder.request_path(histories), module, atol=1e-5, rtol=0)
+                np.testing.assert_allclose(encoder.request_path(histories), module, atol=1e-5, rtol=0)
             np.testing.assert_allclose(encoder.encode(histories), module, atol=1e-5, rtol=0)
 
 
