@@ -89,7 +89,7 @@ def test_served_tower_reproduces_the_training_user_vectors(variant: dict, popula
 
 
 def _encoder(seed: int, pooling: str, runtime: str | None = None) -> tuple[TowerUserEncoder, np.ndarray, list[list[int]]]:
-    """The served encoder of a random-weight tower (recency mean or self-attention), its training user vectors
+    """The served encoder of a random-weight tower (`pooling` of the history), its training user vectors
     and histories; `runtime`: forced, else the setting's default."""
     cfg, model, out, graphs, histories = _trained_like(seed, True, 1, user_pooling=pooling, recency_half_life=3.0,
                                                        history_embedding=False)
@@ -114,7 +114,7 @@ def test_small_batches_run_the_fast_runtime_and_equal_the_module_row_by_row(pool
             np.testing.assert_allclose(encoder.encode([histories[u] for u in batch]), expected[batch], atol=1e-5)
 
 
-@pytest.mark.parametrize("pooling", ["mean", "self_attention"])
+@pytest.mark.parametrize("pooling", ["mean", "attention", "self_attention"])
 def test_onnx_export_equals_the_module_at_batch_1_2_4_8_and_any_history_length(pooling: str) -> None:
     """The default runtime is an ONNX Runtime session over an export of the loaded module: at each
     request batch size, for new users (empty), short, window-long and longer histories, mixed in one

@@ -205,7 +205,7 @@ def _onnx_path(module: nn.Module) -> Callable[[list[list[int]]], np.ndarray]:
 
     def encode(cleaned: list[list[int]]) -> np.ndarray:
         # a batch of new users only (no entry at all) runs the module: ONNX Runtime 1.23 returns a stale
-        # buffer for a product over 0 entries (the check's all-empty batches caught it)
+        # buffer for a product over 0 entries, or refuses it (the check's all-empty batches caught both)
         return tower(*history_tensors(cleaned)) if any(cleaned) else module(*history_tensors(cleaned)).numpy()
 
     return encode
