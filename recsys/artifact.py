@@ -45,7 +45,12 @@ class RunDirError(ValueError):
 
 
 class UserEncoder(Protocol):
-    """Maps item-index histories (oldest first) to L2-normalised user vectors in the item space."""
+    """Maps item-index histories (oldest first) to L2-normalised user vectors in the item space.
+
+    `runtime` names what computes them (reported by `/readyz` and `/admin/model`).
+    """
+
+    runtime: str
 
     def encode(self, histories: list[list[int]], timestamps: list[list[float]] | None = None) -> np.ndarray: ...
 
@@ -58,6 +63,7 @@ class MeanPoolUserEncoder:
     """
 
     kind = "mean_pool"
+    runtime = "numpy"
 
     def __init__(self, item_vectors: np.ndarray, half_life: float = 20.0):
         self.item_vectors = item_vectors

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal, get_args
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -15,6 +16,12 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 def _default_data_dir() -> Path:
     # The repository sits beside ../shared/data on developer and CI machines.
     return (Path(__file__).resolve().parents[1].parent / "shared" / "data")
+
+
+# How the served user tower runs request-sized batches, fastest first: each falls back to the next
+# (`recsys.models.user_encoder.TowerUserEncoder`); "eager" is the module itself.
+UserTowerRuntime = Literal["onnxruntime", "torchscript", "eager"]
+RUNTIMES: tuple[str, ...] = get_args(UserTowerRuntime)
 
 
 class Settings(BaseSettings):
@@ -32,6 +39,11 @@ class Settings(BaseSettings):
     online_new_user_ttl_s: int = Field(default=30 * 86400, ge=1, validation_alias="RECSYS_ONLINE_NEW_USER_TTL_S",
                                        description="a new user's online history expires this long after their last event")
     redis_namespace: str = Field(default="recsys", validation_alias="RECSYS_REDIS_NAMESPACE")
+    user_tower_runtime: UserTowerRuntime = Field(
+        default="onnxruntime", validation_alias="RECSYS_USER_TOWER_RUNTIME",
+        description="what runs the served user tower for a feed miss: an ONNX Runtime export of the trained module, "
+                    "TorchScript traces of it, or the module eagerly (each checked against the module at load; "
+                    "one that cannot be had falls back to the next, and /readyz reports the one in use)")
 
 
 @lru_cache(maxsize=1)

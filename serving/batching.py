@@ -2,13 +2,13 @@
 
 Why: a request-sized tower call is almost all per-op dispatch (~150 traced ops for the 3-member
 TikTok ensemble), so one call over 4 histories costs about what 1.3 single calls do
-(`TowerUserEncoder.traced`). Under load, many misses become ready in the same event-loop turn
+(`TowerUserEncoder.request_path`). Under load, many misses become ready in the same event-loop turn
 (their cache lookups' Redis replies are read in one poll); each adds its history here and waits,
 and one callback at the start of the next turn encodes them all. Nothing waits for a timer: a
 lone miss is encoded one turn later, so at low load this costs nothing and at high load the
 per-miss CPU falls exactly when it is short.
 
-The batch is the same module's function of each history (rows are independent; the traces are
+The batch is the same module's function of each history (rows are independent; its faster form is
 checked against the module at load), so a batched user's vector equals the one it would get alone.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ from recsys.artifact import UserEncoder
 from serving.metrics import TOWER_CALLS, TOWER_VECTORS
 from serving.turns import TurnQueue
 
-MAX_BATCH = 8  # the largest traced batch (`recsys.models.user_encoder.TRACED_BATCHES`)
+MAX_BATCH = 8  # the largest request batch (`recsys.models.user_encoder.REQUEST_BATCH`)
 
 
 class UserVectorBatcher:

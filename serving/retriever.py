@@ -301,4 +301,4 @@ class Retriever:
     def describe(self) -> dict:
         return {"model_version": self.version, "dataset": self.run.dataset, "run_dir": str(self.run.run_dir),
                 "n_items": self.n_items, "dim": self.index.dim, "index_kind": self.index.kind, "media": self.media,
-                "index": self.index.describe()}
+                "index": self.index.describe(), "user_tower_runtime": self.encoder.runtime}

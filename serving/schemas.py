@@ -108,6 +108,9 @@ class ModelInfo(BaseModel):
     index_kind: str
     media: list[str]
     index: IndexReport
+    user_tower_runtime: str = Field(description="what computes a live user's vector: onnxruntime, torchscript or "
+                                    "eager (the trained tower, setting RECSYS_USER_TOWER_RUNTIME, after any "
+                                    "fallback), numpy for a mean-pool run")
 
 
 class ModelSwitched(BaseModel):

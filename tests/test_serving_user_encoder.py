@@ -2,24 +2,38 @@
 
 A controlled case on purpose: a randomly initialised `TwoTower` on a small random graph, with its
 weights randomised, so a pooling option, the propagation fold or the popularity coordinate that
-serving got wrong shows up as a mismatch against the training forward pass itself.
+serving got wrong shows up as a mismatch against the training forward pass itself. Request-sized
+batches run a faster form of the module (an ONNX Runtime export by default, TorchScript traces, or
+the module itself: `RECSYS_USER_TOWER_RUNTIME`); each is checked here against the module, and a
+form that cannot be had or is not exact falls back to the next.
 """
 from __future__ import annotations
 
 import io
+import logging
+import sys
+from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
+from fastapi.testclient import TestClient
+from torch import nn
 
+from recsys.artifact import save_run
+from recsys.config import Settings, get_settings
 from recsys.models.config import ModelConfig
 from recsys.models.ensemble import ENSEMBLE_KIND, concat_members, ensemble_payload, load_ensemble_encoder
 from recsys.models.graph import InteractionGraph
 from recsys.models.item_tower import ItemCatalog
 from recsys.models.two_tower import GraphContext, TwoTower
-from recsys.models.user_encoder import (TRACED_BATCHES, ServedUserTower, TowerUserEncoder, distinct_latest,
-                                        encoder_payload, history_tensors, load_user_encoder)
+from recsys.models.user_encoder import (REQUEST_BATCH, TRACED_BATCHES, ServedUserTower, TowerUserEncoder,
+                                        distinct_latest, encoder_payload, history_tensors, load_user_encoder)
 from recsys.models.user_tower import UserHistories
+from serving.config import ServingSettings
+from serving.main import create_app
+from support.local_server import redis_url_of
 
 N_ITEMS, N_USERS, DIM = 40, 12, 16
 VARIANTS = [
@@ -70,43 +84,123 @@ def test_served_tower_reproduces_the_training_user_vectors(variant: dict, popula
     encoder = load_user_encoder(encoder_payload(cfg, model, model.serving_tables(out, graphs)))
     expected = out.users.numpy()
     np.testing.assert_allclose(encoder.encode(histories), expected, atol=1e-5)  # batched (eager)
-    for user, history in enumerate(histories):  # request-sized (traced when traceable)
+    for user, history in enumerate(histories):  # request-sized (the ONNX export, or traces, when exact)
         np.testing.assert_allclose(encoder.encode([history])[0], expected[user], atol=1e-5)
 
 
-def test_single_histories_run_a_trace_of_the_same_module() -> None:
-    cfg, model, out, graphs, histories = _trained_like(3, True, 1, user_pooling="mean", recency_half_life=3.0, history_embedding=False)
-    encoder = load_user_encoder(encoder_payload(cfg, model, model.serving_tables(out, graphs)))
-    assert isinstance(encoder.module, ServedUserTower)
-    assert encoder.single is not None, "the default tower must have the fast traced form"
-    for history in histories:
-        inputs = history_tensors([history])
-        torch.testing.assert_close(encoder.single(*inputs), encoder.module(*inputs), atol=1e-6, rtol=0)
-
-
-@pytest.mark.parametrize("pooling", ["mean", "self_attention"])
-def test_small_batches_run_traces_and_equal_the_module_row_by_row(pooling: str) -> None:
-    """The server batches concurrent feed misses (serving.batching): every batch size up to the
-    largest trace, padded or not, gives each history the vector it gets from the module alone."""
-    cfg, model, out, graphs, histories = _trained_like(4, True, 1, user_pooling=pooling, recency_half_life=3.0,
+def _encoder(seed: int, pooling: str, runtime: str | None = None) -> tuple[TowerUserEncoder, np.ndarray, list[list[int]]]:
+    """The served encoder of a random-weight tower (`pooling` of the history), its training user vectors
+    and histories; `runtime`: forced, else the setting's default."""
+    cfg, model, out, graphs, histories = _trained_like(seed, True, 1, user_pooling=pooling, recency_half_life=3.0,
                                                        history_embedding=False)
-    encoder = load_user_encoder(encoder_payload(cfg, model, model.serving_tables(out, graphs)))
-    assert sorted(encoder.traced) == list(TRACED_BATCHES), "every batch size must have its trace"
-    expected = out.users.numpy()
-    for size in range(1, max(TRACED_BATCHES) + 1):  # 3, 5, 6, 7: padded to the next traced size
+    served = ServedUserTower.from_payload(encoder_payload(cfg, model, model.serving_tables(out, graphs)))
+    encoder = TowerUserEncoder(served, runtime=runtime) if runtime else load_user_encoder(served.payload())
+    return encoder, out.users.numpy(), histories
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "torchscript"])
+@pytest.mark.parametrize("pooling", ["mean", "self_attention"])
+def test_small_batches_run_the_fast_runtime_and_equal_the_module_row_by_row(pooling: str, runtime: str) -> None:
+    """The server batches concurrent feed misses (serving.batching): every batch size up to the
+    largest, padded or not, gives each history the vector it gets from training and from the module alone."""
+    encoder, expected, histories = _encoder(4, pooling, runtime)
+    assert encoder.runtime == runtime and encoder.request_path is not None
+    if runtime == "torchscript":
+        assert sorted(encoder.request_path.traces) == list(TRACED_BATCHES), "every batch size must have its trace"
+    for size in range(1, REQUEST_BATCH + 1):  # 3, 5, 6, 7: padded to the next trace; ONNX: any size
         rows = [(start + i) % N_USERS for start in range(0, N_USERS, size) for i in range(size)][:N_USERS]
         for start in range(0, len(rows), size):
             batch = rows[start:start + size]
             np.testing.assert_allclose(encoder.encode([histories[u] for u in batch]), expected[batch], atol=1e-5)
 
 
-def test_sequential_tower_single_histories_run_a_trace_too() -> None:
-    cfg, model, out, graphs, histories = _trained_like(3, True, 1, user_pooling="self_attention", recency_half_life=3.0,
-                                                       history_embedding=False)
-    encoder = load_user_encoder(encoder_payload(cfg, model, model.serving_tables(out, graphs)))
-    assert encoder.single is not None, "the self-attention tower must have the fast traced form"
-    for history in histories:
-        np.testing.assert_allclose(encoder.encode([history])[0], out.users.numpy()[histories.index(history)], atol=1e-5)
+@pytest.mark.parametrize("pooling", ["mean", "attention", "self_attention"])
+def test_onnx_export_equals_the_module_at_batch_1_2_4_8_and_any_history_length(pooling: str) -> None:
+    """The default runtime is an ONNX Runtime session over an export of the loaded module: at each
+    request batch size, for new users (empty), short, window-long and longer histories, mixed in one
+    batch, its vectors are the eager module's to 1e-5."""
+    encoder, _, _ = _encoder(6, pooling)
+    assert encoder.runtime == "onnxruntime"
+    rng = np.random.default_rng(0)
+    for size in TRACED_BATCHES:
+        for lengths in ([0] * size, [1] * size, [N_ITEMS] * size, rng.integers(0, N_ITEMS + 1, size=size).tolist(),
+                        ([0, 3, N_ITEMS, 1, 9, 2, 17, 30] * 2)[:size]):
+            histories = [rng.choice(N_ITEMS, size=n, replace=False).tolist() for n in lengths]
+            with torch.inference_mode():
+                module = encoder.module(*history_tensors(histories)).numpy()
+                np.testing.assert_allclose(encoder.request_path(histories), module, atol=1e-5, rtol=0)
+            np.testing.assert_allclose(encoder.encode(histories), module, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("setting", ["torchscript", "eager"])
+def test_the_runtime_setting_is_followed(setting: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECSYS_USER_TOWER_RUNTIME", setting)
+    get_settings.cache_clear()
+    try:
+        encoder, expected, histories = _encoder(3, "mean")
+    finally:
+        get_settings.cache_clear()
+    assert encoder.runtime == setting
+    assert (encoder.request_path is None) == (setting == "eager")
+    for user, history in enumerate(histories):
+        np.testing.assert_allclose(encoder.encode([history])[0], expected[user], atol=1e-5)
+
+
+def test_without_onnxruntime_the_tower_falls_back_to_torchscript_with_a_warning(monkeypatch: pytest.MonkeyPatch,
+                                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` raises ImportError
+    with caplog.at_level(logging.WARNING, logger="recsys.models.user_encoder"):
+        encoder, expected, histories = _encoder(3, "mean", "onnxruntime")
+    assert encoder.runtime == "torchscript"
+    assert "onnxruntime not available (ModuleNotFoundError" in caplog.text
+    np.testing.assert_allclose(encoder.encode(histories[:4]), expected[:4], atol=1e-5)
+
+
+class IndexAddPool(nn.Module):
+    """A tower whose ONNX export is wrong: the exporter's `index_add` keeps the entry count it was traced
+    with (why the real towers sum segments with `scatter_add`). Its TorchScript trace is right."""
+
+    n_items = N_ITEMS
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("table", torch.randn(N_ITEMS, DIM, generator=torch.Generator().manual_seed(0)))
+
+    def forward(self, items, lengths, segment, age):  # noqa: ANN001, ANN201 - the served towers' signature
+        pooled = torch.zeros(lengths.shape[0], DIM).index_add(0, segment, self.table.index_select(0, items))
+        return nn.functional.normalize(pooled, dim=1)
+
+
+def test_an_export_that_differs_from_the_module_is_refused_at_load(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="recsys.models.user_encoder"):
+        encoder = TowerUserEncoder(IndexAddPool(), runtime="onnxruntime")
+    assert encoder.runtime == "torchscript"
+    assert "onnxruntime" in caplog.text and "trying the next runtime" in caplog.text
+    histories = [[1, 2, 3, 4, 5], [7]]
+    with torch.inference_mode():
+        np.testing.assert_allclose(encoder.encode(histories), encoder.module(*history_tensors(histories)).numpy(), atol=1e-6)
+
+
+def test_readyz_and_admin_model_report_the_runtime_in_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                            isolated_settings: None, redis_server) -> None:
+    cfg, model, out, graphs, histories = _trained_like(8, True, 1, user_pooling="mean", history_embedding=False)
+    payload = encoder_payload(cfg, model, model.serving_tables(out, graphs))
+    items = pl.DataFrame({"item_id": [str(i) for i in range(N_ITEMS)], "item_index": list(range(N_ITEMS)),
+                          "media": [["image"]] * N_ITEMS, "popularity": [1.0] * N_ITEMS})
+    users = pl.DataFrame({"user_id": [str(u) for u in range(N_USERS)], "user_index": list(range(N_USERS)),
+                          "n_train": [len(h) for h in histories]})
+    run = save_run(tmp_path / "run", model_version="runtime-test-1", dataset="runtime-test", data_version="v1",
+                   config={"model": cfg.model_dump(mode="json")}, items=items, users=users,
+                   item_vectors=out.items.numpy(), user_vectors=out.users.numpy(), user_encoder_payload=payload)
+    shared = Settings(redis_url=redis_url_of(redis_server), redis_namespace="test-user-tower-runtime",
+                      store_dir=tmp_path / "store")
+    for setting in ("onnxruntime", "eager"):
+        monkeypatch.setenv("RECSYS_USER_TOWER_RUNTIME", setting)
+        get_settings.cache_clear()
+        with TestClient(create_app(ServingSettings(run_dir=run, log_dir=tmp_path / "logs"), shared)) as client:
+            ready = client.get("/readyz").json()
+            assert [m["user_tower_runtime"] for m in ready["models"]] == [setting]
+            assert [m["user_tower_runtime"] for m in client.get("/admin/model").json()] == [setting]
 
 
 def test_payload_is_weights_only_and_round_trips() -> None:

@@ -15,6 +15,9 @@ test users:
 * the API's top-20 equals the harness's top-20 (`per_user_ranking_metrics` with the run's aligned
   scores, `training.evaluation_runs`), item for item, with the same masking: what the server
   excludes, the user's served window (for users within the window, all their known items).
+
+The server's user tower runs as the ONNX Runtime export of the trained module (`/readyz` says
+`user_tower_runtime` "onnxruntime"), so these feeds are what the default serving path computes.
 """
 from __future__ import annotations
 
@@ -53,7 +56,7 @@ def _served_as_of(run, root, redis_server, split: str):
                 held_out=split, client=redis_server, namespace=namespace, offline_root=root / f"offline-{split}",
                 progress=False)
     env = {"REDIS_URL": redis_url_of(redis_server), "RECSYS_REDIS_NAMESPACE": namespace,
-           "RECSYS_SERVE_LOG_DIR": str(root / f"logs-{split}")}
+           "RECSYS_SERVE_LOG_DIR": str(root / f"logs-{split}"), "RECSYS_USER_TOWER_RUNTIME": "onnxruntime"}
     return namespace, env
 
 
@@ -86,7 +89,10 @@ def _check_parity(run, split: str, root, redis_server, users: np.ndarray | None 
     heavy = ties = 0
     with LocalServer(run.run_dir, env=env, log_file=root / f"server-{split}.log") as server, \
             httpx.Client(base_url=server.url, timeout=60) as client:
-        assert client.get("/readyz").json()["status"] == "ok"
+        ready = client.get("/readyz").json()
+        assert ready["status"] == "ok"
+        # the feed misses below run the ONNX Runtime export of the tower (no silent fallback)
+        assert [m["user_tower_runtime"] for m in ready["models"]] == ["onnxruntime"], ready["models"]
         for user, top in zip(harness_users.tolist(), tops):
             user_id = user_ids[user]
             window = windows[user]

@@ -9,34 +9,42 @@ values only (a config dict and state dicts: `torch.load(..., weights_only=True)`
 run directory executes no code.
 
 Request-sized encodes (one history, or the few histories of concurrent feed misses that the server
-batches: `TRACED_BATCHES`) run TorchScript traces of that same module (recorded from it at load,
-one per batch size, and checked against it), because eager dispatch of a dozen tiny ops per
-history was the largest cost of a feed cache miss; larger batches run the module eagerly.
+batches: up to `REQUEST_BATCH`) run a faster form of that same module, made from it at load and
+checked against it: an ONNX Runtime export (`recsys.models.onnx_tower`, the default) or TorchScript
+traces, one per batch size (setting `RECSYS_USER_TOWER_RUNTIME`), because eager dispatch of a dozen
+tiny ops per history was the largest cost of a feed cache miss; larger batches run the module eagerly.
 """
 from __future__ import annotations
 
 import logging
 import warnings
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import nn
 
 from recsys.artifact import USER_ENCODER_LOADERS, RunArtifact
+from recsys.config import RUNTIMES, UserTowerRuntime, get_settings
 from recsys.models.config import ModelConfig
+from recsys.models.onnx_tower import OnnxTower
 from recsys.models.popularity_prior import PopularityCoordinate
 from recsys.models.two_tower import ServingTables, TwoTower
-from recsys.models.user_tower import UserHistories, UserTower
+from recsys.models.user_tower import UserHistories, UserTower, segment_sum
 
 log = logging.getLogger(__name__)
 
 ENCODER_KIND = "two_tower_graph"
-TRACE_TOLERANCE = 1e-5
-# Batch sizes with a trace of their own (a trace fixes the number of users); a batch in between is
-# padded to the next size. The server coalesces concurrent feed misses into such batches: one call
-# of a batch of 4 costs about what 1.3 single calls do (the per-op dispatch is per call, not per user).
+# Batch sizes with a TorchScript trace of their own (a trace fixes the number of users); a batch in
+# between is padded to the next size. The server coalesces concurrent feed misses into batches of at
+# most `REQUEST_BATCH`: one call of a batch of 4 costs about what 1.3 single calls do (the per-op
+# dispatch is per call, not per user). The ONNX export has a dynamic batch: one session for all sizes.
 TRACED_BATCHES = (1, 2, 4, 8)
+REQUEST_BATCH = max(TRACED_BATCHES)
+# A faster form serves only if it gives the module's vectors on histories of these lengths (0: a new user;
+# 200: past the feature window and the online history's cap), alone and mixed, at every batch size.
+CHECK_LENGTHS = (0, 1, 2, 13, 50, 200)
+CHECK_TOLERANCE = 1e-5
 
 
 def distinct_latest(history: list[int], n_items: int) -> list[int]:
@@ -102,7 +110,7 @@ class ServedUserTower(nn.Module):
         """(n_users, output_dim) unit user vectors of jagged histories (see `UserHistories`)."""
         histories = UserHistories(items, lengths, segment, age)
         users = self.layer_scale * self.tower(histories, self.item_inputs)
-        spread = torch.zeros_like(users).index_add(0, segment, self.propagated.index_select(0, items))
+        spread = segment_sum(self.propagated.index_select(0, items), segment, histories.n_users)
         users = users + spread / lengths.clamp(min=1).to(users.dtype).sqrt().unsqueeze(1)
         unit = nn.functional.normalize(users, dim=1)
         return self.popularity.users(unit) if self.popularity is not None else unit
@@ -128,22 +136,22 @@ def history_tensors(histories: list[list[int]]) -> tuple[torch.Tensor, torch.Ten
 class TowerUserEncoder:
     """`UserEncoder` over a served tower module (one member, or an ensemble of them).
 
+    Request-sized batches (1 to `REQUEST_BATCH` histories: a feed miss, or the misses the server
+    batches together) run the faster form of the same module that `runtime` names, larger ones the
+    module eagerly. The runtime actually used is `self.runtime`: the one asked for, or the next in
+    `RUNTIMES` when it cannot be had (onnxruntime missing, an export or trace that fails, or one that
+    differs from the module on the check histories), with a logged warning.
+
     Args:
         module: maps `history_tensors` to unit user vectors (`ServedUserTower`, `MemberConcat`).
         kind: the payload kind it was loaded from.
+        runtime: "onnxruntime", "torchscript" or "eager"; default the setting `RECSYS_USER_TOWER_RUNTIME`.
     """
 
-    def __init__(self, module: nn.Module, kind: str = ENCODER_KIND):
+    def __init__(self, module: nn.Module, kind: str = ENCODER_KIND, runtime: UserTowerRuntime | None = None):
         self.module, self.kind = module.eval(), kind
         self.n_items = int(module.n_items)
-        self.single = _trace(self.module, 1)
-        # the other batch sizes only when the single trace held (same module, same ops)
-        self.traced = {1: self.single} if self.single is not None else {}
-        for size in TRACED_BATCHES[1:] if self.single is not None else ():
-            traced = _trace(self.module, size)
-            if traced is None:
-                break
-            self.traced[size] = traced
+        self.runtime, self.request_path = _request_path(self.module, runtime or get_settings().user_tower_runtime)
 
     def clean(self, history: list[int]) -> list[int]:
         return distinct_latest(history, self.n_items)
@@ -152,43 +160,86 @@ class TowerUserEncoder:
         """Unit user vectors of item-index histories (oldest first); duplicates and unknown items dropped."""
         cleaned = [self.clean(h) for h in histories]
         with torch.inference_mode():
-            size = next((s for s in self.traced if s >= len(cleaned)), None)
-            if size is not None and cleaned and all(cleaned):
-                padded = cleaned + [cleaned[-1]] * (size - len(cleaned))  # pad rows are computed and dropped
-                return self.traced[size](*history_tensors(padded))[:len(cleaned)].numpy()
+            if self.request_path is not None and 0 < len(cleaned) <= REQUEST_BATCH:
+                return self.request_path(cleaned)
             return self.module(*history_tensors(cleaned)).numpy()
 
 
-def _trace(module: nn.Module, batch: int) -> torch.jit.ScriptModule | None:
-    """A TorchScript trace of `module` for `batch` non-empty histories, or None when it is not exact.
+class TracedBatches:
+    """TorchScript traces of the module, one per batch size in `TRACED_BATCHES` (a trace fixes the
+    number of users); a batch in between is padded to the next size, pad rows computed and dropped.
+    A batch with an empty history runs the module (the traces are recorded on non-empty ones)."""
 
-    The trace records the module's own ops (no rewrite); it is checked against eager calls at a
-    few history lengths, and a module it cannot follow (e.g. TorchRec's KeyedJaggedTensor in the
-    history-embedding option) keeps the eager path.
-    """
-    rng = np.random.default_rng(batch)
-    n = module.n_items
+    def __init__(self, module: nn.Module, traces: dict[int, torch.jit.ScriptModule]):
+        self.module, self.traces = module, traces
 
-    def histories(*sizes: int) -> tuple[torch.Tensor, ...]:
-        return history_tensors([rng.choice(n, size=min(n, s), replace=False).tolist() for s in sizes])
+    def __call__(self, cleaned: list[list[int]]) -> np.ndarray:
+        size = next((s for s in self.traces if s >= len(cleaned)), None)
+        if size is None or not all(cleaned):
+            return self.module(*history_tensors(cleaned)).numpy()
+        padded = cleaned + [cleaned[-1]] * (size - len(cleaned))
+        return self.traces[size](*history_tensors(padded))[:len(cleaned)].numpy()
 
-    try:
-        with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            traced = torch.jit.trace(module, histories(*[7 + i for i in range(batch)]), check_trace=False)
-            traced = torch.jit.freeze(traced.eval())
-            checks = [(1,) * batch, (2,) * batch, (50,) * batch, tuple((1, 50, 2, 13)[i % 4] for i in range(batch))]
-            for sizes in checks:
-                inputs = histories(*sizes)
-                if not torch.allclose(traced(*inputs), module(*inputs), atol=TRACE_TOLERANCE, rtol=0):
-                    log.warning("traced user tower (batch %d) differs from the module at history lengths %s; "
-                                "using eager", batch, sizes)
-                    return None
-    except Exception as err:  # noqa: BLE001 - any tracing failure just keeps the eager module
-        log.info("user tower not traceable at batch %d (%s: %s); such batches run eagerly", batch,
-                 type(err).__name__, err)
-        return None
-    return traced
+
+def _request_path(module: nn.Module, wanted: UserTowerRuntime) -> tuple[str, Callable[[list[list[int]]], np.ndarray] | None]:
+    """(runtime used, its encode of cleaned histories); ("eager", None) when only the module is left."""
+    for runtime in RUNTIMES[RUNTIMES.index(wanted):]:
+        if runtime == "eager":
+            return runtime, None
+        try:
+            path = _onnx_path(module) if runtime == "onnxruntime" else TracedBatches(module, _traces(module))
+            mismatch = _first_mismatch(path, module)
+        except Exception as err:  # noqa: BLE001 - any export, trace, session or run failure: the next runtime
+            log.warning("user tower: %s not available (%s: %s); trying the next runtime", runtime, type(err).__name__,
+                        str(err).splitlines()[0] if str(err) else "")
+            continue
+        if mismatch is None:
+            return runtime, path
+        log.warning("user tower: %s differs from the module by more than %g at history lengths %s; trying the next "
+                    "runtime", runtime, CHECK_TOLERANCE, mismatch)
+    raise AssertionError("unreachable: eager is the last runtime")
+
+
+def _onnx_path(module: nn.Module) -> Callable[[list[list[int]]], np.ndarray]:
+    tower = OnnxTower(module, history_tensors(_random_histories(module.n_items, (7, 3), np.random.default_rng(0))))
+
+    def encode(cleaned: list[list[int]]) -> np.ndarray:
+        # a batch of new users only (no entry at all) runs the module: ONNX Runtime 1.23 returns a stale
+        # buffer for a product over 0 entries, or refuses it (the check's all-empty batches caught both)
+        return tower(*history_tensors(cleaned)) if any(cleaned) else module(*history_tensors(cleaned)).numpy()
+
+    return encode
+
+
+def _traces(module: nn.Module) -> dict[int, torch.jit.ScriptModule]:
+    """A frozen TorchScript trace of the module's own ops per batch size (no rewrite)."""
+    rng = np.random.default_rng(0)
+    traces = {}
+    with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for size in TRACED_BATCHES:
+            example = history_tensors(_random_histories(module.n_items, [7 + i for i in range(size)], rng))
+            traces[size] = torch.jit.freeze(torch.jit.trace(module, example, check_trace=False).eval())
+    return traces
+
+
+def _random_histories(n_items: int, lengths, rng: np.random.Generator) -> list[list[int]]:
+    return [rng.choice(n_items, size=min(n_items, length), replace=False).tolist() for length in lengths]
+
+
+def _first_mismatch(path: Callable[[list[list[int]]], np.ndarray], module: nn.Module) -> tuple[int, ...] | None:
+    """The first batch of `CHECK_LENGTHS` histories (every request batch size, each length alone and all
+    mixed) where `path` and the module differ by more than `CHECK_TOLERANCE`; None when they agree."""
+    rng = np.random.default_rng(1)
+    for size in TRACED_BATCHES:
+        for lengths in [(length,) * size for length in CHECK_LENGTHS] + [np.resize(CHECK_LENGTHS, size)]:
+            histories = _random_histories(module.n_items, lengths, rng)
+            with torch.inference_mode():
+                expected = module(*history_tensors(histories)).numpy()
+                got = path(histories)
+            if got.shape != expected.shape or not np.allclose(got, expected, atol=CHECK_TOLERANCE, rtol=0):
+                return tuple(int(length) for length in lengths)
+    return None
 
 
 def encoder_payload(config: ModelConfig, model: TwoTower, tables: ServingTables) -> dict[str, Any]:
