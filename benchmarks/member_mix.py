@@ -15,8 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
+from feature_store.store import run_window
 from recsys.artifact import load_run
 from recsys.data.splits import known_before
 from recsys.metrics import dot_product_scorer, evaluate_scores
@@ -35,18 +34,18 @@ def main() -> None:
     splits = args.split or ["valid"]
     config = load_config(args.runs[0] / "config.toml")
     data = build_training_data(config.data)
-    temps = [json.loads((r / "run.json").read_text())["temperature"] for r in args.runs]
-    w = member_weights(temps)
-    items = concat_members([np.load(r / "item_vectors.npy") for r in args.runs], w)
+    runs = [load_run(r) for r in args.runs]
+    w = member_weights([float(run.meta["temperature"]) for run in runs])
+    items = concat_members([run.item_vectors for run in runs], w)
     out = {"runs": [str(r) for r in args.runs]}
     for split in splits:
         held_out = data.valid if split == "valid" else data.test
         known = known_before(data.dataset, split, data.split_strategy)
         if known.height == data.train.height:
-            members = [np.load(r / "user_vectors.npy") for r in args.runs]
-        else:
-            members = [users_as_of(load_run(r).user_encoder, data.window.size, known, data.n_users)
-                       for r in args.runs]
+            members = [run.user_vectors for run in runs]
+        else:  # each member's own served encoder over its own window, as the harness encodes a run
+            members = [users_as_of(run.user_encoder, run_window(run.meta), known, data.n_users, run.item_index_by_id)
+                       for run in runs]
         users = concat_members(members, w)
         m = evaluate_scores(dot_product_scorer(users, items, served_item_prior(data)), held_out, known, data.n_items)
         out[split] = {k: round(float(m[k]), 4) for k in ("recall@20", "ndcg@20", "recall@10", "ndcg@10")}
