@@ -43,6 +43,8 @@ class SASRecConfig:
     blocks: int = 2
     heads: int = 1
     dropout: float = 0.2      # paper: .2 on MovieLens-1M
+    inner: int = 0            # feed-forward width; 0 = dim (the paper's); RecBole's default is 256 (4 x 64)
+    activation: str = "relu"  # the paper's; RecBole's default is "gelu"
     loss: str = "ce"          # "ce": softmax over all items; "bce": one uniform negative per position (paper)
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -67,8 +69,8 @@ class SASRecNet(nn.Module):
         self.items = nn.Embedding(n_items + 1, config.dim, padding_idx=PAD)
         self.positions = nn.Embedding(config.max_len, config.dim)
         self.dropout = nn.Dropout(config.dropout)
-        block = nn.TransformerEncoderLayer(config.dim, config.heads, dim_feedforward=config.dim, dropout=config.dropout,
-                                           activation="relu", batch_first=True, norm_first=True)
+        block = nn.TransformerEncoderLayer(config.dim, config.heads, dim_feedforward=config.inner or config.dim,
+                                           dropout=config.dropout, activation=config.activation, batch_first=True, norm_first=True)
         self.blocks = nn.TransformerEncoder(block, config.blocks, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(config.dim)
         nn.init.normal_(self.items.weight, std=0.02)
