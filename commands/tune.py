@@ -38,6 +38,11 @@ def tune_command(
     for i, trial in enumerate(result.trials):
         console.print(f"trial {i}: valid {metric} {trial.valid:.4f} (epoch {trial.best_epoch}, {trial.seconds:.0f} s) "
                       f"{' '.join(trial.overrides) or '(base config)'}", markup=False, highlight=False, soft_wrap=True)
+    c = result.confirmation
+    if c is not None:
+        console.print(f"confirmation with seed {c.seed}: base {c.base:.4f}, {' '.join(c.challenger_overrides)} "
+                      f"{c.challenger:.4f} -> {'the challenger is kept' if c.won else 'the base is kept'} "
+                      "(mean of two seeds each)", markup=False, highlight=False, soft_wrap=True)
     console.print(f"best config -> {result.written}", markup=False, highlight=False, soft_wrap=True)
 
 

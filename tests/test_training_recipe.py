@@ -161,3 +161,49 @@ def test_tune_search_space_overrides_are_valid_config_values():
         changes = sample_overrides(space, rng, knobs=len(space))
         config = TrainConfig.model_validate(apply_overrides(base.model_dump(mode="json", exclude={"origin"}), changes))
         assert isinstance(config.model.learn_temperature, bool)
+
+
+def test_tune_never_trains_the_same_config_twice():
+    """A draw that sets knobs to values already trained (the base's own value, or an earlier draw) is re-drawn."""
+    import random
+
+    from training.config import TrainConfig
+    from training.tune import config_key, search_space, untried_overrides
+
+    base_raw = TrainConfig().model_dump(mode="json", exclude={"origin"})
+    space = {"train.lr": [base_raw["train"]["lr"], 0.5], "model.dim": [base_raw["model"]["dim"]]}
+    tried = {config_key(base_raw)}
+    rng = random.Random(0)
+    drawn = untried_overrides(space, rng, base_raw, tried)
+    assert drawn is not None and "train.lr=0.5" in drawn[0] and drawn[1]["train"]["lr"] == 0.5
+    tried.add(config_key(drawn[1]))
+    assert untried_overrides(space, rng, base_raw, tried, attempts=50) is None  # both configs of this space trained
+    assert search_space(TrainConfig())  # the real space is not empty
+
+
+def test_tune_confirms_a_challenger_with_a_second_seed(tmp_path: Path, monkeypatch):
+    """The written config is the base unless the best challenger also leads on the mean of two seeds."""
+    import training.tune as tune_module
+
+    folder = _folder(tmp_path / "shop")
+    calls: list[tuple[float, int]] = []
+
+    class Result:
+        def __init__(self, valid: float):
+            self.metrics, self.best_epoch = {"valid": {"ndcg@10": valid}}, 1
+
+    def fake_train(config, out, **kwargs):  # noqa: ANN001, ANN003 - train()'s signature
+        # the challenger (lr 0.5) leads with the base's seed and loses with the next one
+        lucky = config.train.lr == 0.5
+        valid = (0.30 if config.train.seed == 0 else 0.10) if lucky else 0.20
+        calls.append((config.train.lr, config.train.seed))
+        return Result(valid)
+
+    monkeypatch.setattr(tune_module, "train", fake_train)
+    monkeypatch.setattr(tune_module, "search_space", lambda base: {"train.lr": [0.5]})
+    result = tune_module.tune(str(folder), budget_minutes=5, max_trials=2, overrides=["train.epochs=1"])
+    assert [t.overrides for t in result.trials] == [[], ["train.lr=0.5"]]
+    assert result.confirmation is not None and not result.confirmation.won
+    assert calls[2:] == [(result.best.train.lr, 1), (0.5, 1)]  # base and challenger again, seed 1
+    assert result.best.train.lr != 0.5  # the base is written
+    assert "the base is kept" in result.written.read_text()
