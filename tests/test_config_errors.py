@@ -55,6 +55,24 @@ def test_no_member_overrides_keeps_the_fingerprint():
     assert mixed.fingerprint() != plain.fingerprint()
 
 
+def test_the_attention_options_at_their_defaults_keep_the_fingerprint():
+    """Self-attention options added after runs were trained hash as before at their defaults."""
+    plain = load_config(None, "ml-100k")
+    same = load_config(None, "ml-100k", ["model.attention_heads=1", "model.attention_inner=0",
+                                         'model.attention_activation="relu"'])
+    assert same.fingerprint() == plain.fingerprint()
+    body = plain.model_dump()
+    body.pop("origin")
+    for key in ("threads", "eval_every", "patience", "epochs"):
+        body["train"].pop(key)
+    for key in ("attention_heads", "attention_inner", "attention_weight_dropout", "attention_activation"):
+        body["model"].pop(key)
+    import hashlib
+    import json
+    assert plain.fingerprint() == hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+    assert load_config(None, "ml-100k", ["model.attention_heads=2"]).fingerprint() != plain.fingerprint()
+
+
 def test_a_cross_key_config_error_is_one_line_without_the_whole_config():
     """A check across keys (a model validator) names its keys itself: no dump of the config after it."""
     with pytest.raises(ValidationError) as caught:

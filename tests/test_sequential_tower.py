@@ -43,8 +43,12 @@ def _model(seed: int, **config) -> tuple[TwoTower, ItemCatalog, list[list[int]],
 
 @pytest.mark.parametrize("config", [dict(user_pooling="self_attention", recency_half_life=3.0),
                                     dict(user_pooling="self_attention", attention_blocks=1, propagation_layers=0),
-                                    dict(user_pooling="mean", recency_half_life=3.0)],
-                         ids=["self_attention", "self_attention-1-block-no-graph", "recency-mean"])
+                                    dict(user_pooling="mean", recency_half_life=3.0),
+                                    dict(user_pooling="self_attention", recency_half_life=3.0, attention_heads=2,
+                                         attention_inner=4 * DIM, attention_activation="gelu",
+                                         attention_weight_dropout=0.5)],
+                         ids=["self_attention", "self_attention-1-block-no-graph", "recency-mean",
+                              "self_attention-2-heads-inner-4x-gelu"])
 def test_every_prefix_trains_the_vector_serving_gives_that_prefix(config: dict) -> None:
     model, catalog, histories, graphs, cfg = _model(4, **config)
     batch = UserHistories.from_lists(histories)
@@ -109,3 +113,18 @@ def test_a_training_step_reuses_the_forward_pass_states_exactly() -> None:
     fresh = model.user_tower.prefix_states(batch, out.item_inputs)
     torch.testing.assert_close(reused, fresh)
     assert reused.requires_grad
+
+
+def test_the_attention_options_at_their_defaults_are_the_original_block() -> None:
+    """`attention_heads` 1, `attention_inner` 0 (= dim), no separate weight dropout, relu: the block the
+    runs before these options trained, parameter for parameter, so their weights load unchanged."""
+    model, *_ = _model(4, user_pooling="self_attention", recency_half_life=3.0)
+    shapes = {name: tuple(p.shape) for name, p in model.user_tower.sequence.named_parameters()}
+    assert shapes["blocks.0.distance_bias"] == (50,)
+    assert shapes["blocks.0.feed.0.weight"] == (DIM, DIM) and shapes["blocks.1.feed.3.weight"] == (DIM, DIM)
+    wide, *_ = _model(4, user_pooling="self_attention", attention_heads=4, attention_inner=3 * DIM)
+    wide_shapes = {name: tuple(p.shape) for name, p in wide.user_tower.sequence.named_parameters()}
+    assert wide_shapes["blocks.0.distance_bias"] == (4, 50) and wide_shapes["blocks.0.feed.0.weight"] == (3 * DIM, DIM)
+    assert set(wide_shapes) == set(shapes)
+    with pytest.raises(ValueError, match="does not divide"):
+        _model(4, user_pooling="self_attention", attention_heads=3)

@@ -125,7 +125,14 @@ class TrainConfig(_Strict):
             body["train"].pop(key)
         if not body["train"]["member_overrides"]:  # absent = before the option existed: same hash
             body["train"].pop("member_overrides")
+        for key, default in _ATTENTION_DEFAULTS.items():  # likewise the self-attention options added later
+            if body["model"][key] == default:
+                body["model"].pop(key)
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+
+
+_ATTENTION_DEFAULTS = {"attention_heads": 1, "attention_inner": 0, "attention_weight_dropout": None,
+                       "attention_activation": "relu"}
 
 
 def default_config_path(dataset: str) -> Path:

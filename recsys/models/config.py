@@ -42,6 +42,14 @@ class ModelConfig(_Strict):
     attention_positions: int = Field(50, ge=1, description=(
         "self_attention pooling: newest history items it attends to, each distance with a learned bias."))
     attention_dropout: float = Field(0.2, ge=0.0, lt=1.0, description="self_attention pooling: dropout while training.")
+    attention_heads: int = Field(1, ge=1, description=(
+        "self_attention pooling: attention heads per block (must divide dim); each head has its own distance bias."))
+    attention_inner: int = Field(0, ge=0, description=(
+        "self_attention pooling: inner width of each block's feed-forward (0 = dim; SASRec uses 4 x dim)."))
+    attention_weight_dropout: float | None = Field(None, ge=0.0, lt=1.0, description=(
+        "self_attention pooling: dropout on the attention weights (None = attention_dropout)."))
+    attention_activation: Literal["relu", "gelu"] = Field(
+        "relu", description="self_attention pooling: the feed-forward's activation (SASRec: gelu).")
     recency_half_life: float = Field(0.0, ge=0.0, description="History half-life in events (0 = no recency decay).")
     history_embedding: bool = Field(True, description="User tower adds its own history-item EmbeddingBag.")
     user_id_embedding: bool = Field(False, description="Per-user ID row (off: users are their history, so unseen users work).")

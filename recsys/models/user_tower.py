@@ -118,27 +118,44 @@ class PaddedHistories:
 
 
 class CausalBlock(nn.Module):
-    """Pre-LayerNorm single-head self-attention + point-wise feed-forward, both residual (SASRec's block).
+    """Pre-LayerNorm self-attention + point-wise feed-forward, both residual (SASRec's block).
 
     A query attends to itself and older entries only; the attention logit gets a learned bias per
-    distance (0 = itself), the relative position.
+    distance (0 = itself), the relative position, per head. `heads` split `dim` (SASRec: 2), `inner`
+    is the feed-forward's hidden width (0 = dim; SASRec: 4 x dim), `weight_dropout` drops attention
+    weights (None = `dropout`). The defaults are the original single-head block, op for op.
     """
 
-    def __init__(self, dim: int, positions: int, dropout: float):
+    def __init__(self, dim: int, positions: int, dropout: float, heads: int = 1, inner: int = 0,
+                 weight_dropout: float | None = None, activation: str = "relu"):
         super().__init__()
+        if dim % heads:
+            raise ValueError(f"attention_heads={heads} does not divide dim={dim}")
+        self.heads = heads
+        inner = inner or dim
         self.norm_attention = nn.LayerNorm(dim)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.project = nn.Linear(dim, dim)
-        self.distance_bias = nn.Parameter(torch.zeros(positions))
+        # one bias per distance; (heads, positions) with several heads (the 1-head shape is the original one)
+        self.distance_bias = nn.Parameter(torch.zeros(positions) if heads == 1 else torch.zeros(heads, positions))
         self.norm_feed = nn.LayerNorm(dim)
-        self.feed = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, dim))
+        self.feed = nn.Sequential(nn.Linear(dim, inner), nn.GELU() if activation == "gelu" else nn.ReLU(),
+                                  nn.Dropout(dropout), nn.Linear(inner, dim))
         self.dropout = nn.Dropout(dropout)
+        self.weight_dropout = self.dropout if weight_dropout is None else nn.Dropout(weight_dropout)
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor, distance: torch.Tensor) -> torch.Tensor:
         q, k, v = self.qkv(self.norm_attention(x)).chunk(3, dim=-1)
-        logits = q @ k.transpose(1, 2) / float(np.sqrt(x.shape[-1])) + self.distance_bias[distance]
-        weights = torch.softmax(logits.masked_fill(~allowed, -torch.inf), dim=-1)
-        x = x + self.dropout(self.project(self.dropout(weights) @ v))
+        if self.heads == 1:
+            logits = q @ k.transpose(1, 2) / float(np.sqrt(x.shape[-1])) + self.distance_bias[distance]
+            weights = torch.softmax(logits.masked_fill(~allowed, -torch.inf), dim=-1)
+            attended = self.weight_dropout(weights) @ v
+        else:  # (n, P, dim) -> (n, heads, P, dim / heads): each head attends on its own slice
+            q, k, v = (t.unflatten(-1, (self.heads, -1)).transpose(1, 2) for t in (q, k, v))
+            logits = q @ k.transpose(2, 3) / float(np.sqrt(q.shape[-1])) + self.distance_bias[:, distance]
+            weights = torch.softmax(logits.masked_fill(~allowed.unsqueeze(1), -torch.inf), dim=-1)
+            attended = (self.weight_dropout(weights) @ v).transpose(1, 2).flatten(2)
+        x = x + self.dropout(self.project(attended))
         return x + self.dropout(self.feed(self.norm_feed(x)))
 
 
@@ -151,10 +168,12 @@ class SequenceEncoder(nn.Module):
     starts at zero (the tower starts as its recency mean).
     """
 
-    def __init__(self, dim: int, blocks: int, positions: int, dropout: float):
+    def __init__(self, dim: int, blocks: int, positions: int, dropout: float, heads: int = 1, inner: int = 0,
+                 weight_dropout: float | None = None, activation: str = "relu"):
         super().__init__()
         self.positions = positions
-        self.blocks = nn.ModuleList([CausalBlock(dim, positions, dropout) for _ in range(blocks)])
+        self.blocks = nn.ModuleList([CausalBlock(dim, positions, dropout, heads, inner, weight_dropout, activation)
+                                     for _ in range(blocks)])
         self.norm = nn.LayerNorm(dim)
         self.readout = nn.Linear(dim, dim)
         nn.init.zeros_(self.readout.weight)
@@ -213,7 +232,9 @@ class UserTower(nn.Module):
             self.attn_key = nn.Linear(config.dim, config.dim)
             self.attn_query = nn.Parameter(torch.zeros(config.dim))
         self.sequence = SequenceEncoder(config.dim, config.attention_blocks, config.attention_positions,
-                                        config.attention_dropout) if config.user_pooling == "self_attention" else None
+                                        config.attention_dropout, config.attention_heads, config.attention_inner,
+                                        config.attention_weight_dropout, config.attention_activation) \
+            if config.user_pooling == "self_attention" else None
         self._states: tuple | None = None  # the last grad-enabled pass's sequence states (see forward)
         self.recency_logit = nn.Parameter(torch.zeros(()))  # attention: learned recency slope
 
