@@ -41,7 +41,7 @@ def tune_command(
     c = result.confirmation
     if c is not None:
         console.print(f"confirmation with seed {c.seed}: base {c.base:.4f}, {' '.join(c.challenger_overrides)} "
-                      f"{c.challenger:.4f} -> {'the challenger is kept' if c.won else 'the base is kept'} "
+                      f"{c.challenger:.4f} -> {c.verdict} "
                       "(mean of two seeds each)", markup=False, highlight=False, soft_wrap=True)
     console.print(f"best config -> {result.written}", markup=False, highlight=False, soft_wrap=True)
 

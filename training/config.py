@@ -131,8 +131,9 @@ class TrainConfig(_Strict):
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
-_ATTENTION_DEFAULTS = {"attention_heads": 1, "attention_inner": 0, "attention_weight_dropout": None,
-                       "attention_activation": "relu"}
+# the self-attention options added after runs were trained, at their declared defaults
+_ATTENTION_DEFAULTS = {key: ModelConfig.model_fields[key].default for key in
+                       ("attention_heads", "attention_inner", "attention_weight_dropout", "attention_activation")}
 
 
 def default_config_path(dataset: str) -> Path:

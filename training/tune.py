@@ -55,6 +55,10 @@ class Confirmation:
     challenger_overrides: list[str]
     won: bool
 
+    @property
+    def verdict(self) -> str:
+        return "the challenger is kept" if self.won else "the base is kept"
+
 
 @dataclass
 class TuneResult:
@@ -130,7 +134,7 @@ def tune(dataset: str, budget_minutes: float, out: Path | None = None, seed: int
     deadline = time.monotonic() + budget_minutes * 60
     trials: list[Trial] = []
     tried: set[str] = set()
-    start_raw = apply_overrides(copy.deepcopy({**base_raw, **one}), [])
+    start_raw = copy.deepcopy({**base_raw, **one})
     best_raw, best_score, best_changes = start_raw, -1.0, []
     confirmation: Confirmation | None = None
     with tempfile.TemporaryDirectory(prefix="recsys-tune-") as tmp:
@@ -148,7 +152,7 @@ def tune(dataset: str, budget_minutes: float, out: Path | None = None, seed: int
                     break
                 if max_trials is not None and len(trials) >= max_trials:
                     break
-                drawn = untried_overrides(space, rng, {**base_raw, **one}, tried)
+                drawn = untried_overrides(space, rng, start_raw, tried)
                 if drawn is None:
                     log.info("every draw repeats a trained config: the search space is exhausted")
                     break
@@ -174,7 +178,7 @@ def tune(dataset: str, budget_minutes: float, out: Path | None = None, seed: int
             confirmation = Confirmation(confirm_seed, base_again.valid, challenger_again.valid, best_changes, won)
             log.info("confirmation with seed %d: base %.4f (mean %.4f), %s %.4f (mean %.4f): %s", confirm_seed,
                      base_again.valid, base_mean, " ".join(best_changes), challenger_again.valid, challenger_mean,
-                     "the challenger is kept" if won else "the base is kept")
+                     confirmation.verdict)
             if not won:
                 best_raw = start_raw
     best_raw = {**best_raw, "train": {**best_raw["train"], "ensemble": base.train.ensemble}}
@@ -195,8 +199,7 @@ def write_config(config: TrainConfig, path: Path, trials: list[Trial], metric: s
               for i, t in enumerate(trials)]
     if confirmation is not None:
         lines.append(f"# confirmation, seed {confirmation.seed}: base {confirmation.base:.4f}, "
-                     f"{' '.join(confirmation.challenger_overrides)} {confirmation.challenger:.4f}: "
-                     + ("the challenger is kept" if confirmation.won else "the base is kept"))
+                     f"{' '.join(confirmation.challenger_overrides)} {confirmation.challenger:.4f}: {confirmation.verdict}")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n" + tomli_w.dumps(_drop_none(body)))
 
