@@ -135,7 +135,7 @@ class FeedCache:
         if not self._turn.enabled:
             return await self._lookup(keys=keys, args=args)
         try:
-            return await self._turn.call("evalsha", self._lookup.sha, len(keys), *keys, *args)
+            return await self._turn.call("EVALSHA", self._lookup.sha, len(keys), *keys, *args)
         except NoScriptError:  # a restarted or flushed Redis: this call loads the script and runs it
             return await self._lookup(keys=keys, args=args)
 
@@ -164,7 +164,7 @@ class FeedCache:
                 await self._unlock(key, token)
             raise
         try:
-            await self._turn.call("set", key, value, ex=self.ttl_s)
+            await self._turn.call("SET", key, value, "EX", self.ttl_s)
         except REDIS_ERRORS as err:
             link.failed(err)
         return value, "miss"
@@ -174,6 +174,11 @@ class FeedCache:
             await self._release(keys=[key + ":lock"], args=[token])
         except REDIS_ERRORS as err:
             self.link.failed(err)
+
+    async def close(self) -> None:
+        """Close the turn pipeline's own connections (the server's shutdown; the link closes its pools)."""
+        if self.link is not None:
+            await self._turn.close()
 
     async def invalidate(self, user_ids: list[str]) -> bool:
         """Make every cached answer of these users unreachable (bump their generations)."""

@@ -48,6 +48,7 @@ class ServingState:
 
     async def close(self) -> None:
         self.logs.close()
+        await self.feed.cache.close()
         if self.flusher is not None:
             self.flusher.close()
         if self.link is not None:
