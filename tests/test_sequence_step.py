@@ -159,3 +159,50 @@ def test_the_sequence_step_also_trains_with_the_in_batch_softmax() -> None:
         optimiser.step()
         losses.append(float(loss.detach()))
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_view_contrast_picks_each_rows_own_view_and_spares_same_target_rows() -> None:
+    from recsys.models.losses import view_contrast_loss
+
+    gen = torch.Generator().manual_seed(0)
+    first = torch.randn(6, 8, generator=gen)
+    noisy = first + 0.05 * torch.randn(6, 8, generator=gen)
+    shuffled = first[torch.tensor([1, 2, 3, 4, 5, 0])]
+    targets = torch.arange(6)
+    matched = view_contrast_loss(first, noisy, targets, 0.1)
+    assert matched < view_contrast_loss(first, shuffled, targets, 0.1) - 1.0  # own view is the positive
+    # rows 0 and 1 share their next item: each is no negative of the other, so making them identical
+    # costs nothing, where with distinct targets the pair is the hardest negative
+    twins = first.clone()
+    twins[1] = twins[0]
+    spared = view_contrast_loss(twins, twins, torch.tensor([7, 7, 2, 3, 4, 5]), 0.1)
+    counted = view_contrast_loss(twins, twins, torch.tensor([0, 1, 2, 3, 4, 5]), 0.1)
+    # counted: rows 0 and 1 each find a second positive-looking row, ~log 2 each of the 6 rows' terms
+    assert torch.isfinite(spared) and float(spared) < 0.05 and float(counted) > 0.2
+
+
+def test_view_contrast_runs_a_second_dropout_pass_only_while_training() -> None:
+    n_items, n_users = 20, 8
+    rng = np.random.default_rng(1)
+    sequences = [rng.choice(n_items, size=6, replace=False).tolist() for _ in range(n_users)]
+    model, catalog = _id_model(1, n_items, n_users, user_pooling="self_attention", attention_blocks=1,
+                               attention_dropout=0.3, attention_positions=5)
+    users = torch.tensor([u for u, s in enumerate(sequences) for _ in s])
+    items = torch.tensor([i for s in sequences for i in s])
+    windows = SequenceWindows(users, items, positions=5)
+    inputs = TaskInputs(catalog, UserHistories.from_lists(sequences), GraphContext(), torch.full((n_items,), 3.0),
+                        windows)
+    loss_config = LossConfig(kind="full_softmax", step="sequence", view_contrast_weight=0.5)
+    task = TwoTowerTrainTask(model.train(), loss_config, inputs)
+    rows = torch.arange(windows.n_windows)
+    loss, parts = task(rows, None, torch.Generator().manual_seed(0))
+    assert "view_contrast" in parts and float(parts["view_contrast"]) > 0
+    assert torch.allclose(loss, parts["retrieval"] + 0.5 * parts["view_contrast"])
+    loss.backward()  # the term trains the tower: the attention blocks get its gradient
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.user_tower.sequence.parameters())
+    task.eval()
+    with torch.no_grad():
+        _, parts = task(rows, None, torch.Generator().manual_seed(0))
+    assert "view_contrast" not in parts
+    off = TwoTowerTrainTask(model.train(), LossConfig(kind="full_softmax", step="sequence"), inputs)
+    assert "view_contrast" not in off(rows, None, torch.Generator().manual_seed(0))[1]

@@ -125,15 +125,17 @@ class TrainConfig(_Strict):
             body["train"].pop(key)
         if not body["train"]["member_overrides"]:  # absent = before the option existed: same hash
             body["train"].pop("member_overrides")
-        for key, default in _ATTENTION_DEFAULTS.items():  # likewise the self-attention options added later
-            if body["model"][key] == default:
-                body["model"].pop(key)
+        for section, defaults in (("model", _ATTENTION_DEFAULTS), ("loss", _LOSS_DEFAULTS)):  # options added later
+            for key, default in defaults.items():
+                if body[section][key] == default:
+                    body[section].pop(key)
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
 # the self-attention options added after runs were trained, at their declared defaults
 _ATTENTION_DEFAULTS = {key: ModelConfig.model_fields[key].default for key in
                        ("attention_heads", "attention_inner", "attention_weight_dropout", "attention_activation")}
+_LOSS_DEFAULTS = {key: LossConfig.model_fields[key].default for key in ("view_contrast_weight", "view_contrast_temperature")}
 
 
 def default_config_path(dataset: str) -> Path:

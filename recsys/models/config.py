@@ -86,6 +86,12 @@ class LossConfig(_Strict):
     alignment_weight: float = Field(0.0, ge=0.0, description="Weight of the image<->audio(<->text) InfoNCE.")
     alignment_temperature: float = Field(0.2, gt=0.0)
     alignment_batch: int = Field(1024, ge=2, description="Items per alignment step (train items only).")
+    view_contrast_weight: float = Field(0.0, ge=0.0, description=(
+        "Sequence step: weight of a contrastive term between two passes of the user tower over the same "
+        "prefixes (two dropout masks; DuoRec's model-level augmentation): each prefix vector must pick out "
+        "its own second view among the batch's, prefixes with the same next item not counted as negatives. "
+        "Regularises the self-attention tower, which over-fits the train transitions; 0: off."))
+    view_contrast_temperature: float = Field(0.1, gt=0.0, description="Temperature of that term (unit vectors).")
     step: StepKind = Field("auto", description=(
         "full: every step encodes and propagates the whole catalogue (exact graph gradients; what the TikTok "
         "and ML-100K figures use); sampled: a step encodes only the items it needs (positives, negatives, "

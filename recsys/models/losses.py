@@ -79,6 +79,22 @@ def full_softmax_loss(users: torch.Tensor, pos_items: torch.Tensor, item_vectors
     return F.cross_entropy(users @ item_vectors.T / temperature, pos_items)
 
 
+def view_contrast_loss(first: torch.Tensor, second: torch.Tensor, targets: torch.Tensor,
+                       temperature: float) -> torch.Tensor:
+    """Symmetric InfoNCE between two views of the same rows (two dropout passes of the user tower).
+
+    Row i's positive is row i of the other view; the negatives are the other rows, except those
+    whose next item is the same as row i's (DuoRec's semantic positives: counting them as
+    negatives would push apart sequences the retrieval loss pulls together).
+    """
+    first, second = F.normalize(first, dim=1), F.normalize(second, dim=1)
+    logits = first @ second.T / temperature
+    same_target = (targets.unsqueeze(1) == targets.unsqueeze(0)) & ~torch.eye(len(targets), dtype=torch.bool)
+    logits = logits.masked_fill(same_target, -torch.inf)
+    rows = torch.arange(len(targets))
+    return (F.cross_entropy(logits, rows) + F.cross_entropy(logits.T, rows)) / 2
+
+
 def bpr_loss(users: torch.Tensor, pos_items: torch.Tensor, item_vectors: torch.Tensor, temperature: torch.Tensor,
              generator: torch.Generator | None = None) -> torch.Tensor:
     """Bayesian personalised ranking with one uniform negative per positive."""

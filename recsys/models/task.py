@@ -47,7 +47,7 @@ from recsys.models.graph import sample_neighbours
 from recsys.models.item_tower import ItemCatalog
 from recsys.models.losses import (bpr_loss, candidate_log_q, candidate_softmax_loss, cross_media_alignment,
                                   full_softmax_loss, log_popularity, mixed_candidates, pair_bpr_loss, pairs_alignment,
-                                  sampled_softmax_loss)
+                                  sampled_softmax_loss, view_contrast_loss)
 from recsys.models.next_item import SequenceWindows, next_item_users
 from recsys.models.two_tower import GraphContext, LayerCache, StepSample, TwoTower
 from recsys.models.user_tower import UserHistories
@@ -208,13 +208,19 @@ class TwoTowerTrainTask(nn.Module):
         encoding = self.model.item_tower(x.catalog, generator)
         items0 = self.model.item_inputs(encoding, x.graphs)
         histories, targets, owners = x.sequences.batch(windows)
-        batch_users = self.model.finalise_users(self.model.user_tower.prefix_states(histories, items0))
+        states = self.model.user_tower.prefix_states(histories, items0)
+        batch_users = self.model.finalise_users(states)
         item_vectors = nn.functional.normalize(items0, dim=1)
         if self.model.popularity is not None:
             item_vectors = self.model.popularity.items(item_vectors, x.catalog.popularity)
         main = self.retrieval_loss(batch_users, targets, owners, item_vectors, generator)
         parts = {"retrieval": main.detach()}
         loss = main
+        if cfg.view_contrast_weight > 0 and self.training:  # a second pass: other dropout masks, same prefixes
+            second = self.model.user_tower.prefix_states(histories, items0)
+            contrast = view_contrast_loss(states, second, targets, cfg.view_contrast_temperature)
+            parts["view_contrast"] = contrast.detach()
+            loss = loss + cfg.view_contrast_weight * contrast
         if cfg.content_weight > 0 and x.catalog.media:
             content_items = nn.functional.normalize(encoding.content, dim=1)
             if self.model.popularity is not None:
