@@ -125,7 +125,7 @@ class TrainConfig(_Strict):
             body["train"].pop(key)
         if not body["train"]["member_overrides"]:  # absent = before the option existed: same hash
             body["train"].pop("member_overrides")
-        for key, default in _ATTENTION_DEFAULTS.items():  # likewise the self-attention options added later
+        for key, default in {**_ATTENTION_DEFAULTS, **_CONTENT_DEFAULTS}.items():  # likewise options added later
             if body["model"][key] == default:
                 body["model"].pop(key)
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
@@ -134,6 +134,10 @@ class TrainConfig(_Strict):
 # the self-attention options added after runs were trained, at their declared defaults
 _ATTENTION_DEFAULTS = {key: ModelConfig.model_fields[key].default for key in
                        ("attention_heads", "attention_inner", "attention_weight_dropout", "attention_activation")}
+
+# the item tower's content-scale options added after runs were trained, at their declared defaults
+_CONTENT_DEFAULTS = {key: ModelConfig.model_fields[key].default for key in ("content_scale", "content_gate_init",
+                                                                          "item_knn_space")}
 
 
 def default_config_path(dataset: str) -> Path:
