@@ -65,12 +65,25 @@ def test_the_attention_options_at_their_defaults_keep_the_fingerprint():
     body.pop("origin")
     for key in ("threads", "eval_every", "patience", "epochs"):
         body["train"].pop(key)
-    for key in ("attention_heads", "attention_inner", "attention_weight_dropout", "attention_activation"):
+    for key in ("attention_heads", "attention_inner", "attention_weight_dropout", "attention_activation",
+                "content_scale", "content_gate_init", "item_knn_space"):
         body["model"].pop(key)
     import hashlib
     import json
     assert plain.fingerprint() == hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
     assert load_config(None, "ml-100k", ["model.attention_heads=2"]).fingerprint() != plain.fingerprint()
+
+
+def test_the_content_scale_options_at_their_defaults_keep_the_fingerprint():
+    """Item-tower content options added after runs were trained hash as before at their defaults,
+    and change it otherwise."""
+    plain = load_config(None, "tiktok")
+    same = load_config(None, "tiktok", ['model.content_scale="raw"', "model.content_gate_init=0.0",
+                                        'model.item_knn_space="raw"'])
+    assert same.fingerprint() == plain.fingerprint()
+    assert load_config(None, "tiktok", ['model.content_scale="id"']).fingerprint() != plain.fingerprint()
+    assert load_config(None, "tiktok", ["model.content_gate_init=0.5"]).fingerprint() != plain.fingerprint()
+    assert load_config(None, "tiktok", ['model.item_knn_space="standardised"']).fingerprint() != plain.fingerprint()
 
 
 def test_a_cross_key_config_error_is_one_line_without_the_whole_config():

@@ -125,8 +125,8 @@ class TrainConfig(_Strict):
             body["train"].pop(key)
         if not body["train"]["member_overrides"]:  # absent = before the option existed: same hash
             body["train"].pop("member_overrides")
-        for section, defaults in (("model", _ATTENTION_DEFAULTS), ("loss", _LOSS_DEFAULTS)):  # options added later
-            for key, default in defaults.items():
+        for section, defaults in (("model", {**_ATTENTION_DEFAULTS, **_CONTENT_DEFAULTS}), ("loss", _LOSS_DEFAULTS)):
+            for key, default in defaults.items():  # options added after runs were trained: absent at default
                 if body[section][key] == default:
                     body[section].pop(key)
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
@@ -135,6 +135,10 @@ class TrainConfig(_Strict):
 # the self-attention options added after runs were trained, at their declared defaults
 _ATTENTION_DEFAULTS = {key: ModelConfig.model_fields[key].default for key in
                        ("attention_heads", "attention_inner", "attention_weight_dropout", "attention_activation")}
+# the item tower's content-scale options added after runs were trained, at their declared defaults
+_CONTENT_DEFAULTS = {key: ModelConfig.model_fields[key].default for key in ("content_scale", "content_gate_init",
+                                                                          "item_knn_space")}
+# the sequence step's view-contrast options, likewise
 _LOSS_DEFAULTS = {key: LossConfig.model_fields[key].default for key in ("view_contrast_weight", "view_contrast_temperature")}
 
 

@@ -90,14 +90,15 @@ class TrainingData:
     def media_dims(self) -> dict[str, int]:
         return {m: int(x.shape[1]) for m, x in self.content.features.items()}
 
-    def knn_graph(self, k: int) -> FrozenSparse | None:
-        """The frozen content kNN graph (cached per k; content of *all* items, no interactions)."""
+    def knn_graph(self, k: int, standardise: bool = False) -> FrozenSparse | None:
+        """The frozen content kNN graph (cached per k and feature space; content of *all* items, no interactions)."""
         if k <= 0 or not self.content.features:
             return None
         cache = self.__dict__.setdefault("_knn", {})
-        if k not in cache:
-            cache[k] = FrozenSparse(item_knn_graph(self.content.features, self.content.masks, k))
-        return cache[k]
+        if (k, standardise) not in cache:
+            cache[k, standardise] = FrozenSparse(item_knn_graph(self.content.features, self.content.masks, k,
+                                                                standardise=standardise))
+        return cache[k, standardise]
 
     def train_histories(self) -> list[list[int]]:
         """Per user_index, the served history (cleaned feature window) the user encoder is checked against."""

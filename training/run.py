@@ -60,7 +60,7 @@ def build_task(config: TrainConfig, data: TrainingData) -> TwoTowerTrainTask:
     model = build_model(MODEL_KIND, config.model, data.n_items, data.n_users, data.media_dims)
     model.item_tower.fit_statistics(data.catalog)
     graphs = GraphContext(data.graph if config.model.propagation_layers > 0 else None,
-                          data.knn_graph(config.model.item_knn))
+                          data.knn_graph(config.model.item_knn, config.model.item_knn_space == "standardised"))
     catalog = data.catalog
     if config.model.cold_item_prior > 0:
         prior = standardised_log_counts(prior_counts(data.item_counts, config.model.cold_item_prior))

@@ -160,8 +160,11 @@ def sample_neighbours(matrix: sp.csr_matrix, rows: torch.Tensor, fanout: int | N
 
 
 def item_knn_graph(features: dict[str, np.ndarray], masks: dict[str, np.ndarray], k: int,
-                   chunk: int = 2048) -> sp.csr_matrix:
+                   chunk: int = 2048, standardise: bool = False) -> sp.csr_matrix:
     """Frozen item-item graph: per medium, each item's top-k cosine neighbours; media averaged.
+
+    `standardise`: cosines of each medium's features z-scored over the items that have it (removes a
+    mean shared by all items, which otherwise dominates the cosine), else of the raw features.
 
     Items without a medium take no part in that medium's graph, so an audio-only item still gets
     audio neighbours. Symmetrised and D^-1/2 A D^-1/2 normalised like the interaction graph.
@@ -174,7 +177,10 @@ def item_knn_graph(features: dict[str, np.ndarray], masks: dict[str, np.ndarray]
         if has.sum() <= 1:
             continue
         rows_idx = np.flatnonzero(has)
-        z = torch.nn.functional.normalize(torch.as_tensor(x[rows_idx], dtype=torch.float32), dim=1)
+        v = np.asarray(x[rows_idx], dtype=np.float32)
+        if standardise:
+            v = (v - v.mean(0)) / (v.std(0) + 1e-6)
+        z = torch.nn.functional.normalize(torch.as_tensor(v), dim=1)
         kk = min(k, len(rows_idx) - 1)
         rows, cols = [], []
         for start in range(0, len(rows_idx), chunk):

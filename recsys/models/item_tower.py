@@ -91,6 +91,8 @@ class ItemTower(nn.Module):
         if self.id_embedding is not None:
             for weight in self.id_embedding.parameters():
                 nn.init.normal_(weight, std=config.id_init_std)
+        if config.content_mode == "gated":
+            self.content_gate = nn.Parameter(torch.tensor(float(config.content_gate_init)))
 
     def fit_statistics(self, catalog: ItemCatalog) -> None:
         """Standardise each medium with catalogue statistics (items that have it)."""
@@ -119,6 +121,8 @@ class ItemTower(nn.Module):
                 rows: torch.Tensor | None = None) -> ItemEncoding:
         """Encode the catalogue, or only its items `rows` (the sampled training step): same maths per item."""
         assert catalog.media == self.media, f"catalogue media {catalog.media} != tower media {self.media}"
+        id_scale = self.id_scale(catalog.has_id) if self.id_embedding is not None and \
+            (self.config.content_scale == "id" or self.config.content_mode == "gated") else None
         if rows is not None:
             catalog = catalog.subset(rows)
         n = catalog.n_items
@@ -130,10 +134,25 @@ class ItemTower(nn.Module):
             content = torch.zeros(n, self.config.dim)
         if self.id_embedding is None:
             return ItemEncoding(content, media, content)
+        on_id_scale = nn.functional.normalize(content, dim=1) * id_scale if id_scale is not None else None
+        if self.config.content_scale == "id":
+            content = on_id_scale
         kjt, keep = self.id_features(catalog.has_id, generator, rows)
         ids = self.id_embedding(kjt)[ITEM_ID_FEATURE]
         if self.config.content_mode == "fallback":
             base = torch.where(keep.unsqueeze(1), ids, content)
+        elif self.config.content_mode == "gated":  # the gate always weighs content on the ID rows' scale
+            base = torch.where(keep.unsqueeze(1), ids + self.content_gate * on_id_scale, content)
         else:
             base = ids + content
         return ItemEncoding(base, media, content)
+
+    def id_scale(self, has_id: torch.Tensor) -> torch.Tensor:
+        """Mean length of the warm items' ID rows (whole table, no gradient): `content_scale = "id"`'s target.
+
+        Read from the table itself, not from the rows a step looks up, so the full and the sampled step
+        give an item the same vector."""
+        with torch.no_grad():
+            table = next(iter(self.id_embedding.parameters()))
+            rows = table[has_id] if bool(has_id.any()) else table
+            return rows.norm(dim=1).mean()
