@@ -65,12 +65,14 @@ def test_the_attention_options_at_their_defaults_keep_the_fingerprint():
     body.pop("origin")
     for key in ("threads", "eval_every", "patience", "epochs"):
         body["train"].pop(key)
-    for key in ("attention_heads", "attention_inner", "attention_weight_dropout", "attention_activation"):
+    for key in ("attention_heads", "attention_inner", "attention_weight_dropout", "attention_activation",
+                "attention_item_embedding"):
         body["model"].pop(key)
     import hashlib
     import json
     assert plain.fingerprint() == hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
     assert load_config(None, "ml-100k", ["model.attention_heads=2"]).fingerprint() != plain.fingerprint()
+    assert load_config(None, "ml-100k", ["model.attention_item_embedding=true"]).fingerprint() != plain.fingerprint()
 
 
 def test_a_cross_key_config_error_is_one_line_without_the_whole_config():

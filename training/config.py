@@ -133,7 +133,8 @@ class TrainConfig(_Strict):
 
 # the self-attention options added after runs were trained, at their declared defaults
 _ATTENTION_DEFAULTS = {key: ModelConfig.model_fields[key].default for key in
-                       ("attention_heads", "attention_inner", "attention_weight_dropout", "attention_activation")}
+                       ("attention_heads", "attention_inner", "attention_weight_dropout", "attention_activation",
+                        "attention_item_embedding")}
 
 
 def default_config_path(dataset: str) -> Path:
