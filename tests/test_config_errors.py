@@ -66,7 +66,7 @@ def test_the_attention_options_at_their_defaults_keep_the_fingerprint():
     for key in ("threads", "eval_every", "patience", "epochs"):
         body["train"].pop(key)
     for key in ("attention_heads", "attention_inner", "attention_weight_dropout", "attention_activation",
-                "content_scale", "content_gate_init", "item_knn_space"):
+                "attention_item_embedding", "content_scale", "content_gate_init", "item_knn_space"):
         body["model"].pop(key)
     for key in ("view_contrast_weight", "view_contrast_temperature"):  # the loss options added later
         body["loss"].pop(key)
@@ -74,6 +74,7 @@ def test_the_attention_options_at_their_defaults_keep_the_fingerprint():
     import json
     assert plain.fingerprint() == hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
     assert load_config(None, "ml-100k", ["model.attention_heads=2"]).fingerprint() != plain.fingerprint()
+    assert load_config(None, "ml-100k", ["model.attention_item_embedding=true"]).fingerprint() != plain.fingerprint()
 
 
 def test_the_content_scale_options_at_their_defaults_keep_the_fingerprint():

@@ -46,9 +46,11 @@ def _model(seed: int, **config) -> tuple[TwoTower, ItemCatalog, list[list[int]],
                                     dict(user_pooling="mean", recency_half_life=3.0),
                                     dict(user_pooling="self_attention", recency_half_life=3.0, attention_heads=2,
                                          attention_inner=4 * DIM, attention_activation="gelu",
-                                         attention_weight_dropout=0.5)],
+                                         attention_weight_dropout=0.5),
+                                    dict(user_pooling="self_attention", recency_half_life=3.0,
+                                         attention_item_embedding=True)],
                          ids=["self_attention", "self_attention-1-block-no-graph", "recency-mean",
-                              "self_attention-2-heads-inner-4x-gelu"])
+                              "self_attention-2-heads-inner-4x-gelu", "self_attention-item-embedding"])
 def test_every_prefix_trains_the_vector_serving_gives_that_prefix(config: dict) -> None:
     model, catalog, histories, graphs, cfg = _model(4, **config)
     batch = UserHistories.from_lists(histories)
@@ -128,3 +130,32 @@ def test_the_attention_options_at_their_defaults_are_the_original_block() -> Non
     assert set(wide_shapes) == set(shapes)
     with pytest.raises(ValueError, match="does not divide"):
         _model(4, user_pooling="self_attention", attention_heads=3)
+    assert model.user_tower.sequence_items is None and "sequence_items" not in dict(model.named_parameters())
+
+
+def test_the_blocks_own_item_embedding_starts_at_zero_so_the_tower_starts_as_without_it() -> None:
+    """`attention_item_embedding`: one (n_items, dim) table added to what the blocks read, zero when made,
+    so a fresh tower with it gives the vectors the same weights give without it; it trains."""
+    torch.manual_seed(3)
+    cfg = ModelConfig(dim=DIM, item_knn=0, propagation_layers=0, history_embedding=False,
+                      user_pooling="self_attention", recency_half_life=3.0)
+    plain = TwoTower(cfg, N_ITEMS, N_USERS, {"image": 8}).eval()
+    own = TwoTower(cfg.model_copy(update={"attention_item_embedding": True}), N_ITEMS, N_USERS, {"image": 8}).eval()
+    assert tuple(own.user_tower.sequence_items.shape) == (N_ITEMS, DIM)
+    assert not own.user_tower.sequence_items.detach().abs().sum()
+    own.load_state_dict({**plain.state_dict(), "user_tower.sequence_items": own.user_tower.sequence_items.detach()})
+    with torch.no_grad():
+        for p in own.user_tower.sequence.readout.parameters():
+            p.add_(0.3)  # a non-zero readout, so the blocks' input shows in the user vector
+        plain.user_tower.sequence.readout.load_state_dict(own.user_tower.sequence.readout.state_dict())
+    rng = np.random.default_rng(3)
+    features = {"image": rng.normal(size=(N_ITEMS, 8)).astype(np.float32)}
+    catalog = ItemCatalog.from_arrays(features, {"image": np.ones(N_ITEMS, bool)}, rng.integers(0, 5, size=N_ITEMS))
+    for model in (plain, own):
+        model.item_tower.fit_statistics(catalog)
+    histories = [rng.choice(N_ITEMS, size=int(rng.integers(1, 15)), replace=False).tolist() for _ in range(N_USERS)]
+    batch, graphs = UserHistories.from_lists(histories), GraphContext(None, None)
+    with torch.no_grad():
+        torch.testing.assert_close(own(catalog, batch, graphs).users, plain(catalog, batch, graphs).users)
+        own.user_tower.sequence_items.add_(torch.randn(N_ITEMS, DIM))
+        assert not torch.allclose(own(catalog, batch, graphs).users, plain(catalog, batch, graphs).users)

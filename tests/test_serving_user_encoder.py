@@ -46,8 +46,10 @@ VARIANTS = [
     dict(user_pooling="self_attention", history_embedding=True, attention_positions=8),
     dict(user_pooling="self_attention", history_embedding=False, recency_half_life=3.0, attention_heads=2,
          attention_inner=64, attention_activation="gelu", attention_weight_dropout=0.5),
+    dict(user_pooling="self_attention", history_embedding=False, recency_half_life=3.0, attention_item_embedding=True),
 ]
 MULTI_HEAD = dict(attention_heads=4, attention_inner=4 * DIM, attention_activation="gelu")
+EXTRA = {"self_attention-multi-head": MULTI_HEAD, "self_attention-item-embedding": dict(attention_item_embedding=True)}
 
 
 def _histories(seed: int) -> list[list[int]]:
@@ -93,9 +95,9 @@ def test_served_tower_reproduces_the_training_user_vectors(variant: dict, popula
 
 def _encoder(seed: int, pooling: str, runtime: str | None = None) -> tuple[TowerUserEncoder, np.ndarray, list[list[int]]]:
     """The served encoder of a random-weight tower (`pooling` of the history; `self_attention-multi-head`:
-    self_attention with `MULTI_HEAD`), its training user vectors and histories; `runtime`: forced, else the
+    self_attention with `MULTI_HEAD`; `self_attention-item-embedding`: with the blocks' own item table), its training user vectors and histories; `runtime`: forced, else the
     setting's default."""
-    extra = MULTI_HEAD if pooling == "self_attention-multi-head" else {}
+    extra = EXTRA.get(pooling, {})
     cfg, model, out, graphs, histories = _trained_like(seed, True, 1, user_pooling=pooling.split("-")[0],
                                                        recency_half_life=3.0, history_embedding=False, **extra)
     served = ServedUserTower.from_payload(encoder_payload(cfg, model, model.serving_tables(out, graphs)))
@@ -119,7 +121,8 @@ def test_small_batches_run_the_fast_runtime_and_equal_the_module_row_by_row(pool
             np.testing.assert_allclose(encoder.encode([histories[u] for u in batch]), expected[batch], atol=1e-5)
 
 
-@pytest.mark.parametrize("pooling", ["mean", "attention", "self_attention", "self_attention-multi-head"])
+@pytest.mark.parametrize("pooling", ["mean", "attention", "self_attention", "self_attention-multi-head",
+                                     "self_attention-item-embedding"])
 def test_onnx_export_equals_the_module_at_batch_1_2_4_8_and_any_history_length(pooling: str) -> None:
     """The default runtime is an ONNX Runtime session over an export of the loaded module: at each
     request batch size, for new users (empty), short, window-long and longer histories, mixed in one

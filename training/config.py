@@ -134,7 +134,8 @@ class TrainConfig(_Strict):
 
 # the self-attention options added after runs were trained, at their declared defaults
 _ATTENTION_DEFAULTS = {key: ModelConfig.model_fields[key].default for key in
-                       ("attention_heads", "attention_inner", "attention_weight_dropout", "attention_activation")}
+                       ("attention_heads", "attention_inner", "attention_weight_dropout", "attention_activation",
+                        "attention_item_embedding")}
 # the item tower's content-scale options added after runs were trained, at their declared defaults
 _CONTENT_DEFAULTS = {key: ModelConfig.model_fields[key].default for key in ("content_scale", "content_gate_init",
                                                                           "item_knn_space")}

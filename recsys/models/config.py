@@ -64,6 +64,10 @@ class ModelConfig(_Strict):
         "self_attention pooling: dropout on the attention weights (None = attention_dropout)."))
     attention_activation: Literal["relu", "gelu"] = Field(
         "relu", description="self_attention pooling: the feed-forward's activation (SASRec: gelu).")
+    attention_item_embedding: bool = Field(False, description=(
+        "self_attention pooling: the blocks read the item tower's vectors plus a learned per-item input "
+        "embedding of their own (zero at the start), so what an item means as history can move apart from "
+        "how it is scored; the recency mean and the scoring side keep the item tower's vectors."))
     recency_half_life: float = Field(0.0, ge=0.0, description="History half-life in events (0 = no recency decay).")
     history_embedding: bool = Field(True, description="User tower adds its own history-item EmbeddingBag.")
     user_id_embedding: bool = Field(False, description="Per-user ID row (off: users are their history, so unseen users work).")

@@ -235,8 +235,16 @@ class UserTower(nn.Module):
                                         config.attention_dropout, config.attention_heads, config.attention_inner,
                                         config.attention_weight_dropout, config.attention_activation) \
             if config.user_pooling == "self_attention" else None
+        # the blocks' own input table (`attention_item_embedding`): made only when asked, so the default
+        # tower draws the same initial weights as before
+        self.sequence_items = nn.Parameter(torch.zeros(n_items, config.dim)) \
+            if self.sequence is not None and config.attention_item_embedding else None
         self._states: tuple | None = None  # the last grad-enabled pass's sequence states (see forward)
         self.recency_logit = nn.Parameter(torch.zeros(()))  # attention: learned recency slope
+
+    def sequence_inputs(self, items: torch.Tensor, entries: torch.Tensor) -> torch.Tensor:
+        """What the self-attention blocks read for history entries `items` whose item vectors are `entries`."""
+        return entries if self.sequence_items is None else entries + self.sequence_items.index_select(0, items)
 
     def pooling_weights(self, histories: UserHistories, item_vectors: torch.Tensor,
                         item_rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -262,7 +270,7 @@ class UserTower(nn.Module):
         out = segment_sum(weights.unsqueeze(1) * entries, histories.segment, histories.n_users)
         if self.sequence is not None:
             padded = PaddedHistories.of(histories, self.sequence.positions)
-            states = self.sequence.states(padded, entries)
+            states = self.sequence.states(padded, self.sequence_inputs(histories.items, entries))
             # a training step's next-item loss reads every entry's state: keep this pass's (same dropout)
             self._states = (histories, item_vectors, padded, states) if torch.is_grad_enabled() else None
             out = out + states[:, -1]
@@ -302,5 +310,6 @@ class UserTower(nn.Module):
         weights = torch.softmax(logit.unsqueeze(0).masked_fill(~allowed, -torch.inf), dim=-1).nan_to_num(0.0)
         states = weights @ x
         if self.sequence is not None:
-            states = states + (kept[3] if reuse else self.sequence.states(padded, item_vectors.index_select(0, histories.items)))
+            states = states + (kept[3] if reuse else self.sequence.states(
+                padded, self.sequence_inputs(histories.items, item_vectors.index_select(0, histories.items))))
         return states.reshape(-1, states.shape[-1]).index_select(0, padded.flat) * padded.kept.unsqueeze(1)
