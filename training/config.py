@@ -125,22 +125,22 @@ class TrainConfig(_Strict):
             body["train"].pop(key)
         if not body["train"]["member_overrides"]:  # absent = before the option existed: same hash
             body["train"].pop("member_overrides")
-        for section, defaults in (("model", {**_ATTENTION_DEFAULTS, **_CONTENT_DEFAULTS}), ("loss", _LOSS_DEFAULTS)):
-            for key, default in defaults.items():  # options added after runs were trained: absent at default
+        for section, defaults in _ADDED_LATER.items():  # options added after runs were trained: absent at default
+            for key, default in defaults.items():
                 if body[section][key] == default:
                     body[section].pop(key)
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
-# the self-attention options added after runs were trained, at their declared defaults
-_ATTENTION_DEFAULTS = {key: ModelConfig.model_fields[key].default for key in
-                       ("attention_heads", "attention_inner", "attention_weight_dropout", "attention_activation",
-                        "attention_item_embedding")}
-# the item tower's content-scale options added after runs were trained, at their declared defaults
-_CONTENT_DEFAULTS = {key: ModelConfig.model_fields[key].default for key in ("content_scale", "content_gate_init",
-                                                                          "item_knn_space")}
-# the sequence step's view-contrast options, likewise
-_LOSS_DEFAULTS = {key: LossConfig.model_fields[key].default for key in ("view_contrast_weight", "view_contrast_temperature")}
+# Options added after runs were trained, per section, at their declared defaults: a config that leaves
+# them there hashes as it did before they existed (self-attention shapes and the blocks' own item table;
+# the item tower's content scale, gate and kNN feature space; the sequence step's view contrast).
+_ADDED_LATER = {
+    section: {key: model.model_fields[key].default for key in keys}
+    for section, model, keys in (
+        ("model", ModelConfig, ("attention_heads", "attention_inner", "attention_weight_dropout", "attention_activation",
+                                "attention_item_embedding", "content_scale", "content_gate_init", "item_knn_space")),
+        ("loss", LossConfig, ("view_contrast_weight", "view_contrast_temperature")))}
 
 
 def default_config_path(dataset: str) -> Path:
