@@ -68,13 +68,14 @@ def test_the_attention_options_at_their_defaults_keep_the_fingerprint():
     for key in ("attention_heads", "attention_inner", "attention_weight_dropout", "attention_activation",
                 "attention_item_embedding", "content_scale", "content_gate_init", "item_knn_space"):
         body["model"].pop(key)
-    for key in ("view_contrast_weight", "view_contrast_temperature"):  # the loss options added later
+    for key in ("view_contrast_weight", "view_contrast_temperature", "target_horizon", "horizon_decay"):  # loss options added later
         body["loss"].pop(key)
     import hashlib
     import json
     assert plain.fingerprint() == hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
     assert load_config(None, "ml-100k", ["model.attention_heads=2"]).fingerprint() != plain.fingerprint()
     assert load_config(None, "ml-100k", ["model.attention_item_embedding=true"]).fingerprint() != plain.fingerprint()
+    assert load_config(None, "ml-100k", ["loss.target_horizon=3"]).fingerprint() != plain.fingerprint()
 
 
 def test_the_content_scale_options_at_their_defaults_keep_the_fingerprint():

@@ -206,3 +206,43 @@ def test_view_contrast_runs_a_second_dropout_pass_only_while_training() -> None:
     assert "view_contrast" not in parts
     off = TwoTowerTrainTask(model.train(), LossConfig(kind="full_softmax", step="sequence"), inputs)
     assert "view_contrast" not in off(rows, None, torch.Generator().manual_seed(0))[1]
+
+
+def test_horizon_targets_reach_into_the_next_window_and_stop_at_the_users_newest_item() -> None:
+    users = torch.tensor([0] * 7 + [1] * 2)
+    items = torch.tensor([10, 11, 12, 13, 14, 15, 16, 20, 21])
+    windows = SequenceWindows(users, items, positions=3)
+    rows = torch.arange(windows.n_windows)
+    histories, next_items, owners = windows.batch(rows)
+    later = windows.horizon_targets(rows, 3)
+    assert torch.equal(later[:, 0], next_items)  # column 0 is the next item
+    by_entry = {(o, h): row for o, h, row in zip(owners.tolist(), histories.items.tolist(), later.tolist())}
+    assert by_entry[(0, 10)] == [11, 12, 13]  # 12 and 13 lie in user 0's newer window: still train events
+    assert by_entry[(0, 14)] == [15, 16, -1]  # nothing after the newest train item
+    assert by_entry[(1, 20)] == [21, -1, -1]  # never another user's items
+
+
+def test_horizon_loss_weighs_later_items_by_the_decay_and_equals_the_next_item_loss_at_horizon_one() -> None:
+    from recsys.models.losses import full_softmax_loss, horizon_softmax_loss
+
+    gen = torch.Generator().manual_seed(0)
+    users, items = torch.randn(4, 8, generator=gen), torch.randn(12, 8, generator=gen)
+    temperature = torch.tensor(0.5)
+    targets = torch.tensor([[1, 2, 3], [4, 5, -1], [6, -1, -1], [7, 8, 9]])
+    assert torch.allclose(horizon_softmax_loss(users, targets[:, :1], items, temperature, 0.5),
+                          full_softmax_loss(users, targets[:, 0], items, temperature))
+    log_probs = torch.log_softmax(users @ items.T / temperature, dim=1)
+    expected = torch.stack([
+        -(log_probs[0, 1] + 0.5 * log_probs[0, 2] + 0.25 * log_probs[0, 3]) / 1.75,
+        -(log_probs[1, 4] + 0.5 * log_probs[1, 5]) / 1.5,
+        -log_probs[2, 6],
+        -(log_probs[3, 7] + 0.5 * log_probs[3, 8] + 0.25 * log_probs[3, 9]) / 1.75]).mean()
+    assert torch.allclose(horizon_softmax_loss(users, targets, items, temperature, 0.5), expected)
+
+
+def test_target_horizon_needs_the_sequence_step_with_the_full_softmax() -> None:
+    LossConfig(kind="full_softmax", step="sequence", target_horizon=4)
+    with pytest.raises(ValueError, match="target_horizon"):
+        LossConfig(kind="softmax", step="sequence", target_horizon=4)
+    with pytest.raises(ValueError, match="target_horizon"):
+        LossConfig(kind="full_softmax", step="full", target_horizon=4)

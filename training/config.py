@@ -134,13 +134,13 @@ class TrainConfig(_Strict):
 
 # Options added after runs were trained, per section, at their declared defaults: a config that leaves
 # them there hashes as it did before they existed (self-attention shapes and the blocks' own item table;
-# the item tower's content scale, gate and kNN feature space; the sequence step's view contrast).
+# the item tower's content scale, gate and kNN feature space; the sequence step's view contrast and target horizon).
 _ADDED_LATER = {
     section: {key: model.model_fields[key].default for key in keys}
     for section, model, keys in (
         ("model", ModelConfig, ("attention_heads", "attention_inner", "attention_weight_dropout", "attention_activation",
                                 "attention_item_embedding", "content_scale", "content_gate_init", "item_knn_space")),
-        ("loss", LossConfig, ("view_contrast_weight", "view_contrast_temperature")))}
+        ("loss", LossConfig, ("view_contrast_weight", "view_contrast_temperature", "target_horizon", "horizon_decay")))}
 
 
 def default_config_path(dataset: str) -> Path:

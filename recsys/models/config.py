@@ -110,6 +110,11 @@ class LossConfig(_Strict):
         "its own second view among the batch's, prefixes with the same next item not counted as negatives. "
         "Regularises the self-attention tower, which over-fits the train transitions; 0: off."))
     view_contrast_temperature: float = Field(0.1, gt=0.0, description="Temperature of that term (unit vectors).")
+    target_horizon: int = Field(1, ge=1, description=(
+        "Sequence step with kind=full_softmax: each prefix is trained on the next `target_horizon` train items, "
+        "not the next one alone (PinnerFormer's dense all-action loss over a short horizon), item j after the "
+        "prefix weighted `horizon_decay ** j`, each prefix's weights summing to 1. 1: the next item only."))
+    horizon_decay: float = Field(0.5, gt=0.0, le=1.0, description="Weight ratio of each later item to the one before it.")
     step: StepKind = Field("auto", description=(
         "full: every step encodes and propagates the whole catalogue (exact graph gradients; what the TikTok "
         "and ML-100K figures use); sampled: a step encodes only the items it needs (positives, negatives, "
@@ -133,6 +138,8 @@ class LossConfig(_Strict):
         if self.step == "sampled" and self.kind == "full_softmax":
             raise ValueError("loss.step=sampled cannot score the whole catalogue (kind=full_softmax); "
                              "use kind=softmax or step=full")
+        if self.target_horizon > 1 and (self.step != "sequence" or self.kind != "full_softmax"):
+            raise ValueError("loss.target_horizon > 1 needs loss.step=sequence and loss.kind=full_softmax")
         if self.step == "sequence" and self.kind == "bpr":
             raise ValueError("loss.step=sequence trains with a softmax: use kind=full_softmax or kind=softmax")
         return self

@@ -79,6 +79,24 @@ def full_softmax_loss(users: torch.Tensor, pos_items: torch.Tensor, item_vectors
     return F.cross_entropy(users @ item_vectors.T / temperature, pos_items)
 
 
+def horizon_softmax_loss(users: torch.Tensor, targets: torch.Tensor, item_vectors: torch.Tensor,
+                         temperature: torch.Tensor, decay: float) -> torch.Tensor:
+    """Exact softmax over the catalogue, each row trained on its next `horizon` items (PinnerFormer's
+    dense all-action loss, cut to a short horizon).
+
+    `targets` is (rows, horizon), -1 where a row has fewer later items. Item j after the prefix weighs
+    `decay ** j` of the next item's weight; each row's weights sum to 1, so a row counts as much as
+    with the next item alone. Why: on logs where several events share a timestamp (ML-100K's rating
+    sessions) the order among the next few is arbitrary, and the next item alone is a noisy label.
+    """
+    log_probs = F.log_softmax(users @ item_vectors.T / temperature, dim=1)
+    present = targets >= 0
+    weights = decay ** torch.arange(targets.shape[1], dtype=log_probs.dtype).unsqueeze(0) * present
+    weights = weights / weights.sum(dim=1, keepdim=True)
+    picked = log_probs.gather(1, targets.clamp(min=0))
+    return -(weights * picked).sum(dim=1).mean()
+
+
 def view_contrast_loss(first: torch.Tensor, second: torch.Tensor, targets: torch.Tensor,
                        temperature: float) -> torch.Tensor:
     """Symmetric InfoNCE between two views of the same rows (two dropout passes of the user tower).

@@ -90,19 +90,22 @@ class SequenceWindows:
             raise ValueError("SequenceWindows needs the train pairs sorted by user (then time)")
         counts = np.bincount(users_np, minlength=int(users_np.max()) + 1 if len(users_np) else 0)
         firsts = np.cumsum(counts) - counts
-        starts, lengths, owners = [], [], []
+        starts, lengths, owners, user_ends = [], [], [], []
         for user in np.nonzero(counts >= 2)[0]:
             first, end = int(firsts[user]), int(firsts[user] + counts[user])
+            user_end = end
             while end - first >= 2:
                 start = max(first, end - positions - 1)
                 starts.append(start)
                 lengths.append(end - start)
                 owners.append(user)
+                user_ends.append(user_end)
                 end -= positions
         self.items = torch.as_tensor(items_np, dtype=torch.long)
         self.starts = torch.as_tensor(np.asarray(starts, dtype=np.int64))
         self.lengths = torch.as_tensor(np.asarray(lengths, dtype=np.int64))
         self.users = torch.as_tensor(np.asarray(owners, dtype=np.int64))
+        self.user_ends = torch.as_tensor(np.asarray(user_ends, dtype=np.int64))
         self.positions = positions
 
     @property
@@ -129,3 +132,20 @@ class SequenceWindows:
         age = (torch.repeat_interleave(inputs, inputs) - 1 - within).to(torch.float32)
         histories = UserHistories(self.items.index_select(0, entries), inputs, segment, age)
         return histories, self.items.index_select(0, entries + 1), self.users.index_select(0, rows).index_select(0, segment)
+
+    def horizon_targets(self, rows: torch.Tensor, horizon: int) -> torch.Tensor:
+        """(entries, horizon) the `horizon` train items after each history entry of the windows `rows`
+        (column 0 = `batch`'s next item), -1 past the user's newest train item.
+
+        Why: the later items may lie in the user's next window; they are still train events after the
+        prefix, so a prefix can be trained on them without reading anything it will not have been shown.
+        """
+        inputs = self.lengths.index_select(0, rows) - 1
+        offsets = torch.cumsum(inputs, 0) - inputs
+        within = torch.arange(int(inputs.sum())) - torch.repeat_interleave(offsets, inputs)
+        entries = torch.repeat_interleave(self.starts.index_select(0, rows), inputs) + within
+        ends = torch.repeat_interleave(self.user_ends.index_select(0, rows), inputs)
+        later = entries.unsqueeze(1) + torch.arange(1, horizon + 1).unsqueeze(0)
+        inside = later < ends.unsqueeze(1)
+        return torch.where(inside, self.items.index_select(0, later.clamp(max=len(self.items) - 1).flatten())
+                           .view_as(later), torch.full_like(later, -1))

@@ -46,7 +46,7 @@ from recsys.models.config import LossConfig
 from recsys.models.graph import sample_neighbours
 from recsys.models.item_tower import ItemCatalog
 from recsys.models.losses import (bpr_loss, candidate_log_q, candidate_softmax_loss, cross_media_alignment,
-                                  full_softmax_loss, log_popularity, mixed_candidates, pair_bpr_loss, pairs_alignment,
+                                  full_softmax_loss, horizon_softmax_loss, log_popularity, mixed_candidates, pair_bpr_loss, pairs_alignment,
                                   sampled_softmax_loss, view_contrast_loss)
 from recsys.models.next_item import SequenceWindows, next_item_users
 from recsys.models.two_tower import GraphContext, LayerCache, StepSample, TwoTower
@@ -213,7 +213,11 @@ class TwoTowerTrainTask(nn.Module):
         item_vectors = nn.functional.normalize(items0, dim=1)
         if self.model.popularity is not None:
             item_vectors = self.model.popularity.items(item_vectors, x.catalog.popularity)
-        main = self.retrieval_loss(batch_users, targets, owners, item_vectors, generator)
+        if cfg.target_horizon > 1:  # every prefix trained on its next few items, not the next alone
+            main = horizon_softmax_loss(batch_users, x.sequences.horizon_targets(windows, cfg.target_horizon),
+                                        item_vectors, self.model.temperature, cfg.horizon_decay)
+        else:
+            main = self.retrieval_loss(batch_users, targets, owners, item_vectors, generator)
         parts = {"retrieval": main.detach()}
         loss = main
         if cfg.view_contrast_weight > 0 and self.training:  # a second pass: other dropout masks, same prefixes
