@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from commands.main import app
 from recsys.artifact import load_run
-from training.config import CONFIG_DIR, load_config
+from training.config import CONFIG_DIR, TrainConfig, load_config
 from recsys.data import load_dataset
 from training.recipe import DataShape, data_shape, dimension_for, members_for, robust_recipe, window_for
 from training.trainer import scheduled_lr
@@ -79,7 +79,13 @@ def test_dense_random_split_data_sees_whole_histories_and_sparse_data_a_fixed_te
     dense = DataShape(943, 1682, 80_000, True, False, True, history_p99=358)
     raw = robust_recipe(dense)
     assert raw["data"]["feature_window"] == 512 and raw["model"]["learn_temperature"] is True
-    assert raw["loss"]["kind"] == "full_softmax"
+    # Mixed members: even ones the sampled softmax + logQ, odd ones the exact softmax (a full config checks it).
+    assert raw["loss"]["kind"] == "softmax" and raw["train"]["member_overrides"] == [{}, {"loss.kind": "full_softmax"}]
+    assert TrainConfig.model_validate(raw).member(1).loss.kind == "full_softmax"
+    assert TrainConfig.model_validate(raw).member(2).loss.kind == "softmax"
+    # Past the exact softmax's catalogue size every member is sampled.
+    big = robust_recipe(DataShape(10**5, 60_000, 10**8, True, False, True))  # density .017
+    assert big["loss"]["kind"] == "softmax" and "member_overrides" not in big["train"]
     # Sparse, predefined split: the default window, a fixed temperature, sampled softmax with logQ x3.
     sparse = robust_recipe(DataShape(9308, 6710, 49_000, True, False, False, history_p99=283))
     assert "feature_window" not in sparse["data"] and sparse["model"]["learn_temperature"] is False
