@@ -17,7 +17,7 @@ from commands.main import app
 from recsys.artifact import load_run
 from training.config import CONFIG_DIR, TrainConfig, load_config
 from recsys.data import load_dataset
-from training.recipe import DataShape, data_shape, dimension_for, members_for, robust_recipe, window_for
+from training.recipe import DataShape, data_shape, dense_dimension, dimension_for, members_for, robust_recipe, window_for
 from training.trainer import scheduled_lr
 
 
@@ -93,6 +93,15 @@ def test_dense_random_split_data_sees_whole_histories_and_sparse_data_a_fixed_te
     # A next-item task (no split column, real timestamps) is neither: learned temperature, default window.
     next_item = robust_recipe(DataShape(943, 1346, 12_000, False, False, True, history_p99=60))
     assert "feature_window" not in next_item["data"] and next_item["model"]["learn_temperature"] is True
+
+
+def test_dense_data_gets_no_wider_vectors_than_its_events_per_item():
+    # The full random ML-100K split (48 train events per item) keeps the catalogue's 64; thinned to
+    # 40 % (21 per item) it gets 16; sparse data keeps `dimension_for` whatever its events per item.
+    assert robust_recipe(DataShape(943, 1682, 80_024, True, False, True))["model"]["dim"] == 64
+    assert robust_recipe(DataShape(943, 1554, 31_996, True, False, True))["model"]["dim"] == 16
+    assert robust_recipe(DataShape(9308, 6710, 49_000, True, False, False))["model"]["dim"] == 128
+    assert dense_dimension(DataShape(100, 100, 500, True, False, True), 64) == 16  # never below 16
 
 
 @pytest.mark.parametrize("p99, window", [(0, 50), (40, 50), (50, 50), (51, 64), (358, 512), (5000, 1024)])
