@@ -41,6 +41,7 @@ DERIVATIONS: dict[str, dict[str, Any]] = {
     "ml100k-random": {},
     "ml100k-sparse": {"keep_fraction": 0.15},
     "ml100k-k40": {"keep_fraction": 0.4, "seed": 1},  # dense, just over the regime threshold (.022)
+    "ml100k-k60": {"keep_fraction": 0.6, "seed": 2},  # dense (.033): a check of the dense regime, never tuned on
     "tiktok-random": {"source": "tiktok"},
 }
 
