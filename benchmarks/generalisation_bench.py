@@ -6,7 +6,8 @@
 
 1. Builds each unseen dataset under `artifacts/unseen/` unless its folder exists
    (`benchmarks/unseen_dataset.py`; the derivations in `DERIVATIONS`: ML-100K dense random
-   80/10/10, ML-100K thinned to a sparse random split and to 40 % (dense, near the threshold), TikTok's interactions re-split at random
+   80/10/10, ML-100K thinned to a sparse random split and to 40 % / 60 % (dense: near the
+   threshold, and a check never tuned on), TikTok's interactions re-split at random
    with no media, ids or timestamps).
 2. `recsys train --dataset FOLDER --out runs/gen-<dataset>-<label>` with no config (plus `--set`
    overrides, for a sweep): the run log's first line says it used the built-in robust recipe

@@ -121,13 +121,17 @@ class SequenceWindows:
         mean = self.n_targets / max(self.n_windows, 1)
         return max(1, int(round(targets_per_batch / max(mean, 1.0))))
 
+    def _entries(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(history length per window, each entry's position in its window, each entry's row in `items`)
+        of the windows `rows`, entries in window order."""
+        inputs = self.lengths.index_select(0, rows) - 1
+        offsets = torch.cumsum(inputs, 0) - inputs
+        within = torch.arange(int(inputs.sum())) - torch.repeat_interleave(offsets, inputs)
+        return inputs, within, torch.repeat_interleave(self.starts.index_select(0, rows), inputs) + within
+
     def batch(self, rows: torch.Tensor) -> tuple[UserHistories, torch.Tensor, torch.Tensor]:
         """(histories of the windows `rows`, the next item of each history entry, each entry's user)."""
-        inputs = self.lengths.index_select(0, rows) - 1
-        total = int(inputs.sum())
-        offsets = torch.cumsum(inputs, 0) - inputs
-        within = torch.arange(total) - torch.repeat_interleave(offsets, inputs)
-        entries = torch.repeat_interleave(self.starts.index_select(0, rows), inputs) + within
+        inputs, within, entries = self._entries(rows)
         segment = torch.repeat_interleave(torch.arange(len(rows)), inputs)
         age = (torch.repeat_interleave(inputs, inputs) - 1 - within).to(torch.float32)
         histories = UserHistories(self.items.index_select(0, entries), inputs, segment, age)
@@ -140,10 +144,7 @@ class SequenceWindows:
         Why: the later items may lie in the user's next window; they are still train events after the
         prefix, so a prefix can be trained on them without reading anything it will not have been shown.
         """
-        inputs = self.lengths.index_select(0, rows) - 1
-        offsets = torch.cumsum(inputs, 0) - inputs
-        within = torch.arange(int(inputs.sum())) - torch.repeat_interleave(offsets, inputs)
-        entries = torch.repeat_interleave(self.starts.index_select(0, rows), inputs) + within
+        inputs, _, entries = self._entries(rows)
         ends = torch.repeat_interleave(self.user_ends.index_select(0, rows), inputs)
         later = entries.unsqueeze(1) + torch.arange(1, horizon + 1).unsqueeze(0)
         inside = later < ends.unsqueeze(1)
