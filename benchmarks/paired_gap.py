@@ -1,0 +1,72 @@
+"""The gap between a trained run and a baseline on the same users, with its paired standard error.
+
+    RECSYS_DATA_DIR=../shared/data .venv/bin/python benchmarks/paired_gap.py --run runs/gen-amazon-baby-recipe \\
+        --baseline lightgcn [--baseline itemknn ...] [--split test]
+
+Why: two aggregate figures each carry a standard error, but the question "is the run ahead of the
+baseline?" is about the per-user differences: the same users are ranked by both, so their
+difference's standard error (sd of the per-user differences / sqrt(users)) is the one to quote.
+The baseline is fitted on train and picks its epoch on valid, as `recsys evaluate --baseline` does.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import polars as pl  # noqa: E402
+
+from recsys.baselines import make_baseline  # noqa: E402
+from recsys.data import load_dataset  # noqa: E402
+from training.evaluation import per_user_metrics  # noqa: E402
+from training.evaluation_protocol import prepare_split  # noqa: E402
+from training.evaluation_ranking import per_user_frame  # noqa: E402
+
+METRICS = ("recall@20", "ndcg@20", "ndcg@10")
+
+
+def paired(run_users: pl.DataFrame, base_users: pl.DataFrame) -> dict[str, dict[str, float]]:
+    """Mean per-user difference run - baseline, its standard error and the relative gap, per metric."""
+    joined = run_users.join(base_users, on="user_id", suffix="_base")
+    if joined.height != run_users.height or joined.height != base_users.height:
+        raise SystemExit(f"the run and the baseline rank different users ({run_users.height} vs {base_users.height})")
+    out = {}
+    for m in METRICS:
+        diff = joined[m] - joined[f"{m}_base"]
+        base = float(joined[f"{m}_base"].mean())
+        out[m] = {"run": float(joined[m].mean()), "baseline": base, "diff": float(diff.mean()),
+                  "se": float(diff.std()) / math.sqrt(joined.height), "relative": float(diff.mean()) / base if base else 0.0}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, required=True)
+    parser.add_argument("--baseline", action="append", required=True)
+    parser.add_argument("--split", default="test")
+    args = parser.parse_args()
+    config = (args.run / "config.toml").read_text()
+    dataset = next(line.split("=", 1)[1].strip().strip('"') for line in config.splitlines()
+                   if line.startswith("dataset ="))
+    run_users = per_user_metrics(args.run, args.split)
+    ds = load_dataset(dataset)
+    ev = prepare_split(ds, args.split)
+    results = {}
+    for name in args.baseline:
+        model = make_baseline(name, dataset=ds.name)
+        model.fit(ev.dataset, ev.train)
+        results[name] = paired(run_users, per_user_frame(model.score, ev))
+        print(f"\n{args.run} vs {name}, {args.split}, {run_users.height} users")
+        for m, r in results[name].items():
+            print(f"  {m}: {r['run']:.4f} vs {r['baseline']:.4f}  diff {r['diff']:+.4f} "
+                  f"(SE {r['se']:.4f}, {r['diff'] / r['se']:+.1f} SE; {100 * r['relative']:+.1f} %)")
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
