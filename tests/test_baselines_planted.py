@@ -57,7 +57,7 @@ def test_itemknn_similarity_is_shrunk_cosine_with_top_k_per_target():
     assert top1[1, 0] == pytest.approx(1.0)  # item 0's single neighbour is item 1
 
 
-@pytest.mark.parametrize("name", ["itemknn", "bpr-mf"])
+@pytest.mark.parametrize("name", ["itemknn", "bpr-mf", "ease"])
 def test_personalised_baselines_rank_the_users_own_cluster_first(name: str):
     ds, train = make_dataset(two_clusters(), n_items=20)
     model = make_baseline(name, dataset=None, **({"epochs": 60, "lr": 0.02} if name == "bpr-mf" else {}))
@@ -157,3 +157,33 @@ def test_sasrec_learns_an_order_pattern_and_picks_its_epoch_on_valid():
     assert inputs.tolist() == [[4, 5, 6], [1, 2, 3]] and targets.tolist() == [[5, 6, 7], [2, 3, 4]]
     inputs, targets, _ = training_windows([np.arange(5)], max_len=3)
     assert inputs.tolist() == [[2, 3, 4], [0, 0, 1]] and targets.tolist() == [[3, 4, 5], [0, 0, 2]]
+
+
+def test_ease_solves_the_zero_diagonal_ridge_regression_and_picks_lambda_on_valid():
+    from recsys.baselines.ease import EASE, solve
+    from recsys.metrics import evaluate_scores
+
+    x = interaction_matrix(pl.DataFrame({"user_index": [0, 0, 1, 1, 1, 2], "item_index": [0, 1, 0, 1, 2, 2]}), 3, 3)
+    gram = (x.T @ x).toarray().astype(np.float64)
+    b = solve(gram, 1.0).astype(np.float64)
+    assert np.diag(b).tolist() == [0.0, 0.0, 0.0]
+    # Each column j is the ridge solution of X[:, j] on the other columns: its gradient vanishes off the diagonal.
+    dense = x.toarray().astype(np.float64)
+    grad = dense.T @ (dense @ b - dense) + 1.0 * b
+    off_diagonal = ~np.eye(3, dtype=bool)
+    assert np.abs(grad[off_diagonal]).max() < 1e-4
+
+    pairs = two_clusters(per_user=8)
+    ds, _ = make_dataset(pairs, n_items=20)
+    inter = ds.interactions.with_columns(
+        pl.when(pl.int_range(pl.len()).over("user_index") >= 6).then(pl.lit("valid")).otherwise(pl.lit("train"))
+        .alias("split"))
+    ds = Dataset("planted", ds.items, inter)
+    model = make_baseline("ease", dataset=None, lambdas=(1.0, 10.0, 1e5)).fit(ds, ds.split("train"))
+    history = dict(model.valid_history)
+    assert sorted(history) == [1.0, 10.0, 1e5]
+    assert model.lam == max(history, key=history.get)
+    kept = evaluate_scores(model.score, ds.split("valid"), ds.split("train"), 20, ks=(20,))["ndcg@20"]
+    assert kept == pytest.approx(history[model.lam])
+    with pytest.raises(ValueError, match="limit"):
+        EASE(max_items=10).fit(ds, ds.split("train"))

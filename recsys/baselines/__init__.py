@@ -1,4 +1,4 @@
-"""Reference recommenders (MostPopular, ItemKNN, BPR-MF, LightGCN, SASRec) that every trained model must beat.
+"""Reference recommenders (MostPopular, ItemKNN, BPR-MF, LightGCN, EASE, SASRec) that every trained model must beat.
 
 They share one interface (`fit(dataset, train_interactions)`, `score(user_index_batch)`) and run
 through the same evaluation harness as trained runs; `BASELINES` is the name -> factory registry

@@ -50,6 +50,11 @@ def _lightgcn(dataset: str | None = None, **overrides: Any) -> Baseline:
     return LightGCN(**{**TUNED.get("lightgcn", {}).get(dataset or "", {}), **overrides})
 
 
+def _ease(dataset: str | None = None, **overrides: Any) -> Baseline:
+    from recsys.baselines.ease import EASE
+    return EASE(**{**TUNED.get("ease", {}).get(dataset or "", {}), **overrides})
+
+
 def _sasrec(dataset: str | None = None, **overrides: Any) -> Baseline:
     from recsys.baselines.sasrec import SASRec
 
@@ -61,6 +66,7 @@ BASELINES: dict[str, BaselineFactory] = {
     "itemknn": _itemknn,
     "bpr-mf": _bpr_mf,
     "lightgcn": _lightgcn,
+    "ease": _ease,
     "sasrec": _sasrec,
 }
 
