@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class EASEConfig:
-    lambdas: tuple[float, ...] = (30.0, 100.0, 300.0, 1000.0, 3000.0)  # L2 strengths tried on valid
+    lambdas: tuple[float, ...] = (10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0)  # L2 strengths tried on valid
     lam: float | None = None  # a fixed strength (skips the search)
     max_items: int = 30_000   # n_items^2 float64 = 7.2 GB at this size
 
