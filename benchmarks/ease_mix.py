@@ -1,7 +1,7 @@
 """How much an EASE member would add to a trained run: per-user z-scored scores, mixed with weight alpha.
 
     RECSYS_DATA_DIR=../shared/data .venv/bin/python benchmarks/ease_mix.py --run runs/gen-amazon-baby-recipe \\
-        [--lam 100] [--alphas 0,0.25,0.5,0.75,1]
+        [--lam 100] [--alphas 0,0.25,0.5,0.75,1] [--rank 64]
 
 Why: EASE (`recsys/baselines/ease.py`) ranks close to or above the two-tower on some data, and mixing kinds
 of models is what our ensembles gain from. A per-user z-score mix is still a two-tower: subtracting a
@@ -51,6 +51,8 @@ def main() -> None:
     parser.add_argument("--run", type=Path, required=True)
     parser.add_argument("--lam", type=float, default=None, help="EASE lambda (default: chosen on valid)")
     parser.add_argument("--alphas", default="0,0.25,0.5,0.75,1")
+    parser.add_argument("--rank", type=int, default=0, help="use EASE's weights truncated to this rank (SVD), as a "
+                        "two-tower member would carry them (0: full)")
     args = parser.parse_args()
     dataset = next(line.split("=", 1)[1].strip().strip('"') for line in (args.run / "config.toml").read_text().splitlines()
                    if line.startswith("dataset ="))
@@ -58,7 +60,10 @@ def main() -> None:
     splits = {s: prepare_split(ds, s) for s in ("valid", "test")}
     users, items = run_vectors(args.run, ds)
     ease = EASE(**({"lam": args.lam} if args.lam is not None else {})).fit(splits["test"].dataset, splits["test"].train)
-    print(f"{args.run} + EASE (lambda {ease.lam:g}); alpha = EASE's weight; valid | test R@20 / N@20")
+    if args.rank:
+        left, spread, right = np.linalg.svd(ease.weights.astype(np.float64), full_matrices=False)
+        ease.weights = ((left[:, :args.rank] * spread[:args.rank]) @ right[:args.rank]).astype(np.float32)
+    print(f"{args.run} + EASE (lambda {ease.lam:g}, rank {args.rank or 'full'}); alpha = EASE's weight; valid | test R@20 / N@20")
     for alpha in (float(a) for a in args.alphas.split(",")):
         def mixed(u: np.ndarray, alpha: float = alpha) -> np.ndarray:
             return ((1 - alpha) * zscore(users[np.asarray(u)] @ items.T) + alpha * zscore(ease.score(u))).astype(np.float32)
