@@ -42,3 +42,10 @@ def interaction_matrix(train: pl.DataFrame, n_users: int, n_items: int) -> sp.cs
 def n_users_of(dataset: Dataset, train: pl.DataFrame) -> int:
     """Users are indexed over the whole dataset, so test users without train rows still get a row."""
     return max(dataset.n_users, int(train["user_index"].max() or 0) + 1 if train.height else 0)
+
+
+def history_matrix(known: sp.csr_matrix, interactions: pl.DataFrame) -> sp.csr_matrix:
+    """The binary user x item matrix of `interactions`, at least as many users as `known` and its item
+    count: what a history model scores from when test is ranked from train + valid (`read_histories`)."""
+    n_users = max(known.shape[0], int(interactions["user_index"].max() or 0) + 1 if interactions.height else 0)
+    return interaction_matrix(interactions, n_users, known.shape[1])

@@ -6,7 +6,7 @@ P = (X^T X + lambda I)^-1, B = -P / diag(P) (column-wise), diag(B) = 0. No epoch
 Why it is here: users of RecBole know it, and on dense random splits it ranks above LightGCN (and,
 measured 2026-12-04, above our no-config two-tower: BENCHMARKS.md "Amazon-Baby" section); a
 comparison without it would flatter us. `lam` is chosen on `valid` (NDCG@20) over `lambdas`
-when the data has a valid split, as the learning baselines choose their epoch.
+when the data has a valid split, as the learning baselines choose their epoch (else the grid's middle, 300).
 Cost: one dense n_items x n_items inverse per lambda, so it refuses catalogues over `max_items`.
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from recsys.baselines.base import interaction_matrix, n_users_of
+from recsys.baselines.base import history_matrix, interaction_matrix, n_users_of
 from recsys.baselines.selection import valid_split
 from recsys.data.schema import Dataset
 from recsys.metrics import evaluate_scores
@@ -61,28 +61,26 @@ class EASE:
         self.user_items = x
         gram = (x.T @ x).toarray().astype(np.float64)
         valid = valid_split(dataset)
-        candidates = [self.config.lam] if self.config.lam is not None else list(self.config.lambdas)
-        best = -1.0
-        for lam in candidates:
+        if self.config.lam is not None or valid is None:  # nothing to choose on: one fit
+            self.lam = self.config.lam if self.config.lam is not None else self.config.lambdas[len(self.config.lambdas) // 2]
+            self.weights = solve(gram, self.lam)
+            return self
+        best, best_weights = -1.0, None
+        for lam in self.config.lambdas:
             self.weights = solve(gram, lam)
-            if len(candidates) == 1 or valid is None:
-                self.lam = lam
-                break
             value = evaluate_scores(self.score, valid, train_interactions, n_items, ks=(20,))["ndcg@20"]
             self.valid_history.append((lam, value))
             if value > best:
-                best, self.lam, chosen = value, lam, self.weights
-        if len(self.valid_history) > 0:
-            self.weights = chosen
-            log.info("ease: best valid NDCG@20 %.4f at lambda %g", best, self.lam)
+                best, self.lam, best_weights = value, lam, self.weights
+        self.weights = best_weights
+        log.info("ease: best valid NDCG@20 %.4f at lambda %g", best, self.lam)
         return self
 
     def read_histories(self, interactions: pl.DataFrame) -> "EASE":
         """Score users from the items of `interactions` instead of their train items (ranking test after
         valid reads train + valid, as the feed does); the fitted weights are unchanged."""
         assert self.user_items is not None, "call fit() first"
-        n_users = max(self.user_items.shape[0], int(interactions["user_index"].max() or 0) + 1 if interactions.height else 0)
-        self.user_items = interaction_matrix(interactions, n_users, self.user_items.shape[1])
+        self.user_items = history_matrix(self.user_items, interactions)
         return self
 
     def score(self, user_index_batch: np.ndarray) -> np.ndarray:

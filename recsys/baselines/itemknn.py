@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from recsys.baselines.base import interaction_matrix, n_users_of
+from recsys.baselines.base import history_matrix, interaction_matrix, n_users_of
 from recsys.data.schema import Dataset
 
 
@@ -57,8 +57,7 @@ class ItemKNN:
         """Score users from the items of `interactions` instead of their train items (ranking test after
         valid reads train + valid, as the feed does); the fitted similarities are unchanged."""
         assert self.user_items is not None, "call fit() first"
-        n_users = max(self.user_items.shape[0], int(interactions["user_index"].max() or 0) + 1 if interactions.height else 0)
-        self.user_items = interaction_matrix(interactions, n_users, self.user_items.shape[1])
+        self.user_items = history_matrix(self.user_items, interactions)
         return self
 
     def score(self, user_index_batch: np.ndarray) -> np.ndarray:
