@@ -1,7 +1,7 @@
 """How much an EASE member would add to a trained run: per-user z-scored scores, mixed with weight alpha.
 
     RECSYS_DATA_DIR=../shared/data .venv/bin/python benchmarks/ease_mix.py --run runs/gen-amazon-baby-recipe \\
-        [--lam 100] [--alphas 0,0.25,0.5,0.75,1] [--rank 64]
+        [--lam 100] [--alphas 0,0.25,0.5,0.75,1] [--rank 64 [--unit]]
 
 Why: EASE (`recsys/baselines/ease.py`) ranks close to or above the two-tower on some data, and mixing kinds
 of models is what our ensembles gain from. A per-user z-score mix is still a two-tower: subtracting a
@@ -51,6 +51,8 @@ def main() -> None:
     parser.add_argument("--run", type=Path, required=True)
     parser.add_argument("--lam", type=float, default=None, help="EASE lambda (default: chosen on valid)")
     parser.add_argument("--alphas", default="0,0.25,0.5,0.75,1")
+    parser.add_argument("--unit", action="store_true", help="with --rank: the member as the ensemble serves one: "
+                        "EASE's history and item factors L2-normalised, score = run score + alpha x cosine (no z-score)")
     parser.add_argument("--rank", type=int, default=0, help="use EASE's weights truncated to this rank (SVD), as a "
                         "two-tower member would carry them (0: full)")
     args = parser.parse_args()
@@ -60,13 +62,26 @@ def main() -> None:
     splits = {s: prepare_split(ds, s) for s in ("valid", "test")}
     users, items = run_vectors(args.run, ds)
     ease = EASE(**({"lam": args.lam} if args.lam is not None else {})).fit(splits["test"].dataset, splits["test"].train)
+    ease_scores = ease.score
     if args.rank:
         left, spread, right = np.linalg.svd(ease.weights.astype(np.float64), full_matrices=False)
-        ease.weights = ((left[:, :args.rank] * spread[:args.rank]) @ right[:args.rank]).astype(np.float32)
+        history = (left[:, :args.rank] * spread[:args.rank]).astype(np.float32)
+        item_factors = right[:args.rank].T.astype(np.float32)
+        ease.weights = history @ item_factors.T
+        if args.unit:
+            unit_items = item_factors / (np.linalg.norm(item_factors, axis=1, keepdims=True) + 1e-12)
+
+            def ease_scores(u: np.ndarray) -> np.ndarray:
+                user = np.asarray(ease.user_items[np.asarray(u, dtype=np.int64)] @ history)
+                return (user / (np.linalg.norm(user, axis=1, keepdims=True) + 1e-12)) @ unit_items.T
+    elif args.unit:
+        raise SystemExit("--unit needs --rank K")
     print(f"{args.run} + EASE (lambda {ease.lam:g}, rank {args.rank or 'full'}); alpha = EASE's weight; valid | test R@20 / N@20")
     for alpha in (float(a) for a in args.alphas.split(",")):
         def mixed(u: np.ndarray, alpha: float = alpha) -> np.ndarray:
-            return ((1 - alpha) * zscore(users[np.asarray(u)] @ items.T) + alpha * zscore(ease.score(u))).astype(np.float32)
+            if args.unit:  # served form: [u_run | sqrt(alpha) u_ease] . [v_run | sqrt(alpha) v_ease]
+                return (users[np.asarray(u)] @ items.T + alpha * ease_scores(u)).astype(np.float32)
+            return ((1 - alpha) * zscore(users[np.asarray(u)] @ items.T) + alpha * zscore(ease_scores(u))).astype(np.float32)
         out = {s: ranking_report(mixed, ev) for s, ev in splits.items()}
         print(f"alpha {alpha:.2f}: " + " | ".join(f"{out[s]['recall@20']:.4f} / {out[s]['ndcg@20']:.4f}" for s in out))
 
