@@ -22,24 +22,24 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
+from recsys.artifact import RunArtifact, l2_normalise, load_run  # noqa: E402
 from recsys.baselines.ease import EASE  # noqa: E402
 from recsys.data import load_dataset  # noqa: E402
 from training.evaluation_protocol import prepare_split  # noqa: E402
 from training.evaluation_ranking import ranking_report  # noqa: E402
 
 
-def run_vectors(run: Path, ds) -> tuple[np.ndarray, np.ndarray]:
+def run_vectors(run: RunArtifact, ds) -> tuple[np.ndarray, np.ndarray]:
     """The run's user and item vectors re-indexed to the dataset's indices (joined on ids)."""
-    users, items = np.load(run / "user_vectors.npy"), np.load(run / "item_vectors.npy")
-    run_users = pl.read_parquet(run / "users.parquet").select("user_id", pl.col("user_index").alias("r"))
-    run_items = pl.read_parquet(run / "items.parquet").select("item_id", pl.col("item_index").alias("r"))
+    run_users = run.users.select("user_id", pl.col("user_index").alias("r"))
+    run_items = run.items.select("item_id", pl.col("item_index").alias("r"))
     umap = ds.interactions.select("user_id", "user_index").unique().join(run_users, on="user_id")
     imap = ds.items.select("item_id", "item_index").join(run_items, on="item_id").sort("item_index")
     if imap.height != ds.n_items:
-        raise SystemExit(f"{run} has vectors for {imap.height} of the dataset's {ds.n_items} items")
-    aligned = np.zeros((ds.n_users, users.shape[1]), np.float32)
-    aligned[umap["user_index"].to_numpy()] = users[umap["r"].to_numpy()]
-    return aligned, items[imap["r"].to_numpy()]
+        raise SystemExit(f"{run.run_dir} has vectors for {imap.height} of the dataset's {ds.n_items} items")
+    aligned = np.zeros((ds.n_users, run.user_vectors.shape[1]), np.float32)
+    aligned[umap["user_index"].to_numpy()] = run.user_vectors[umap["r"].to_numpy()]
+    return aligned, np.asarray(run.item_vectors)[imap["r"].to_numpy()]
 
 
 def zscore(scores: np.ndarray) -> np.ndarray:
@@ -56,24 +56,23 @@ def main() -> None:
     parser.add_argument("--rank", type=int, default=0, help="use EASE's weights truncated to this rank (SVD), as a "
                         "two-tower member would carry them (0: full)")
     args = parser.parse_args()
-    dataset = next(line.split("=", 1)[1].strip().strip('"') for line in (args.run / "config.toml").read_text().splitlines()
-                   if line.startswith("dataset ="))
-    ds = load_dataset(dataset)
+    run = load_run(args.run)
+    ds = load_dataset(run.config["data"]["dataset"])
     splits = {s: prepare_split(ds, s) for s in ("valid", "test")}
-    users, items = run_vectors(args.run, ds)
+    users, items = run_vectors(run, ds)
     ease = EASE(**({"lam": args.lam} if args.lam is not None else {})).fit(splits["test"].dataset, splits["test"].train)
     ease_scores = ease.score
     if args.rank:
         left, spread, right = np.linalg.svd(ease.weights.astype(np.float64), full_matrices=False)
         history = (left[:, :args.rank] * spread[:args.rank]).astype(np.float32)
         item_factors = right[:args.rank].T.astype(np.float32)
-        ease.weights = history @ item_factors.T
-        if args.unit:
-            unit_items = item_factors / (np.linalg.norm(item_factors, axis=1, keepdims=True) + 1e-12)
+        if not args.unit:
+            ease.weights = history @ item_factors.T
+        else:
+            unit_items = l2_normalise(item_factors)
 
             def ease_scores(u: np.ndarray) -> np.ndarray:
-                user = np.asarray(ease.user_items[np.asarray(u, dtype=np.int64)] @ history)
-                return (user / (np.linalg.norm(user, axis=1, keepdims=True) + 1e-12)) @ unit_items.T
+                return l2_normalise(np.asarray(ease.user_items[np.asarray(u, dtype=np.int64)] @ history)) @ unit_items.T
     elif args.unit:
         raise SystemExit("--unit needs --rank K")
     print(f"{args.run} + EASE (lambda {ease.lam:g}, rank {args.rank or 'full'}); alpha = EASE's weight; valid | test R@20 / N@20")

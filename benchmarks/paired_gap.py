@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 import polars as pl  # noqa: E402
 
+from recsys.artifact import load_run  # noqa: E402
 from recsys.baselines import make_baseline  # noqa: E402
 from recsys.data import load_dataset  # noqa: E402
 from training.evaluation import per_user_metrics  # noqa: E402
@@ -50,9 +51,7 @@ def main() -> None:
     parser.add_argument("--baseline", action="append", required=True)
     parser.add_argument("--split", default="test")
     args = parser.parse_args()
-    config = (args.run / "config.toml").read_text()
-    dataset = next(line.split("=", 1)[1].strip().strip('"') for line in config.splitlines()
-                   if line.startswith("dataset ="))
+    dataset = load_run(args.run).config["data"]["dataset"]
     run_users = per_user_metrics(args.run, args.split)
     ds = load_dataset(dataset)
     ev = prepare_split(ds, args.split)

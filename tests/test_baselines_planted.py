@@ -36,6 +36,15 @@ def two_clusters(n_users: int = 40, n_items: int = 20, per_user: int = 6, seed: 
     return out
 
 
+def clusters_with_valid() -> Dataset:
+    """`two_clusters` with 8 pairs per user, each user's last two held out as `valid`."""
+    ds, _ = make_dataset(two_clusters(per_user=8), n_items=20)
+    inter = ds.interactions.with_columns(
+        pl.when(pl.int_range(pl.len()).over("user_index") >= 6).then(pl.lit("valid")).otherwise(pl.lit("train"))
+        .alias("split"))
+    return Dataset("planted", ds.items, inter)
+
+
 def test_most_popular_ranks_by_train_count():
     ds, train = make_dataset([(0, 2), (1, 2), (2, 2), (0, 1), (1, 1), (2, 0)], n_items=4)
     scores = MostPopular().fit(ds, train).score(np.array([0, 1]))
@@ -111,13 +120,8 @@ def test_lightgcn_ranks_the_users_own_cluster_first():
 
 @pytest.mark.parametrize("name", ["bpr-mf", "lightgcn"])
 def test_learned_baselines_keep_their_best_valid_epoch_and_stop_on_patience(name: str):
-    pairs = two_clusters(per_user=8)
-    ds, _ = make_dataset(pairs, n_items=20)
     # Each user's last two pairs are held out as valid: the epoch must be chosen on them.
-    inter = ds.interactions.with_columns(
-        pl.when(pl.int_range(pl.len()).over("user_index") >= 6).then(pl.lit("valid")).otherwise(pl.lit("train"))
-        .alias("split"))
-    ds = Dataset("planted", ds.items, inter)
+    ds = clusters_with_valid()
     model = make_baseline(name, dataset=None, epochs=300, lr=0.02, eval_every=5, patience=3)
     model.fit(ds, ds.split("train"))
     history = model.valid_history
@@ -173,12 +177,7 @@ def test_ease_solves_the_zero_diagonal_ridge_regression_and_picks_lambda_on_vali
     off_diagonal = ~np.eye(3, dtype=bool)
     assert np.abs(grad[off_diagonal]).max() < 1e-4
 
-    pairs = two_clusters(per_user=8)
-    ds, _ = make_dataset(pairs, n_items=20)
-    inter = ds.interactions.with_columns(
-        pl.when(pl.int_range(pl.len()).over("user_index") >= 6).then(pl.lit("valid")).otherwise(pl.lit("train"))
-        .alias("split"))
-    ds = Dataset("planted", ds.items, inter)
+    ds = clusters_with_valid()
     model = make_baseline("ease", dataset=None, lambdas=(1.0, 10.0, 1e5)).fit(ds, ds.split("train"))
     history = dict(model.valid_history)
     assert sorted(history) == [1.0, 10.0, 1e5]

@@ -44,8 +44,16 @@ def n_users_of(dataset: Dataset, train: pl.DataFrame) -> int:
     return max(dataset.n_users, int(train["user_index"].max() or 0) + 1 if train.height else 0)
 
 
-def history_matrix(known: sp.csr_matrix, interactions: pl.DataFrame) -> sp.csr_matrix:
-    """The binary user x item matrix of `interactions`, at least as many users as `known` and its item
-    count: what a history model scores from when test is ranked from train + valid (`read_histories`)."""
-    n_users = max(known.shape[0], int(interactions["user_index"].max() or 0) + 1 if interactions.height else 0)
-    return interaction_matrix(interactions, n_users, known.shape[1])
+
+class ReadsHistories:
+    """For baselines that score a user from their history matrix (`user_items`, set by `fit`): ItemKNN, EASE."""
+
+    user_items: sp.csr_matrix | None
+
+    def read_histories(self, interactions: pl.DataFrame):
+        """Score users from the items of `interactions` instead of their train items (ranking test after
+        valid reads train + valid, as the feed does); what `fit` learned is unchanged."""
+        assert self.user_items is not None, "call fit() first"
+        n_users = max(self.user_items.shape[0], int(interactions["user_index"].max() or 0) + 1 if interactions.height else 0)
+        self.user_items = interaction_matrix(interactions, n_users, self.user_items.shape[1])
+        return self

@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from recsys.baselines.base import history_matrix, interaction_matrix, n_users_of
+from recsys.baselines.base import ReadsHistories, interaction_matrix, n_users_of
 from recsys.baselines.selection import valid_split
 from recsys.data.schema import Dataset
 from recsys.metrics import evaluate_scores
@@ -33,7 +33,7 @@ class EASEConfig:
     max_items: int = 30_000   # n_items^2 float64 = 7.2 GB at this size
 
 
-class EASE:
+class EASE(ReadsHistories):
     """Closed-form item-item model (embarrassingly shallow autoencoder).
 
     Example::
@@ -74,13 +74,6 @@ class EASE:
                 best, self.lam, best_weights = value, lam, self.weights
         self.weights = best_weights
         log.info("ease: best valid NDCG@20 %.4f at lambda %g", best, self.lam)
-        return self
-
-    def read_histories(self, interactions: pl.DataFrame) -> "EASE":
-        """Score users from the items of `interactions` instead of their train items (ranking test after
-        valid reads train + valid, as the feed does); the fitted weights are unchanged."""
-        assert self.user_items is not None, "call fit() first"
-        self.user_items = history_matrix(self.user_items, interactions)
         return self
 
     def score(self, user_index_batch: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 import scipy.sparse as sp
 
-from recsys.baselines.base import history_matrix, interaction_matrix, n_users_of
+from recsys.baselines.base import ReadsHistories, interaction_matrix, n_users_of
 from recsys.data.schema import Dataset
 
 
@@ -27,7 +27,7 @@ class ItemKNNConfig:
                                   # for thin histories, and no arbitrary tie order in the metrics)
 
 
-class ItemKNN:
+class ItemKNN(ReadsHistories):
     """Cosine item-item neighbourhood model.
 
     Example::
@@ -51,13 +51,6 @@ class ItemKNN:
         popularity = np.asarray(x.sum(axis=0), dtype=np.float64).ravel()
         scale = 1e-6 / max(popularity.max(initial=0.0), 1.0)  # far below any neighbour vote
         self.tiebreak = (popularity * scale * self.config.popularity_ties).astype(np.float32)
-        return self
-
-    def read_histories(self, interactions: pl.DataFrame) -> "ItemKNN":
-        """Score users from the items of `interactions` instead of their train items (ranking test after
-        valid reads train + valid, as the feed does); the fitted similarities are unchanged."""
-        assert self.user_items is not None, "call fit() first"
-        self.user_items = history_matrix(self.user_items, interactions)
         return self
 
     def score(self, user_index_batch: np.ndarray) -> np.ndarray:
