@@ -93,6 +93,9 @@ def train_command(
                               f"Recall@10 {m[split]['recall@10']:.4f}  NDCG@10 {m[split]['ndcg@10']:.4f}")
         epochs = ", ".join(str(m.state.best_epoch) for m in result.members) or str(result.best_epoch)
         label = f"best epochs {epochs} ({len(result.members)} members)" if len(result.members) > 1 else f"best epoch {epochs}"
+        closed = m.get("closed_form")
+        if closed:
+            label += f" + EASE member (weight {closed['weight']:g}, lambda {closed['lambda']:g}, rank {closed['rank']})"
         console.print(f"{label}, {result.seconds:.0f} s -> {result.run_dir}")
 
 

@@ -71,6 +71,31 @@ class OptimConfig(_Strict):
     threads: int = Field(0, ge=0, description="torch intra-op threads (0 = leave torch's default).")
 
 
+class EaseMemberConfig(_Strict):
+    """The closed-form EASE member (`training.closed_form`): fitted after the towers, kept if valid says so."""
+
+    weights: list[float] = Field(default_factory=lambda: [0.0], description=(
+        "Its weight relative to the towers' average score, tried on valid after the towers are trained; the best "
+        "(by train.select_metric) is kept, 0 = no member. [0] = off (the default outside the built-in recipe)."))
+    rank: int = Field(0, ge=0, description="Rank of its history and item tables (0 = model.dim).")
+    lambdas: list[float] = Field(default_factory=lambda: [10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0],
+                                 description="EASE's L2 strengths, the best chosen on valid.")
+    max_items: int = Field(15_000, ge=2, description=(
+        "Larger catalogues get no member (EASE inverts a dense n_items x n_items matrix per lambda)."))
+
+    @model_validator(mode="after")
+    def _sane(self) -> "EaseMemberConfig":
+        if any(w < 0 for w in self.weights) or not self.weights:
+            raise ValueError("ease.weights: at least one weight, none negative")
+        if any(lam <= 0 for lam in self.lambdas) or not self.lambdas:
+            raise ValueError("ease.lambdas: at least one, all positive")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return any(w > 0 for w in self.weights)
+
+
 class TrainConfig(_Strict):
     """Everything a training run depends on; its hash names the checkpoint it may resume from."""
 
@@ -78,6 +103,7 @@ class TrainConfig(_Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     train: OptimConfig = Field(default_factory=OptimConfig)
+    ease: EaseMemberConfig = Field(default_factory=EaseMemberConfig)
     origin: str = Field("", description="Where this config came from (set by `load_config`; not hashed).")
 
     @model_validator(mode="after")
@@ -112,6 +138,7 @@ class TrainConfig(_Strict):
         overrides = self.train.member_overrides
         raw = self.model_dump()
         raw["train"].update(seed=self.train.seed + k, ensemble=1, member_overrides=[])
+        raw["ease"] = EaseMemberConfig().model_dump()  # a tower's checkpoints do not depend on the closed-form member
         for key, value in (overrides[k] if k < len(overrides) else {}).items():
             section, name = key.split(".")
             raw[section][name] = value
@@ -123,6 +150,8 @@ class TrainConfig(_Strict):
         body.pop("origin")
         for key in ("threads", "eval_every", "patience", "epochs"):
             body["train"].pop(key)
+        if body["ease"] == EaseMemberConfig().model_dump():  # no closed-form member: hashes as before it existed
+            body.pop("ease")
         if not body["train"]["member_overrides"]:  # absent = before the option existed: same hash
             body["train"].pop("member_overrides")
         for section, defaults in _ADDED_LATER.items():  # options added after runs were trained: absent at default

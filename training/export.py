@@ -67,6 +67,22 @@ class Member:
     def temperature(self) -> float:
         return float(self.task.model.temperature.detach())
 
+    # What the export reads of any member (a tower, or `training.closed_form.ClosedFormMember`):
+    def user_vectors(self) -> np.ndarray:
+        return self.output.users.detach().numpy()
+
+    def item_vectors(self) -> np.ndarray:
+        return self.output.items.detach().numpy()
+
+    def encoder_payload(self) -> dict[str, Any]:
+        return _encoder(self)
+
+    def projection_payload(self) -> dict[str, Any]:
+        return _projection(self)
+
+    def media_vectors(self, data: TrainingData) -> dict[str, np.ndarray]:
+        return media_vectors(self.output, data)
+
 
 def media_vectors(output: TowerOutput, data: TrainingData) -> dict[str, np.ndarray]:
     out = {}
@@ -82,12 +98,13 @@ def _weights(members: list[Member]) -> np.ndarray:
 
 
 def combined_vectors(members: list[Member]) -> tuple[np.ndarray, np.ndarray]:
-    """(user vectors, item vectors) of the run: the tower's own, or the members' weighted concatenation."""
+    """(user vectors, item vectors) of the run: the tower's own, or the members' weighted concatenation
+    (towers, and the closed-form member when valid kept one: `training.closed_form`)."""
     if len(members) == 1:
-        return members[0].output.users.detach().numpy(), members[0].output.items.detach().numpy()
+        return members[0].user_vectors(), members[0].item_vectors()
     w = _weights(members)
-    return (concat_members([m.output.users.detach().numpy() for m in members], w),
-            concat_members([m.output.items.detach().numpy() for m in members], w))
+    return (concat_members([m.user_vectors() for m in members], w),
+            concat_members([m.item_vectors() for m in members], w))
 
 
 def _new_item_coordinate(member: Member) -> float | None:
@@ -119,8 +136,8 @@ def _encoder(member: Member) -> dict[str, Any]:
 def user_encoder_payload(members: list[Member]) -> dict[str, Any]:
     """The run's served user tower (`user_encoder.pt`): the members' own modules, weights only."""
     if len(members) == 1:
-        return _encoder(members[0])
-    return ensemble_payload([_encoder(m) for m in members], _weights(members))
+        return members[0].encoder_payload()
+    return ensemble_payload([m.encoder_payload() for m in members], _weights(members))
 
 
 def served_user_vectors(encoder: dict[str, Any], data: TrainingData, events: pl.DataFrame | None = None) -> np.ndarray:
@@ -149,16 +166,17 @@ def export_run(run_dir: Path, config: TrainConfig, data: TrainingData, members: 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     _, items = combined_vectors(members)
+    closed = [m for m in members if not isinstance(m, Member)]  # the closed-form member (training.closed_form)
     encoder = encoder if encoder is not None else user_encoder_payload(members)
     users = users if users is not None else served_user_vectors(encoder, data)
     if len(members) == 1:
-        projection = _projection(members[0])
-        media = media_vectors(members[0].output, data)
+        projection = members[0].projection_payload()
+        media = members[0].media_vectors(data)
         temperature = members[0].temperature
     else:
         w = _weights(members)
-        projection = ensemble_projection_payload([_projection(m) for m in members], list(w))
-        per_member = [media_vectors(m.output, data) for m in members]
+        projection = ensemble_projection_payload([m.projection_payload() for m in members], list(w))
+        per_member = [m.media_vectors(data) for m in members]
         media = {medium: concat_members([p[medium] for p in per_member], w) for medium in per_member[0]}
         temperature = ensemble_temperature([m.temperature for m in members])
     torch.save(projection, run_dir / PROJECTION_FILE)
@@ -175,7 +193,9 @@ def export_run(run_dir: Path, config: TrainConfig, data: TrainingData, members: 
         user_encoder_payload=encoder, metrics=metrics,
         extra_meta={"model_kind": MODEL_KIND, "split_strategy": data.split_strategy, "encoders": data.content.encoders,
                     "cold_items": int((~data.warm).sum()), "temperature": temperature,
-                    "ensemble": len(members), "member_temperatures": [m.temperature for m in members],
+                    "ensemble": sum(isinstance(m, Member) for m in members),  # towers
+                    "member_temperatures": [m.temperature for m in members],
+                    **({"closed_form": closed[0].describe()} if closed else {}),
                     "media": list(data.catalog.media), "config_fingerprint": config.fingerprint(),
                     # the feed's treatment of items without interactions, chosen on TikTok valid for the default
                     # config (recsys.new_items); serving reads it unless RECSYS_SERVE_NEW_ITEM_BOOST is set

@@ -193,6 +193,9 @@ def robust_recipe(shape: DataShape) -> dict[str, Any]:
                   "weight_decay": 5e-3 if dense else 1e-3, "patience": 5,
                   "select_metric": "ndcg@10" if next_item else "ndcg@20",
                   "ensemble": members_for(shape, dim)},
+        # The closed-form EASE member (training.closed_form), kept at the weight valid chooses, 0 included:
+        # valid N@20 +3 % on ml100k-random, +7 % on Amazon-Baby, lower at any weight on TikTok ("EASE").
+        "ease": {"weights": [0.0, 0.25, 0.5, 1.0]},
     }
     if dense:
         from recsys.config import get_settings

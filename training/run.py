@@ -32,6 +32,7 @@ from recsys.models.next_item import SequenceWindows
 from recsys.models.task import resolve_step
 from recsys.models.popularity_prior import prior_counts, standardised_log_counts
 from training.checkpoint import CHECKPOINT_DIR, LAST
+from training.closed_form import fit_closed_form_member
 from training.config import TrainConfig, load_config
 from training.data import TrainingData, build_training_data
 from training.distributed import DistContext, broadcast, gather, init_distributed, shutdown, weights_digest, wrap_model
@@ -177,6 +178,12 @@ def train(config: TrainConfig, run_dir: Path | str, resume: bool = True, progres
     # Evaluate what serving computes: the served tower over each user's feature window.
     encoder = user_encoder_payload(members)
     users = served_user_vectors(encoder, data)
+    closed = fit_closed_form_member(config, data, users, items, [m.temperature for m in members], ctx, encoder)
+    parts: list[Any] = members + ([closed] if closed is not None else [])
+    if closed is not None:  # the run serves towers + the closed-form member as one concatenation
+        trained_users, items = combined_vectors(parts)
+        encoder = user_encoder_payload(parts)
+        users = served_user_vectors(encoder, data)
     gap = float(np.abs(users - trained_users).max()) if users.size else 0.0
     if gap > 1e-4:
         log.warning("served user vectors differ from the training forward pass by up to %.2g", gap)
@@ -198,8 +205,10 @@ def train(config: TrainConfig, run_dir: Path | str, resume: bool = True, progres
                               for k, m in enumerate(members)]
         metrics["training"]["rank_weight_digests"] = [
             "".join(d) for d in zip(*[m.digests for m in members])]  # per rank: every member's digest
+    if closed is not None:
+        metrics["closed_form"] = closed.describe()
     if ctx.is_main:
-        export_run(run_dir, config, data, members, metrics, encoder=encoder, users=users)
+        export_run(run_dir, config, data, parts, metrics, encoder=encoder, users=users)
     seconds = time.perf_counter() - began
     log.info("run %s: %s, valid %s, test %s (%.0f s)", run_dir,
              f"best epoch {first.state.best_epoch}" if n == 1 else

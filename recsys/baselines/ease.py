@@ -53,27 +53,33 @@ class EASE(ReadsHistories):
         self.valid_history: list[tuple[float, float]] = []  # (lambda, valid NDCG@20)
 
     def fit(self, dataset: Dataset, train_interactions: pl.DataFrame) -> "EASE":
-        n_items = dataset.n_items
+        x = interaction_matrix(train_interactions, n_users_of(dataset, train_interactions), dataset.n_items)
+        return self.fit_matrix(x, valid_split(dataset), train_interactions)
+
+    def fit_matrix(self, user_items: sp.csr_matrix, valid: pl.DataFrame | None, known: pl.DataFrame,
+                   metric: str = "ndcg@20") -> "EASE":
+        """Fit on a binary user x item matrix; `lam` chosen on `valid` by `metric` (`known` masked), or the
+        grid's middle without valid. Shared by the baseline and the run's closed-form member (training)."""
+        n_items = user_items.shape[1]
         if n_items > self.config.max_items:
             raise ValueError(f"EASE needs a dense {n_items} x {n_items} matrix per fit; this catalogue is over its "
                              f"{self.config.max_items}-item limit (use itemknn or lightgcn)")
-        x = interaction_matrix(train_interactions, n_users_of(dataset, train_interactions), n_items)
-        self.user_items = x
-        gram = (x.T @ x).toarray().astype(np.float64)
-        valid = valid_split(dataset)
-        if self.config.lam is not None or valid is None:  # nothing to choose on: one fit
+        self.user_items = user_items
+        gram = (user_items.T @ user_items).toarray().astype(np.float64)
+        if self.config.lam is not None or valid is None or not valid.height:  # nothing to choose on: one fit
             self.lam = self.config.lam if self.config.lam is not None else self.config.lambdas[len(self.config.lambdas) // 2]
             self.weights = solve(gram, self.lam)
             return self
+        k = int(metric.split("@")[1]) if "@" in metric else 20
         best, best_weights = -1.0, None
         for lam in self.config.lambdas:
             self.weights = solve(gram, lam)
-            value = evaluate_scores(self.score, valid, train_interactions, n_items, ks=(20,))["ndcg@20"]
+            value = evaluate_scores(self.score, valid, known, n_items, ks=(k,))[metric]
             self.valid_history.append((lam, value))
             if value > best:
                 best, self.lam, best_weights = value, lam, self.weights
         self.weights = best_weights
-        log.info("ease: best valid NDCG@20 %.4f at lambda %g", best, self.lam)
+        log.info("ease: best valid %s %.4f at lambda %g", metric, best, self.lam)
         return self
 
     def score(self, user_index_batch: np.ndarray) -> np.ndarray:

@@ -73,6 +73,10 @@ class TowerContent:
             projected = l2_normalise(self.projections[medium](torch.as_tensor(x)).numpy())
         return np.concatenate([projected, np.zeros((len(projected), self.pad), np.float32)], axis=1) if self.pad else projected
 
+    @property
+    def can_fuse(self) -> bool:
+        return self.fusion is not None or len(self.projections) == 1
+
     def embed_items(self, features: dict[str, np.ndarray], present: dict[str, np.ndarray]) -> np.ndarray:
         """Items' vectors (n, dim + pad) from encoder outputs per medium (n, d_m) and which items have each
         medium, as the tower embeds an item with no ID and no interactions."""
@@ -97,6 +101,28 @@ class TowerContent:
         return l2_normalise(np.concatenate([unit * rest, prior], axis=1))
 
 
+def closed_form_content_payload(width: int) -> dict[str, Any]:
+    """`content_projection.pt`'s entry for the closed-form member (`recsys.models.closed_form`): no content path."""
+    return {"closed_form": True, "width": int(width)}
+
+
+@dataclass
+class ClosedFormContent:
+    """The closed-form member's part of content vectors: it reads no content, so a query gets zeros (it
+    scores nothing there) and a new item the member's unit "never seen" coordinate (scores 0 for everyone)."""
+
+    width: int
+    can_fuse: bool = True
+
+    def project(self, medium: str, x: np.ndarray) -> np.ndarray:
+        return np.zeros((len(x), self.width), np.float32)
+
+    def embed_items(self, features: dict[str, np.ndarray], present: dict[str, np.ndarray]) -> np.ndarray:
+        from recsys.models.closed_form import new_item_part  # noqa: PLC0415
+
+        return new_item_part(self.width - 1, len(next(iter(features.values()))))
+
+
 class ContentPath:
     """A run's content path (single tower or ensemble) as loaded from `content_projection.pt`.
 
@@ -105,10 +131,11 @@ class ContentPath:
         path = load_content_path(run_dir); item_vector = path.embed_item({"image": v_img, "audio": v_aud})
     """
 
-    def __init__(self, towers: list[TowerContent], weights: list[float], source: Path):
+    def __init__(self, towers: list[TowerContent | ClosedFormContent], weights: list[float], source: Path):
         self.towers, self.weights, self.source = towers, weights, source
-        self.media = sorted(towers[0].projections)
-        self.in_dims = {m: int(p.mean.shape[0]) for m, p in towers[0].projections.items()}
+        first = next(t for t in towers if isinstance(t, TowerContent))
+        self.media = sorted(first.projections)
+        self.in_dims = {m: int(p.mean.shape[0]) for m, p in first.projections.items()}
 
     def _combine(self, parts: list[np.ndarray]) -> np.ndarray:
         if len(parts) == 1:
@@ -134,7 +161,7 @@ class ContentPath:
     @property
     def can_fuse(self) -> bool:
         """Whether items with several media can be embedded (the run recorded its fusion)."""
-        return all(t.fusion is not None or len(t.projections) == 1 for t in self.towers)
+        return all(t.can_fuse for t in self.towers)
 
     def embed_item(self, features: dict[str, np.ndarray]) -> np.ndarray:
         """A new item's unit vector in the item space from its encoder outputs per medium."""
@@ -189,14 +216,16 @@ def _read(path: Path) -> ContentPath:
         if not isinstance(saved, dict):
             raise ValueError(f"expected a dict, got {type(saved).__name__}")
         if "members" in saved:
-            towers = [_tower(m, path) for m in saved["members"]]
+            towers = [ClosedFormContent(int(m["width"])) if m.get("closed_form") else _tower(m, path)
+                      for m in saved["members"]]
             weights = [float(w) for w in saved["weights"]]
             if len(weights) != len(towers) or not towers:
                 raise ValueError(f"{len(towers)} members but {len(weights)} weights")
         else:
             towers, weights = [_tower(saved, path)], [1.0]
-        if len({tuple(sorted(t.projections)) for t in towers}) != 1:
-            raise ValueError("ensemble members project different media")
+        media = {tuple(sorted(t.projections)) for t in towers if isinstance(t, TowerContent)}
+        if len(media) != 1:
+            raise ValueError("ensemble members project different media" if media else "no member has a content path")
     except Exception as exc:  # noqa: BLE001  (truncated zip, foreign pickle, missing keys, wrong shapes)
         raise RunDirError(f"{path}: cannot be loaded ({type(exc).__name__}: {exc})") from exc
     return ContentPath(towers, weights, path)

@@ -42,8 +42,8 @@ def concat_members(parts: list[np.ndarray], weights: np.ndarray | list[float]) -
 class MemberConcat(nn.Module):
     """The members' served towers as one module: [w_1 u_1 | ... | w_K u_K], L2-normalised per row.
 
-    Each member is the `ServedUserTower` its training produced; this only concatenates their
-    outputs (see module docstring), so an ensemble serves through the same code as one tower.
+    Each member is the `ServedUserTower` its training produced (or the closed-form member's
+    `recsys.models.closed_form.HistoryTableTower`); this only concatenates their outputs (see module docstring), so an ensemble serves through the same code as one tower.
     """
 
     def __init__(self, members: list[nn.Module], weights: np.ndarray | list[float]):
@@ -67,14 +67,24 @@ def ensemble_payload(member_payloads: list[dict[str, Any]], weights: np.ndarray 
     return {"kind": ENSEMBLE_KIND, "members": member_payloads, "weights": [float(w) for w in weights]}
 
 
-def load_ensemble_encoder(payload: dict[str, Any], run: RunArtifact | None = None):
-    """A `TowerUserEncoder` over `MemberConcat` of the members' served towers."""
-    from recsys.models.user_encoder import ENCODER_KIND, ServedUserTower, TowerUserEncoder  # noqa: PLC0415
+def member_module(payload: dict[str, Any]) -> nn.Module:
+    """One member's served module from its payload: a trained tower, or the closed-form EASE member."""
+    from recsys.models.closed_form import CLOSED_FORM_KIND, HistoryTableTower  # noqa: PLC0415
+    from recsys.models.user_encoder import ENCODER_KIND, ServedUserTower  # noqa: PLC0415
 
-    kinds = {member["kind"] for member in payload["members"]}
-    if kinds != {ENCODER_KIND}:
-        raise ValueError(f"ensemble members must all be {ENCODER_KIND!r} towers, got kinds {sorted(kinds)}")
-    members = [ServedUserTower.from_payload(member) for member in payload["members"]]
+    kinds = {ENCODER_KIND: ServedUserTower.from_payload, CLOSED_FORM_KIND: HistoryTableTower.from_payload}
+    if payload.get("kind") not in kinds:
+        raise ValueError(f"ensemble member kind {payload.get('kind')!r} is not one of {sorted(kinds)}")
+    return kinds[payload["kind"]](payload)
+
+
+def load_ensemble_encoder(payload: dict[str, Any], run: RunArtifact | None = None):
+    """A `TowerUserEncoder` over `MemberConcat` of the members' served modules (all over the same catalogue)."""
+    from recsys.models.user_encoder import TowerUserEncoder  # noqa: PLC0415
+
+    members = [member_module(member) for member in payload["members"]]
+    if len({m.n_items for m in members}) != 1:
+        raise ValueError(f"ensemble members read different catalogues: {[m.n_items for m in members]} items")
     return TowerUserEncoder(MemberConcat(members, payload["weights"]), ENSEMBLE_KIND)
 
 

@@ -60,8 +60,11 @@ class OnnxTower:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.log_severity_level = 4  # fatal only: a failure is raised, and the caller logs it
         self.session = ort.InferenceSession(export_onnx(module, example), options, providers=["CPUExecutionProvider"])
+        # the exporter drops inputs a module never reads (the closed-form member ignores `age`)
+        self.inputs = [i for i, name in enumerate(INPUTS) if name in {x.name for x in self.session.get_inputs()}]
 
     def __call__(self, items: torch.Tensor, lengths: torch.Tensor, segment: torch.Tensor,
                  age: torch.Tensor) -> np.ndarray:
-        feeds = {name: tensor.numpy() for name, tensor in zip(INPUTS, (items, lengths, segment, age))}
+        tensors = (items, lengths, segment, age)
+        feeds = {INPUTS[i]: tensors[i].numpy() for i in self.inputs}
         return self.session.run(None, feeds)[0]

@@ -1,0 +1,162 @@
+"""The closed-form EASE member (`training.closed_form`, `recsys.models.closed_form`): fitted after the towers,
+kept at the weight valid chooses, and served through the same concatenation as every member.
+
+Real data: the small TikTok slice of `training_slices` (dim 16, 3 epochs, one thread: ~15 s per run).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from commands.main import app
+from recsys.artifact import load_run
+from recsys.baselines.ease import solve
+from recsys.models.closed_form import CLOSED_FORM_KIND, HistoryTableTower, factor_weights, item_part
+from recsys.models.content_projection import load_content_path
+from recsys.models.ensemble import MemberConcat, load_ensemble_encoder
+from recsys.models.user_encoder import TowerUserEncoder, history_tensors
+from training.config import load_config
+from training.data import build_training_data
+from training.run import train
+from training_slices import write_test_config, write_tiktok_slice
+
+DIM = 16  # training_slices.TEST_CONFIG
+
+
+def planted_gram(n_users: int = 300, n_items: int = 40, seed: int = 0) -> np.ndarray:
+    """Users who each read one of four item blocks (plus noise): a Gram matrix with clear item-item structure."""
+    rng = np.random.default_rng(seed)
+    x = (rng.random((n_users, n_items)) < 0.03).astype(np.float64)
+    blocks = np.arange(n_items) // (n_items // 4)
+    for u in range(n_users):
+        x[u, rng.choice(np.flatnonzero(blocks == u % 4), size=4, replace=False)] = 1.0
+    return x.T @ x
+
+
+def test_factors_reproduce_the_weights_and_keep_the_ranking() -> None:
+    weights = solve(planted_gram(), 10.0)
+    history, items = factor_weights(weights, rank=weights.shape[0] - 1)
+    assert np.linalg.norm(history @ items.T - weights) < 0.02 * np.linalg.norm(weights)  # all but the last factor
+    history, items = factor_weights(weights, rank=8)  # low rank: the top items of a block's user stay in the block
+    user = np.zeros(weights.shape[0], np.float32)
+    user[[0, 1, 2]] = 1.0  # three items of block 0
+    top = np.argsort(-(user @ history @ items.T))[:7]
+    assert set(top) <= set(range(10)), top
+
+
+def test_items_without_interactions_score_zero_for_everyone_at_unit_norm() -> None:
+    table = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+    table[3] = 0.0
+    part = item_part(table, np.array([True, True, False, True, True]))
+    assert np.allclose(np.linalg.norm(part, axis=1), 1.0, atol=1e-6)
+    assert np.array_equal(part[2], [0, 0, 0, 1]) and np.array_equal(part[3], [0, 0, 0, 1])  # not scorable, or empty
+    assert np.all(part[[0, 1, 4], -1] == 0)
+    users = HistoryTableTower(table)(*history_tensors([[0, 1], [], [4]]))
+    assert np.all(users[:, -1].numpy() == 0) and np.allclose(users[1].numpy(), 0)  # no history: no member part
+    assert np.allclose((users @ torch.as_tensor(part).T)[:, [2, 3]].numpy(), 0)
+
+
+def test_served_history_table_is_the_normalised_sum_and_survives_weights_only_load(tmp_path: Path) -> None:
+    table = np.random.default_rng(1).normal(size=(30, 6)).astype(np.float32)
+    tower = HistoryTableTower(table)
+    torch.save(tower.payload(), tmp_path / "member.pt")
+    loaded = HistoryTableTower.from_payload(torch.load(tmp_path / "member.pt", weights_only=True))
+    histories = [[3, 7, 9], [12], []]
+    expected = [table[h].sum(0) / np.linalg.norm(table[h].sum(0)) if h else np.zeros(6) for h in histories]
+    got = loaded(*history_tensors(histories)).numpy()
+    assert np.allclose(got[:, :-1], expected, atol=1e-6) and np.all(got[:, -1] == 0)
+    bad = tower.payload()
+    bad["rank"] = 5
+    with pytest.raises(ValueError, match="shape"):
+        HistoryTableTower.from_payload(bad)
+    # request-sized batches run the ONNX export of the same module, checked against it at load
+    encoder = TowerUserEncoder(MemberConcat([loaded], [1.0]), "two_tower_ensemble", runtime="onnxruntime")
+    assert encoder.runtime == "onnxruntime"
+    assert np.allclose(encoder.encode([[3, 7, 9]])[0], got[0], atol=1e-5)
+
+
+def test_an_ensemble_member_of_unknown_kind_is_refused() -> None:
+    member = HistoryTableTower(np.ones((4, 2), np.float32)).payload()
+    with pytest.raises(ValueError, match="kind 'pickled_module'"):
+        load_ensemble_encoder({"members": [member, {**member, "kind": "pickled_module"}], "weights": [1.0, 1.0]})
+    assert member["kind"] == CLOSED_FORM_KIND
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    root = tmp_path_factory.mktemp("closed_form")
+    return {"root": root, "folder": write_tiktok_slice(root / "tiktok-slice"), "config": write_test_config(root / "t.toml")}
+
+
+@pytest.fixture(scope="module")
+def forced(setup: dict) -> dict:
+    """A run that must keep the member (its only weight is 1)."""
+    cfg = load_config(setup["config"], str(setup["folder"]), ["ease.weights=[1.0]"])
+    result = train(cfg, setup["root"] / "forced", resume=False, progress=False)
+    return {"config": cfg, "result": result, "run": load_run(result.run_dir)}
+
+
+def test_the_member_serves_as_one_two_tower(setup: dict, forced: dict) -> None:
+    result, run, cfg = forced["result"], forced["run"], forced["config"]
+    described = result.metrics["closed_form"]
+    assert described["kind"] == "ease" and described["weight"] == 1.0 and described["rank"] == DIM
+    assert run.meta["closed_form"]["lambda"] == described["lambda"] and run.meta["ensemble"] == 1
+    width = (DIM + 1) + (DIM + 1)  # tower (+ popularity coordinate) | member (+ its "never seen" coordinate)
+    assert run.item_vectors.shape[1] == width
+    assert np.allclose(np.linalg.norm(run.item_vectors, axis=1), 1.0, atol=1e-4)
+    assert result.metrics["train_serve_max_abs_diff"] < 1e-4
+    # the served encoder (ONNX for request batches, the module for large ones) gives the exported vectors
+    histories = build_training_data(cfg.data).train_histories()
+    encoder = run.user_encoder
+    assert encoder.runtime == "onnxruntime"
+    assert np.abs(encoder.encode(histories) - run.user_vectors).max() < 1e-5
+    assert np.abs(encoder.encode(histories[:4]) - run.user_vectors[:4]).max() < 1e-5
+    report = CliRunner().invoke(app, ["evaluate", "--run", str(result.run_dir), "--split", "test", "--json"])
+    assert json.loads(report.stdout)["ndcg@20"] == pytest.approx(result.metrics["test"]["ndcg@20"], abs=1e-9)
+
+
+def test_content_reaches_the_run_without_the_member(setup: dict, forced: dict) -> None:
+    """A live-added item gets the member's "never seen" coordinate; a content query gets zeros there."""
+    path = load_content_path(forced["result"].run_dir)
+    image = np.load(Path(setup["folder"]) / "image_feat.npy")[:2].astype(np.float32)
+    item = path.embed_item({"image": image[0]})
+    member = item[DIM + 1:]
+    assert np.allclose(member[:-1], 0) and member[-1] > 0 and np.linalg.norm(item) == pytest.approx(1, abs=1e-5)
+    users = forced["run"].user_vectors
+    assert np.allclose(users[:, -1], 0)  # so the member scores the new item 0 for every user
+    query = path.project("image", image)
+    assert np.allclose(query[:, DIM + 1:], 0) and np.allclose(np.linalg.norm(query, axis=1), 1, atol=1e-5)
+
+
+def test_valid_chooses_the_weight_and_the_towers_resume(setup: dict) -> None:
+    """The kept weight is the best on valid (0 = no member), the run's served valid figure is that score,
+    and the member's settings are outside the tower's fingerprint, so changing them resumes the trained
+    tower (its checkpoint) instead of retraining it: the same run without the member scores weight 0's figure."""
+    run_dir = setup["root"] / "chosen"
+    cfg = load_config(setup["config"], str(setup["folder"]), ["ease.weights=[0, 0.5, 1, 4]"])
+    plain = load_config(setup["config"], str(setup["folder"]))
+    assert cfg.member(0).fingerprint() == plain.fingerprint() and cfg.fingerprint() != plain.fingerprint()
+    result = train(cfg, run_dir, resume=False, progress=False)
+    described = result.metrics["closed_form"] if "closed_form" in result.metrics else None
+    assert described is not None, "the member lost to the tower alone on this slice: pick a slice where it helps"
+    scores = {float(k): v for k, v in described["valid_by_weight"].items()}
+    assert set(scores) == {0.0, 0.5, 1.0, 4.0}
+    assert described["weight"] == max(scores, key=scores.get) and scores[described["weight"]] > scores[0.0]
+    assert result.metrics["valid"]["ndcg@20"] == pytest.approx(scores[described["weight"]], abs=1e-9)
+    without = train(load_config(setup["config"], str(setup["folder"]), ["ease.weights=[0]"]), run_dir,
+                    resume=True, progress=False)
+    assert "closed_form" not in without.metrics
+    assert without.metrics["valid"]["ndcg@20"] == pytest.approx(scores[0.0], abs=1e-9)
+
+
+def test_bad_member_settings_are_refused_and_large_catalogues_skip_it(setup: dict) -> None:
+    with pytest.raises(ValueError, match="none negative"):
+        load_config(setup["config"], str(setup["folder"]), ["ease.weights=[-1]"])
+    cfg = load_config(setup["config"], str(setup["folder"]), ["ease.weights=[1.0]", "ease.max_items=2"])
+    result = train(cfg, setup["root"] / "too-large", resume=False, progress=False)
+    assert "closed_form" not in result.metrics and "closed_form" not in load_run(result.run_dir).meta

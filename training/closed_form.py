@@ -1,0 +1,119 @@
+"""Fit the closed-form EASE member after the towers and keep it only at the weight valid chooses.
+
+Measured before it was built (`benchmarks/ease_mix.py --rank K --unit`, BENCHMARKS.md "EASE"): the member at
+weight .5 lifted valid and test N@20 on dense ml100k-random (+3 %) and Amazon-Baby (+8 %) and lowered TikTok's
+valid at any weight, so the weight is a choice made on valid, with 0 (no member) among the candidates.
+
+Steps (every rank computes the same, deterministically):
+1. EASE on the train interactions, lambda chosen on valid (`recsys.baselines.ease.EASE.fit_matrix`: the
+   baseline's own code);
+2. its weights factored at rank `ease.rank` (`recsys.models.closed_form`);
+3. each weight alpha of `ease.weights` scored on valid with the towers' served vectors: the member's part
+   enters the concatenation with scale sqrt(alpha x sum_k 1/T_k), i.e. score = towers' average logit +
+   alpha x the member's cosine; the best alpha is kept (ties: the smaller one).
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from recsys.baselines.base import interaction_matrix
+from recsys.baselines.ease import EASE
+from recsys.models.closed_form import HistoryTableTower, factor_weights, item_part
+from recsys.models.content_projection import closed_form_content_payload
+from recsys.models.ensemble import concat_members
+from recsys.models.user_encoder import history_tensors
+from training.config import TrainConfig
+from training.data import TrainingData
+from training.distributed import DistContext
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ClosedFormMember:
+    """The fitted member as the run's export reads any member: vectors, served payload, content part."""
+
+    module: HistoryTableTower
+    users: np.ndarray          # (n_users, rank + 1): the served part of every user's train window
+    items: np.ndarray          # (n_items, rank + 1)
+    lam: float
+    weight: float              # alpha: relative to the towers' average logit
+    temperature: float         # 1 / (alpha x sum_k 1/T_k): its scale in the concatenation is 1/sqrt(T)
+    valid_by_weight: dict[float, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def user_vectors(self) -> np.ndarray:
+        return self.users
+
+    def item_vectors(self) -> np.ndarray:
+        return self.items
+
+    def encoder_payload(self) -> dict[str, Any]:
+        return self.module.payload()
+
+    def projection_payload(self) -> dict[str, Any]:
+        return closed_form_content_payload(self.module.output_dim)
+
+    def media_vectors(self, data: TrainingData) -> dict[str, np.ndarray]:
+        """Per medium: zeros (the member reads no content)."""
+        return {m: np.zeros((data.n_items, self.module.output_dim), np.float32) for m in data.catalog.media}
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "ease", "lambda": self.lam, "rank": self.module.rank, "weight": self.weight,
+                "valid_by_weight": {str(k): v for k, v in self.valid_by_weight.items()},
+                "seconds": round(self.seconds, 1)}
+
+
+def encode_histories(module: HistoryTableTower, histories: list[list[int]], batch: int = 4096) -> np.ndarray:
+    import torch  # noqa: PLC0415
+
+    parts = []
+    with torch.inference_mode():
+        for start in range(0, len(histories), batch):
+            parts.append(module(*history_tensors(histories[start:start + batch])).numpy())
+    return np.concatenate(parts) if parts else np.zeros((0, module.output_dim), np.float32)
+
+
+def fit_closed_form_member(config: TrainConfig, data: TrainingData, tower_users: np.ndarray, tower_items: np.ndarray,
+                           tower_temperatures: list[float], ctx: DistContext,
+                           tower_encoder: dict[str, Any]) -> ClosedFormMember | None:
+    """The EASE member at the weight valid chooses, or None (off, too large a catalogue, no valid, or 0 won)."""
+    from training.run import evaluate_vectors  # noqa: PLC0415  (run imports this module)
+
+    settings = config.ease
+    if not settings.enabled:
+        return None
+    if data.n_items > settings.max_items:
+        log.info("closed-form member: skipped, %d items is over ease.max_items %d", data.n_items, settings.max_items)
+        return None
+    if not data.valid.height:
+        log.info("closed-form member: skipped, no valid interactions to choose its weight on")
+        return None
+    began = time.perf_counter()
+    metric = config.train.select_metric
+    x = interaction_matrix(data.train, data.n_users, data.n_items)
+    ease = EASE(lambdas=tuple(settings.lambdas)).fit_matrix(x, data.valid, data.train, metric=metric)
+    history, items = factor_weights(ease.weights, settings.rank or config.model.dim, seed=config.train.seed)
+    module = HistoryTableTower(history).eval()
+    member_items = item_part(items, np.asarray(x.sum(axis=0)).ravel() > 0)
+    member_users = encode_histories(module, data.train_histories())
+    inverse_sum = float(np.sum(1.0 / np.asarray(tower_temperatures, dtype=np.float64)))
+    scores: dict[float, float] = {}
+    for alpha in sorted(set(settings.weights)):
+        scale = [1.0, float(np.sqrt(alpha))]
+        users = concat_members([tower_users, member_users], scale) if alpha > 0 else tower_users
+        items_ = concat_members([tower_items, member_items], scale) if alpha > 0 else tower_items
+        scores[alpha] = float(evaluate_vectors(data, users, items_, "valid", ctx, tower_encoder)[metric])
+    best = max(scores, key=lambda a: (scores[a], -a))
+    seconds = time.perf_counter() - began
+    log.info("closed-form member: EASE lambda %g, rank %d; valid %s by weight %s -> weight %g (%.0f s)", ease.lam,
+             module.rank, metric, ", ".join(f"{a:g}: {v:.4f}" for a, v in scores.items()), best, seconds)
+    if best <= 0:
+        return None
+    return ClosedFormMember(module, member_users, member_items, float(ease.lam), best, 1.0 / (best * inverse_sum),
+                            scores, seconds)
