@@ -94,7 +94,7 @@ def train_command(
         epochs = ", ".join(str(m.state.best_epoch) for m in result.members) or str(result.best_epoch)
         label = f"best epochs {epochs} ({len(result.members)} members)" if len(result.members) > 1 else f"best epoch {epochs}"
         closed = m.get("closed_form")
-        if closed:
+        if closed and closed["weight"] > 0:
             label += f" + EASE member (weight {closed['weight']:g}, lambda {closed['lambda']:g}, rank {closed['rank']})"
         console.print(f"{label}, {result.seconds:.0f} s -> {result.run_dir}")
 

@@ -142,15 +142,16 @@ def test_valid_chooses_the_weight_and_the_towers_resume(setup: dict) -> None:
     plain = load_config(setup["config"], str(setup["folder"]))
     assert cfg.member(0).fingerprint() == plain.fingerprint() and cfg.fingerprint() != plain.fingerprint()
     result = train(cfg, run_dir, resume=False, progress=False)
-    described = result.metrics["closed_form"] if "closed_form" in result.metrics else None
-    assert described is not None, "the member lost to the tower alone on this slice: pick a slice where it helps"
+    described = result.metrics["closed_form"]
     scores = {float(k): v for k, v in described["valid_by_weight"].items()}
     assert set(scores) == {0.0, 0.5, 1.0, 4.0}
-    assert described["weight"] == max(scores, key=scores.get) and scores[described["weight"]] > scores[0.0]
+    assert described["weight"] == max(scores, key=scores.get)
+    assert scores[described["weight"]] > scores[0.0], "the member lost on this slice: pick one where it helps"
+    assert load_run(run_dir).meta["closed_form"]["weight"] == described["weight"]
     assert result.metrics["valid"]["ndcg@20"] == pytest.approx(scores[described["weight"]], abs=1e-9)
     without = train(load_config(setup["config"], str(setup["folder"]), ["ease.weights=[0]"]), run_dir,
                     resume=True, progress=False)
-    assert "closed_form" not in without.metrics
+    assert "closed_form" not in without.metrics and "closed_form" not in load_run(run_dir).meta  # turned off
     assert without.metrics["valid"]["ndcg@20"] == pytest.approx(scores[0.0], abs=1e-9)
 
 
@@ -159,4 +160,5 @@ def test_bad_member_settings_are_refused_and_large_catalogues_skip_it(setup: dic
         load_config(setup["config"], str(setup["folder"]), ["ease.weights=[-1]"])
     cfg = load_config(setup["config"], str(setup["folder"]), ["ease.weights=[1.0]", "ease.max_items=2"])
     result = train(cfg, setup["root"] / "too-large", resume=False, progress=False)
-    assert "closed_form" not in result.metrics and "closed_form" not in load_run(result.run_dir).meta
+    assert result.metrics["closed_form"] == {"kind": "ease", "weight": 0.0, "skipped": "3231 items is over ease.max_items 2"}
+    assert "closed_form" not in load_run(result.run_dir).meta

@@ -142,8 +142,11 @@ def test_recsys_train_says_which_config_it_used(tmp_path: Path):
     stored = load_run(run).config
     assert stored["origin"].startswith("built-in robust default recipe") and stored["loss"]["step"] == "sequence"
     assert stored["train"]["lr_schedule"] == "constant"
-    history = [h["lr"] for h in json.loads((run / "metrics.json").read_text())["history"]]
+    metrics = json.loads((run / "metrics.json").read_text())
+    history = [h["lr"] for h in metrics["history"]]
     assert history == [history[0]] * 3  # the next-item regime trains at a constant lr (epoch chosen on valid)
+    considered = metrics["closed_form"]  # the recipe tries the closed-form member at every weight, 0 included
+    assert set(map(float, considered["valid_by_weight"])) == {0.0, 0.25, 0.5, 1.0}
 
 
 def test_recsys_tune_writes_a_config_the_next_train_uses(tmp_path: Path):
@@ -160,6 +163,7 @@ def test_recsys_tune_writes_a_config_the_next_train_uses(tmp_path: Path):
     assert config.origin == f"dataset config {written} (beside the dataset folder)"
     recipe = robust_recipe(data_shape(load_dataset(str(folder))))
     assert config.train.epochs == 2 and config.train.ensemble == recipe["train"]["ensemble"]  # trials: 1 tower each
+    assert config.ease.weights == recipe["ease"]["weights"]  # trials leave the closed-form member out; the config keeps it
 
 
 def test_tune_search_space_overrides_are_valid_config_values():

@@ -81,19 +81,22 @@ def encode_histories(module: HistoryTableTower, histories: list[list[int]], batc
 
 def fit_closed_form_member(config: TrainConfig, data: TrainingData, tower_users: np.ndarray, tower_items: np.ndarray,
                            tower_temperatures: list[float], ctx: DistContext,
-                           tower_encoder: dict[str, Any]) -> ClosedFormMember | None:
-    """The EASE member at the weight valid chooses, or None (off, too large a catalogue, no valid, or 0 won)."""
+                           tower_encoder: dict[str, Any]) -> tuple[ClosedFormMember | None, dict[str, Any] | None]:
+    """(the EASE member at the weight valid chooses or None, what was decided for `metrics.json`).
+
+    None when the config turns it off (report None too), or when the catalogue is too large, there is no valid
+    split to choose on, or weight 0 won (the report says which, with every weight's valid score).
+    """
     from training.run import evaluate_vectors  # noqa: PLC0415  (run imports this module)
 
     settings = config.ease
     if not settings.enabled:
-        return None
-    if data.n_items > settings.max_items:
-        log.info("closed-form member: skipped, %d items is over ease.max_items %d", data.n_items, settings.max_items)
-        return None
-    if not data.valid.height:
-        log.info("closed-form member: skipped, no valid interactions to choose its weight on")
-        return None
+        return None, None
+    skipped = (f"{data.n_items} items is over ease.max_items {settings.max_items}" if data.n_items > settings.max_items
+               else "no valid interactions to choose its weight on" if not data.valid.height else None)
+    if skipped:
+        log.info("closed-form member: skipped, %s", skipped)
+        return None, {"kind": "ease", "weight": 0.0, "skipped": skipped}
     began = time.perf_counter()
     metric = config.train.select_metric
     x = interaction_matrix(data.train, data.n_users, data.n_items)
@@ -113,7 +116,6 @@ def fit_closed_form_member(config: TrainConfig, data: TrainingData, tower_users:
     seconds = time.perf_counter() - began
     log.info("closed-form member: EASE lambda %g, rank %d; valid %s by weight %s -> weight %g (%.0f s)", ease.lam,
              module.rank, metric, ", ".join(f"{a:g}: {v:.4f}" for a, v in scores.items()), best, seconds)
-    if best <= 0:
-        return None
-    return ClosedFormMember(module, member_users, member_items, float(ease.lam), best, 1.0 / (best * inverse_sum),
-                            scores, seconds)
+    member = ClosedFormMember(module, member_users, member_items, float(ease.lam), best,
+                              1.0 / (best * inverse_sum) if best > 0 else float("inf"), scores, seconds)
+    return (member if best > 0 else None), member.describe()

@@ -178,7 +178,8 @@ def train(config: TrainConfig, run_dir: Path | str, resume: bool = True, progres
     # Evaluate what serving computes: the served tower over each user's feature window.
     encoder = user_encoder_payload(members)
     users = served_user_vectors(encoder, data)
-    closed = fit_closed_form_member(config, data, users, items, [m.temperature for m in members], ctx, encoder)
+    closed, closed_report = fit_closed_form_member(config, data, users, items, [m.temperature for m in members], ctx,
+                                                   encoder)
     parts: list[Any] = members + ([closed] if closed is not None else [])
     if closed is not None:  # the run serves towers + the closed-form member as one concatenation
         trained_users, items = combined_vectors(parts)
@@ -205,8 +206,8 @@ def train(config: TrainConfig, run_dir: Path | str, resume: bool = True, progres
                               for k, m in enumerate(members)]
         metrics["training"]["rank_weight_digests"] = [
             "".join(d) for d in zip(*[m.digests for m in members])]  # per rank: every member's digest
-    if closed is not None:
-        metrics["closed_form"] = closed.describe()
+    if closed_report is not None:  # considered: kept (weight > 0), or why not
+        metrics["closed_form"] = closed_report
     if ctx.is_main:
         export_run(run_dir, config, data, parts, metrics, encoder=encoder, users=users)
     seconds = time.perf_counter() - began

@@ -31,7 +31,7 @@ from typing import Any
 
 import tomli_w
 
-from training.config import TrainConfig, apply_overrides, beside_dataset_path, load_config
+from training.config import EaseMemberConfig, TrainConfig, apply_overrides, beside_dataset_path, load_config
 from training.data import build_training_data
 from training.run import train
 
@@ -126,7 +126,9 @@ def tune(dataset: str, budget_minutes: float, out: Path | None = None, seed: int
     """Search while `budget_minutes` last (at least one trial); write and return the best config."""
     base = load_config(None, dataset, overrides)
     base_raw = base.model_dump(mode="json", exclude={"origin"})
-    one = {"train": {**base_raw["train"], "ensemble": 1}}
+    # trials compare towers: one each, without the closed-form member (fitted after them; its weight is chosen
+    # on valid by the `recsys train` that uses the written config)
+    one = {"train": {**base_raw["train"], "ensemble": 1}, "ease": EaseMemberConfig().model_dump(mode="json")}
     metric = base.train.select_metric
     data = build_training_data(base.data)
     rng = random.Random(seed)
@@ -181,7 +183,7 @@ def tune(dataset: str, budget_minutes: float, out: Path | None = None, seed: int
                      confirmation.verdict)
             if not won:
                 best_raw = start_raw
-    best_raw = {**best_raw, "train": {**best_raw["train"], "ensemble": base.train.ensemble}}
+    best_raw = {**best_raw, "train": {**best_raw["train"], "ensemble": base.train.ensemble}, "ease": base_raw["ease"]}
     best = TrainConfig.model_validate(best_raw)
     target = out if out is not None else beside_dataset_path(dataset)
     write_config(best, target, trials, metric, base.origin, confirmation)
