@@ -62,9 +62,13 @@ class EventIngest:
         self.stream = EventStream(link, namespace, id_ttl_s) if link is not None else None
 
     async def ingest(self, events: list[Event]) -> EventsAccepted:
-        run = self.models.get(self.models.variants[0]).run
+        retriever = self.models.get(self.models.variants[0])
+        run = retriever.run
         catalogue = run.item_index_by_id
-        unknown = sorted({e.item_id for e in events if e.item_id not in catalogue})
+        # known: the run's trained items, and items added live and still up (a click on a new item is the
+        # point of the live catalogue; the feed already masks such an item once it is in the history)
+        unknown = sorted({e.item_id for e in events
+                          if e.item_id not in catalogue and retriever.live.lookup(e.item_id) is None})
         if unknown:
             shown = ", ".join(repr(i) for i in unknown[:20]) + (f" (+{len(unknown) - 20} more)" if len(unknown) > 20 else "")
             raise ServingError(422, "unknown_item", f"unknown item id(s): {shown}", [{"item_id": i} for i in unknown])

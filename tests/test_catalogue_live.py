@@ -42,7 +42,11 @@ def world(tmp_path_factory, redis_server):
     root = tmp_path_factory.mktemp("catalogue-live")
     run_a = tiktok_content_run(root / "run-a", seed=0, model_version="tiktok-content-A")
     run_b = tiktok_content_run(root / "run-b", seed=1, model_version="tiktok-content-B")
+    from feature_store.materialize import materialize
+
     ds = load_dataset("tiktok")
+    # the online histories, so events (clicks on live items) can be stored
+    materialize(ds, client=redis_server, namespace="test-catalogue-live", offline_root=root / "offline", progress=False)
     env = {**redis_env(redis_server), "RECSYS_REDIS_NAMESPACE": "test-catalogue-live",
            "RECSYS_STORE_DIR": str(root / "store"), "RECSYS_SERVE_LOG_DIR": str(root / "logs"),
            "RECSYS_SERVE_API_KEY": API_KEY, "RECSYS_SERVE_LOG_FLUSH_MS": "10", "HF_HUB_OFFLINE": "1",
@@ -142,6 +146,31 @@ def test_new_item_reaches_feeds_through_an_exploration_slot_with_its_propensity_
         assert 0.0 < propensity <= 1.0
         if not item.startswith("new-"):
             assert propensity == 1.0
+
+
+def test_a_click_on_a_live_item_is_an_event_and_leaves_the_users_feed(client, world):
+    """Users click new items: the event is accepted like any other, the item is in the user's history and
+    no longer in their feed; once the item is taken down, an event on it is refused (422) naming it."""
+    body = {"features": features_of(world["ds"], 150, noise=0.05), "metadata": {"title": "clicked"}}
+    assert client.put("/v1/items/new-clicked", json=body, headers=AUTH).status_code in (200, 201)
+    poll(lambda: similar_ids(client, "new-clicked", 3))
+    event = {"event_id": "click-new-clicked-1", "user_id": "17", "item_id": "new-clicked", "event_type": "click"}
+    response = client.post("/v1/events", json={"events": [event]}, headers=AUTH)
+    assert response.status_code == 202, response.text
+    assert response.json()["accepted"] == 1
+
+    def in_history():
+        answer = client.get("/v1/users/17/history", params={"n": 5})
+        assert answer.status_code == 200, answer.text
+        return "new-clicked" in [i["item_id"] for i in answer.json()["items"]]
+
+    poll(in_history)
+    for _ in range(3):
+        feed = client.get("/v1/users/17/recommendations", params={"k": 50, "exclude_seen": "true"})
+        assert feed.status_code == 200 and "new-clicked" not in [i["item_id"] for i in feed.json()["items"]]
+    assert client.delete("/v1/items/new-clicked", headers=AUTH).status_code == 200
+    late = client.post("/v1/events", json={"events": [{**event, "event_id": "click-new-clicked-2"}]}, headers=AUTH)
+    assert late.status_code == 422 and late.json()["code"] == "unknown_item" and "new-clicked" in late.json()["message"]
 
 
 @pytest.mark.parametrize("case", ["wrong_size", "nan", "text_file", "image_file", "empty", "bad_metadata",
