@@ -43,8 +43,9 @@ class ClosedFormMember:
     items: np.ndarray          # (n_items, rank + 1)
     lam: float
     weight: float              # alpha: relative to the towers' average logit
+    half_life: float           # recency weighting of the history sum (0 = none)
     temperature: float         # 1 / (alpha x sum_k 1/T_k): its scale in the concatenation is 1/sqrt(T)
-    valid_by_weight: dict[float, float] = field(default_factory=dict)
+    valid_by_weight: dict[str, float] = field(default_factory=dict)  # "weight" or "weight@half-life" -> valid
     seconds: float = 0.0
 
     def user_vectors(self) -> np.ndarray:
@@ -65,7 +66,7 @@ class ClosedFormMember:
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "ease", "lambda": self.lam, "rank": self.module.rank, "weight": self.weight,
-                "valid_by_weight": {str(k): v for k, v in self.valid_by_weight.items()},
+                "half_life": self.half_life, "valid_by_weight": self.valid_by_weight,
                 "seconds": round(self.seconds, 1)}
 
 
@@ -102,20 +103,30 @@ def fit_closed_form_member(config: TrainConfig, data: TrainingData, tower_users:
     x = interaction_matrix(data.train, data.n_users, data.n_items)
     ease = EASE(lambdas=tuple(settings.lambdas)).fit_matrix(x, data.valid, data.train, metric=metric)
     history, items = factor_weights(ease.weights, settings.rank or config.model.dim, seed=config.train.seed)
-    module = HistoryTableTower(history).eval()
     member_items = item_part(items, np.asarray(x.sum(axis=0)).ravel() > 0)
-    member_users = encode_histories(module, data.train_histories())
+    histories = data.train_histories()
     inverse_sum = float(np.sum(1.0 / np.asarray(tower_temperatures, dtype=np.float64)))
-    scores: dict[float, float] = {}
-    for alpha in sorted(set(settings.weights)):
-        scale = [1.0, float(np.sqrt(alpha))]
-        users = concat_members([tower_users, member_users], scale) if alpha > 0 else tower_users
-        items_ = concat_members([tower_items, member_items], scale) if alpha > 0 else tower_items
-        scores[alpha] = float(evaluate_vectors(data, users, items_, "valid", ctx, tower_encoder)[metric])
-    best = max(scores, key=lambda a: (scores[a], -a))
+    half_lives = sorted(set(settings.half_lives))
+    scores: dict[tuple[float, float], float] = {}  # (weight, half-life) -> valid
+    candidates: dict[float, tuple[HistoryTableTower, np.ndarray]] = {}
+    for half_life in half_lives:
+        module = HistoryTableTower(history, half_life).eval()
+        member_users = encode_histories(module, histories)
+        candidates[half_life] = (module, member_users)
+        for alpha in sorted(set(settings.weights) - ({0.0} if (0.0, half_lives[0]) in scores else set())):
+            scale = [1.0, float(np.sqrt(alpha))]
+            users = concat_members([tower_users, member_users], scale) if alpha > 0 else tower_users
+            items_ = concat_members([tower_items, member_items], scale) if alpha > 0 else tower_items
+            scores[alpha, half_life if alpha > 0 else half_lives[0]] = float(
+                evaluate_vectors(data, users, items_, "valid", ctx, tower_encoder)[metric])
+    best, best_half_life = max(scores, key=lambda key: (scores[key], -key[0], -key[1]))
     seconds = time.perf_counter() - began
-    log.info("closed-form member: EASE lambda %g, rank %d; valid %s by weight %s -> weight %g (%.0f s)", ease.lam,
-             module.rank, metric, ", ".join(f"{a:g}: {v:.4f}" for a, v in scores.items()), best, seconds)
-    member = ClosedFormMember(module, member_users, member_items, float(ease.lam), best,
-                              1.0 / (best * inverse_sum) if best > 0 else float("inf"), scores, seconds)
+    labelled = {(f"{a:g}" if len(half_lives) == 1 or a == 0 else f"{a:g}@{h:g}"): v for (a, h), v in scores.items()}
+    log.info("closed-form member: EASE lambda %g, rank %d; valid %s by weight%s %s -> weight %g%s (%.0f s)", ease.lam,
+             history.shape[1], metric, "@half-life" if len(half_lives) > 1 else "",
+             ", ".join(f"{k}: {v:.4f}" for k, v in labelled.items()), best,
+             f", half-life {best_half_life:g}" if len(half_lives) > 1 else "", seconds)
+    module, member_users = candidates[best_half_life]
+    member = ClosedFormMember(module, member_users, member_items, float(ease.lam), best, best_half_life,
+                              1.0 / (best * inverse_sum) if best > 0 else float("inf"), labelled, seconds)
     return (member if best > 0 else None), member.describe()

@@ -78,6 +78,9 @@ class EaseMemberConfig(_Strict):
         "Its weight relative to the towers' average score, tried on valid after the towers are trained; the best "
         "(by train.select_metric) is kept, 0 = no member. [0] = off (the default outside the built-in recipe)."))
     rank: int = Field(0, ge=0, description="Rank of its history and item tables (0 = model.dim).")
+    half_lives: list[float] = Field(default_factory=lambda: [0.0], description=(
+        "Recency half-lives (events) of the user's history sum tried on valid with every weight (0 = EASE's "
+        "own unweighted sum)."))
     lambdas: list[float] = Field(default_factory=lambda: [10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0],
                                  description="EASE's L2 strengths, the best chosen on valid.")
     max_items: int = Field(15_000, ge=2, description=(
@@ -87,6 +90,8 @@ class EaseMemberConfig(_Strict):
     def _sane(self) -> "EaseMemberConfig":
         if any(w < 0 for w in self.weights) or not self.weights:
             raise ValueError("ease.weights: at least one weight, none negative")
+        if any(h < 0 for h in self.half_lives) or not self.half_lives:
+            raise ValueError("ease.half_lives: at least one, none negative")
         if any(lam <= 0 for lam in self.lambdas) or not self.lambdas:
             raise ValueError("ease.lambdas: at least one, all positive")
         return self

@@ -225,6 +225,8 @@ def sequence_regime(raw: dict[str, Any], shape: DataShape, dim: int) -> None:
     raw["loss"].update({"kind": "full_softmax", "step": "sequence", "logq_correction": 0.0})
     raw["train"].update({"epochs": SEQUENCE_EPOCHS, "lr": 2e-3, "lr_schedule": "constant", "warmup_epochs": 0.0,
                          "weight_decay": 0.0, "patience": 20, "ensemble": sequence_members_for(shape, dim)})
+    # the closed-form member's history sum may weight recent items more (valid chooses; ML-100K chose 10)
+    raw["ease"]["half_lives"] = [0.0, 3.0, 10.0, 30.0]
 
 
 def sequence_members_for(shape: DataShape, dim: int, budget_seconds: float = TRAIN_BUDGET_SECONDS) -> int:

@@ -63,13 +63,16 @@ def new_item_part(rank: int, n: int = 1) -> np.ndarray:
 class HistoryTableTower(nn.Module):
     """History -> the member's unit user part: normalise(sum of `history_table` rows), then the extra 0.
 
+    With `half_life` h > 0 an item `age` events from the end of the history counts 2^(-age/h) (EASE's own
+    form is h = 0: every item once); on a next-item task the latest items say most about the next one.
     Same input as `ServedUserTower` (jagged histories, `history_tensors`), so `MemberConcat`, the ONNX
     export and the request batching serve it unchanged. A user without history gets zeros.
     """
 
-    def __init__(self, history_table: torch.Tensor | np.ndarray):
+    def __init__(self, history_table: torch.Tensor | np.ndarray, half_life: float = 0.0):
         super().__init__()
         self.register_buffer("history_table", torch.as_tensor(np.asarray(history_table, np.float32)))
+        self.half_life = float(half_life)
 
     @property
     def n_items(self) -> int:
@@ -85,13 +88,16 @@ class HistoryTableTower(nn.Module):
 
     def forward(self, items: torch.Tensor, lengths: torch.Tensor, segment: torch.Tensor,
                 age: torch.Tensor) -> torch.Tensor:
-        summed = segment_sum(self.history_table.index_select(0, items), segment, lengths.shape[0])
+        rows = self.history_table.index_select(0, items)
+        if self.half_life > 0:
+            rows = rows * torch.exp(age * (-np.log(2.0) / self.half_life)).unsqueeze(1)
+        summed = segment_sum(rows, segment, lengths.shape[0])
         unit = nn.functional.normalize(summed, dim=1)
         return torch.cat([unit, torch.zeros_like(unit[:, :1])], dim=1)
 
     def payload(self) -> dict[str, Any]:
         """What `user_encoder.pt` holds for the member: one table, plain values (weights_only loads it)."""
-        return {"kind": CLOSED_FORM_KIND, "n_items": self.n_items, "rank": self.rank,
+        return {"kind": CLOSED_FORM_KIND, "n_items": self.n_items, "rank": self.rank, "half_life": self.half_life,
                 "state": {"history_table": self.history_table.detach().clone()}}
 
     @classmethod
@@ -102,4 +108,4 @@ class HistoryTableTower(nn.Module):
                              f"({payload['n_items']}, {payload['rank']})")
         if not torch.isfinite(table).all():
             raise ValueError("history table holds NaN or infinite values")
-        return cls(table).eval()
+        return cls(table, float(payload.get("half_life", 0.0))).eval()
