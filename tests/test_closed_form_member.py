@@ -80,6 +80,18 @@ def test_served_history_table_is_the_normalised_sum_and_survives_weights_only_lo
     assert np.allclose(encoder.encode([[3, 7, 9]])[0], got[0], atol=1e-5)
 
 
+def test_a_half_life_weights_the_newest_history_items_more() -> None:
+    table = np.random.default_rng(2).normal(size=(30, 6)).astype(np.float32)
+    tower = HistoryTableTower(table, half_life=2.0)
+    summed = table[9] + 2 ** -0.5 * table[7] + 0.5 * table[3]  # oldest first: 3 (age 2), 7 (age 1), 9 (newest)
+    got = tower(*history_tensors([[3, 7, 9]])).numpy()[0]
+    assert np.allclose(got[:-1], summed / np.linalg.norm(summed), atol=1e-6)
+    loaded = HistoryTableTower.from_payload(tower.payload())
+    assert loaded.half_life == 2.0
+    encoder = TowerUserEncoder(MemberConcat([loaded], [1.0]), "two_tower_ensemble", runtime="onnxruntime")
+    assert encoder.runtime == "onnxruntime" and np.allclose(encoder.encode([[3, 7, 9]])[0], got, atol=1e-5)
+
+
 def test_an_ensemble_member_of_unknown_kind_is_refused() -> None:
     member = HistoryTableTower(np.ones((4, 2), np.float32)).payload()
     with pytest.raises(ValueError, match="kind 'pickled_module'"):
@@ -153,6 +165,16 @@ def test_valid_chooses_the_weight_and_the_towers_resume(setup: dict) -> None:
                     resume=True, progress=False)
     assert "closed_form" not in without.metrics and "closed_form" not in load_run(run_dir).meta  # turned off
     assert without.metrics["valid"]["ndcg@20"] == pytest.approx(scores[0.0], abs=1e-9)
+
+
+def test_valid_chooses_the_half_life_with_the_weight(setup: dict) -> None:
+    cfg = load_config(setup["config"], str(setup["folder"]), ["ease.weights=[0, 1]", "ease.half_lives=[0, 4]"])
+    result = train(cfg, setup["root"] / "half-life", resume=False, progress=False)
+    described = result.metrics["closed_form"]
+    assert set(described["valid_by_weight"]) == {"0", "1@0", "1@4"}  # weight 0 is tried once: it has no history sum
+    best = max(described["valid_by_weight"], key=described["valid_by_weight"].get)
+    assert best == ("0" if described["weight"] == 0 else f"1@{described['half_life']:g}")
+    assert result.metrics["valid"]["ndcg@20"] == pytest.approx(described["valid_by_weight"][best], abs=1e-9)
 
 
 def test_bad_member_settings_are_refused_and_large_catalogues_skip_it(setup: dict) -> None:
