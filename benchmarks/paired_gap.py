@@ -6,7 +6,8 @@
 Why: two aggregate figures each carry a standard error, but the question "is the run ahead of the
 baseline?" is about the per-user differences: the same users are ranked by both, so their
 difference's standard error (sd of the per-user differences / sqrt(users)) is the one to quote.
-The baseline is fitted on train and picks its epoch on valid, as `recsys evaluate --baseline` does.
+The baseline is fitted on train and picks its epoch on valid, and ranks from the events the run ranks from,
+exactly as `recsys evaluate --baseline` does (`training.evaluation.fit_baseline`).
 """
 from __future__ import annotations
 
@@ -22,9 +23,8 @@ sys.path.insert(0, str(ROOT))
 import polars as pl  # noqa: E402
 
 from recsys.artifact import load_run  # noqa: E402
-from recsys.baselines import make_baseline  # noqa: E402
 from recsys.data import load_dataset  # noqa: E402
-from training.evaluation import per_user_metrics  # noqa: E402
+from training.evaluation import fit_baseline, per_user_metrics  # noqa: E402
 from training.evaluation_protocol import prepare_split  # noqa: E402
 from training.evaluation_ranking import per_user_frame  # noqa: E402
 
@@ -51,14 +51,14 @@ def main() -> None:
     parser.add_argument("--baseline", action="append", required=True)
     parser.add_argument("--split", default="test")
     args = parser.parse_args()
-    dataset = load_run(args.run).config["data"]["dataset"]
+    run = load_run(args.run)
     run_users = per_user_metrics(args.run, args.split)
-    ds = load_dataset(dataset)
-    ev = prepare_split(ds, args.split)
+    ds = load_dataset(run.config["data"]["dataset"])
+    # the run's split, and the harness's rule for what test is ranked from (history baselines read train + valid)
+    ev = prepare_split(ds, args.split, run.meta.get("split_strategy"), run.config["data"].get("tie_break", "file-order"))
     results = {}
     for name in args.baseline:
-        model = make_baseline(name, dataset=ds.name)
-        model.fit(ev.dataset, ev.train)
+        model = fit_baseline(name, ev)
         results[name] = paired(run_users, per_user_frame(model.score, ev))
         print(f"\n{args.run} vs {name}, {args.split}, {run_users.height} users")
         for m, r in results[name].items():

@@ -100,27 +100,36 @@ def evaluate_baseline(name: str, dataset: str | Dataset, split: str = "test", ta
     SASRec: `read_histories`) reads train + valid events, as a run's served encoder does; models
     whose user is a learned embedding (BPR-MF, LightGCN) keep their train-fitted scores, as in RecBole."""
     import training.content_baseline  # noqa: F401  (registers the content-only baseline)
-    from recsys.baselines import make_baseline
 
     _check_task(task)
     if task == "cross-media":
         raise EvaluationError("the cross-media task needs a run directory with item_media_vectors.npz, not a baseline")
     ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
     ev = prepare_split(ds, split, split_strategy, tie_break)  # type: ignore[arg-type]
-    try:
-        model = make_baseline(name, dataset=ds.name, **overrides)
-    except KeyError as exc:
-        raise EvaluationError(str(exc.args[0])) from exc
     start = time.perf_counter()
-    model.fit(ev.dataset, ev.train)
+    model = fit_baseline(name, ev, **overrides)
     fit_seconds = time.perf_counter() - start
-    if ev.reads_past_train and hasattr(model, "read_histories"):  # models with a history input read the known events
-        model.read_histories(ev.known)
-    log.info("fitted %s on %s train (%d interactions) in %.1fs", name, ds.name, ev.train.height, fit_seconds)
     header = {"model_version": f"baseline:{name}", "dataset": ds.name, "split": split,
               "split_strategy": ev.strategy, "ranked_from": ev.ranked_from, "tie_break": tie_break, "task": task,
               "fit_seconds": round(fit_seconds, 3)}
     return {**header, **_score_task(model.score, ev, task)}
+
+
+def fit_baseline(name: str, ev: EvalSplit, **overrides: Any):
+    """Baseline `name` fitted on `ev`'s train, reading the events `ev` ranks from (see `evaluate_baseline`)."""
+    from recsys.baselines import make_baseline
+
+    try:
+        model = make_baseline(name, dataset=ev.dataset.name, **overrides)
+    except KeyError as exc:
+        raise EvaluationError(str(exc.args[0])) from exc
+    start = time.perf_counter()
+    model.fit(ev.dataset, ev.train)
+    if ev.reads_past_train and hasattr(model, "read_histories"):  # models with a history input read the known events
+        model.read_histories(ev.known)
+    log.info("fitted %s on %s train (%d interactions) in %.1fs", name, ev.dataset.name, ev.train.height,
+             time.perf_counter() - start)
+    return model
 
 
 def _score_task(score_fn: ScoreFn, ev: EvalSplit, task: str) -> dict[str, Any]:
