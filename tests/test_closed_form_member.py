@@ -157,8 +157,10 @@ def test_valid_chooses_the_weight_and_the_towers_resume(setup: dict) -> None:
     described = result.metrics["closed_form"]
     scores = {float(k): v for k, v in described["valid_by_weight"].items()}
     assert set(scores) == {0.0, 0.5, 1.0, 4.0}
-    assert described["weight"] == max(scores, key=scores.get)
-    assert scores[described["weight"]] > scores[0.0], "the member lost on this slice: pick one where it helps"
+    best = max(scores, key=scores.get)
+    assert float(described["best_candidate"]) == best and best > 0, "the member lost on this slice: pick one where it helps"
+    assert described["gain_se"] > 1.0, "kept only when ahead by more than the noise (ease.min_gain_se)"
+    assert described["weight"] == best
     assert load_run(run_dir).meta["closed_form"]["weight"] == described["weight"]
     assert result.metrics["valid"]["ndcg@20"] == pytest.approx(scores[described["weight"]], abs=1e-9)
     without = train(load_config(setup["config"], str(setup["folder"]), ["ease.weights=[0]"]), run_dir,
@@ -173,8 +175,23 @@ def test_valid_chooses_the_half_life_with_the_weight(setup: dict) -> None:
     described = result.metrics["closed_form"]
     assert set(described["valid_by_weight"]) == {"0", "1@0", "1@4"}  # weight 0 is tried once: it has no history sum
     best = max(described["valid_by_weight"], key=described["valid_by_weight"].get)
-    assert best == ("0" if described["weight"] == 0 else f"1@{described['half_life']:g}")
-    assert result.metrics["valid"]["ndcg@20"] == pytest.approx(described["valid_by_weight"][best], abs=1e-9)
+    assert described["best_candidate"] == best
+    kept = best != "0" and described["gain_se"] > 1.0  # ease.min_gain_se
+    assert described["weight"] == (1.0 if kept else 0.0)
+    if kept:
+        assert best == f"1@{described['half_life']:g}"
+    served = described["valid_by_weight"][best if kept else "0"]
+    assert result.metrics["valid"]["ndcg@20"] == pytest.approx(served, abs=1e-9)
+
+
+def test_a_gain_inside_the_noise_keeps_the_towers_alone(setup: dict) -> None:
+    """`ease.min_gain_se` set above any gain: valid's best candidate is reported, the run serves the towers alone."""
+    cfg = load_config(setup["config"], str(setup["folder"]), ["ease.weights=[0, 0.5]", "ease.min_gain_se=1000"])
+    result = train(cfg, setup["root"] / "guarded", resume=False, progress=False)
+    described = result.metrics["closed_form"]
+    assert described["weight"] == 0.0 and described["best_candidate"] == "0.5" and 0 < described["gain_se"] < 1000
+    assert "closed_form" not in load_run(result.run_dir).meta
+    assert result.metrics["valid"]["ndcg@20"] == pytest.approx(described["valid_by_weight"]["0"], abs=1e-9)
 
 
 def test_bad_member_settings_are_refused_and_large_catalogues_skip_it(setup: dict) -> None:

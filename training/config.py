@@ -83,6 +83,9 @@ class EaseMemberConfig(_Strict):
         "own unweighted sum)."))
     lambdas: list[float] = Field(default_factory=lambda: [10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0],
                                  description="EASE's L2 strengths, the best chosen on valid.")
+    min_gain_se: float = Field(1.0, ge=0.0, description=(
+        "Kept only if its best candidate's valid gain over the towers alone exceeds this many paired standard "
+        "errors (per-user differences): the best of many candidates on a small valid split is often ahead by luck."))
     max_items: int = Field(15_000, ge=2, description=(
         "Larger catalogues get no member (EASE inverts a dense n_items x n_items matrix per lambda)."))
 
