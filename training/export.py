@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import polars as pl
@@ -52,6 +52,24 @@ def _users_table(data: TrainingData) -> pl.DataFrame:
     return ids.with_columns(pl.Series("n_train", n_train[ids["user_index"].to_numpy()], dtype=pl.Int64))
 
 
+class RunMember(Protocol):
+    """What the export reads of any member of a run: a trained tower (`Member`) or the closed-form member
+    (`training.closed_form.ClosedFormMember`). Each part is unit-norm; 1/sqrt(temperature) is its scale."""
+
+    @property
+    def temperature(self) -> float: ...
+
+    def user_vectors(self) -> np.ndarray: ...
+
+    def item_vectors(self) -> np.ndarray: ...
+
+    def encoder_payload(self) -> dict[str, Any]: ...
+
+    def projection_payload(self) -> dict[str, Any]: ...
+
+    def media_vectors(self, data: TrainingData) -> dict[str, np.ndarray]: ...
+
+
 @dataclass
 class Member:
     """One trained tower of a run (a single-tower run has one): its config, best weights and outputs."""
@@ -67,7 +85,7 @@ class Member:
     def temperature(self) -> float:
         return float(self.task.model.temperature.detach())
 
-    # What the export reads of any member (a tower, or `training.closed_form.ClosedFormMember`):
+    # `RunMember`: what the export reads of any member
     def user_vectors(self) -> np.ndarray:
         return self.output.users.detach().numpy()
 
@@ -93,11 +111,11 @@ def media_vectors(output: TowerOutput, data: TrainingData) -> dict[str, np.ndarr
     return out
 
 
-def _weights(members: list[Member]) -> np.ndarray:
+def _weights(members: list[RunMember]) -> np.ndarray:
     return member_weights([m.temperature for m in members])
 
 
-def combined_vectors(members: list[Member]) -> tuple[np.ndarray, np.ndarray]:
+def combined_vectors(members: list[RunMember]) -> tuple[np.ndarray, np.ndarray]:
     """(user vectors, item vectors) of the run: the tower's own, or the members' weighted concatenation
     (towers, and the closed-form member when valid kept one: `training.closed_form`)."""
     if len(members) == 1:
@@ -133,7 +151,7 @@ def _encoder(member: Member) -> dict[str, Any]:
     return encoder_payload(member.config.model, model, model.serving_tables(member.output, member.task.inputs.graphs))
 
 
-def user_encoder_payload(members: list[Member]) -> dict[str, Any]:
+def user_encoder_payload(members: list[RunMember]) -> dict[str, Any]:
     """The run's served user tower (`user_encoder.pt`): the members' own modules, weights only."""
     if len(members) == 1:
         return members[0].encoder_payload()
@@ -156,7 +174,7 @@ def served_user_vectors(encoder: dict[str, Any], data: TrainingData, events: pl.
     return users_as_of(served, data.window.size, events, data.n_users)
 
 
-def export_run(run_dir: Path, config: TrainConfig, data: TrainingData, members: list[Member],
+def export_run(run_dir: Path, config: TrainConfig, data: TrainingData, members: list[RunMember],
                metrics: dict[str, Any], model_version: str | None = None,
                encoder: dict[str, Any] | None = None, users: np.ndarray | None = None) -> Path:
     """Save everything serving and evaluation read; returns the run directory.

@@ -36,8 +36,8 @@ from training.closed_form import fit_closed_form_member
 from training.config import TrainConfig, load_config
 from training.data import TrainingData, build_training_data
 from training.distributed import DistContext, broadcast, gather, init_distributed, shutdown, weights_digest, wrap_model
-from training.export import (MEMBERS_DIR, MODEL_KIND, Member, combined_vectors, export_run, served_user_vectors,
-                             user_encoder_payload)
+from training.export import (MEMBERS_DIR, MODEL_KIND, Member, RunMember, combined_vectors, export_run,
+                             served_user_vectors, user_encoder_payload)
 from training.trainer import Trainer, summarise_history
 
 log = logging.getLogger(__name__)
@@ -180,7 +180,7 @@ def train(config: TrainConfig, run_dir: Path | str, resume: bool = True, progres
     users = served_user_vectors(encoder, data)
     closed, closed_report = fit_closed_form_member(config, data, users, items, [m.temperature for m in members], ctx,
                                                    encoder)
-    parts: list[Any] = members + ([closed] if closed is not None else [])
+    parts: list[RunMember] = [*members, *([closed] if closed is not None else [])]
     if closed is not None:  # the run serves towers + the closed-form member as one concatenation
         trained_users, items = combined_vectors(parts)
         encoder = user_encoder_payload(parts)
