@@ -70,3 +70,20 @@ def test_two_processes_train_the_sampled_step_with_dmp(runs: dict, tmp_path: Pat
     assert metrics["training"]["wrapper"] == "DistributedModelParallel"
     assert len(digests) == 2 and digests[0] == digests[1], digests
     assert metrics["test"]["recall@20"] > 0.03
+
+
+def test_two_processes_fit_and_serve_the_closed_form_member(runs: dict, tmp_path: Path) -> None:
+    """The closed-form member under torchrun: every rank fits the same EASE, rank 0 scores the candidates on
+    valid and shares them, and the written run serves towers + member as one concatenation."""
+    folder, config = runs["two"].parent / "tiktok-slice", runs["two"].parent / "test.toml"
+    out = subprocess.run([sys.executable, "-m", "commands.main", "train", "--nproc", "2", "--dataset", str(folder),
+                          "--config", str(config), "--out", str(tmp_path / "member"), "--no-progress",
+                          "--set", "ease.weights=[1.0]"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    metrics = json.loads((tmp_path / "member" / "metrics.json").read_text())
+    assert metrics["closed_form"]["weight"] == 1.0 and metrics["training"]["world_size"] == 2
+    assert metrics["train_serve_max_abs_diff"] < 1e-4
+    run = load_run(tmp_path / "member")
+    assert run.meta["closed_form"]["rank"] == 16 and run.item_vectors.shape[1] == 2 * 17
