@@ -1,16 +1,17 @@
-"""Fit the closed-form EASE member after the towers and keep it only at the weight valid chooses.
+"""Fit the closed-form EASE member after the towers and keep it only where valid says it helps.
 
 Measured before it was built (`benchmarks/ease_mix.py --rank K --unit`, BENCHMARKS.md "EASE"): the member at
 weight .5 lifted valid and test N@20 on dense ml100k-random (+3 %) and Amazon-Baby (+8 %) and lowered TikTok's
 valid at any weight, so the weight is a choice made on valid, with 0 (no member) among the candidates.
 
-Steps (every rank computes the same, deterministically):
+Steps (every rank fits the same, deterministically; rank 0 scores valid and shares the scores):
 1. EASE on the train interactions, lambda chosen on valid (`recsys.baselines.ease.EASE.fit_matrix`: the
    baseline's own code);
 2. its weights factored at rank `ease.rank` (`recsys.models.closed_form`);
-3. each weight alpha of `ease.weights` scored on valid with the towers' served vectors: the member's part
-   enters the concatenation with scale sqrt(alpha x sum_k 1/T_k), i.e. score = towers' average logit +
-   alpha x the member's cosine; the best alpha is kept (ties: the smaller one).
+3. each candidate (weight alpha of `ease.weights`, recency half-life of `ease.half_lives`) scored on valid with
+   the towers' served vectors: the member's part enters the concatenation with scale sqrt(alpha x sum_k 1/T_k),
+   i.e. score = towers' average logit + alpha x the member's cosine; the best candidate (ties: the smaller
+   weight and half-life) is kept if it beats the towers alone by more than `ease.min_gain_se` paired SE.
 """
 from __future__ import annotations
 
@@ -110,8 +111,8 @@ def paired_gain_se(candidate: np.ndarray, base: np.ndarray) -> float:
 
 
 def fit_closed_form_member(config: TrainConfig, data: TrainingData, tower_users: np.ndarray, tower_items: np.ndarray,
-                           tower_temperatures: list[float], ctx: DistContext,
-                           tower_encoder: dict[str, Any]) -> tuple[ClosedFormMember | None, dict[str, Any] | None]:
+                           tower_temperatures: list[float],
+                           ctx: DistContext) -> tuple[ClosedFormMember | None, dict[str, Any] | None]:
     """(the EASE member at the weight valid chooses or None, what was decided for `metrics.json`).
 
     None when the config turns it off (report None too), or when the catalogue is too large, there is no valid
@@ -122,7 +123,6 @@ def fit_closed_form_member(config: TrainConfig, data: TrainingData, tower_users:
     luck. On a sparse next-item set (943 users, valid NDCG@10 .0360 -> .0365, 0.3 SE) the kept member cost
     10 % of test Recall@20; where the member helps, its valid gain is 1.5-5 SE (BENCHMARKS.md).
     """
-
     settings = config.ease
     if not settings.enabled:
         return None, None
@@ -160,7 +160,7 @@ def fit_closed_form_member(config: TrainConfig, data: TrainingData, tower_users:
     if best > 0 and base is not None and gain_se <= settings.min_gain_se:
         log.info("closed-form member: best candidate %s is ahead of the towers alone by %.2f paired SE on valid "
                  "(<= ease.min_gain_se %g): not kept", best_label, gain_se, settings.min_gain_se)
-        best = 0.0
+        best, best_half_life = 0.0, half_lives[0]
     seconds = time.perf_counter() - began
     log.info("closed-form member: EASE lambda %g, rank %d; valid %s by weight%s %s -> weight %g%s (%.0f s)", ease.lam,
              history.shape[1], metric, "@half-life" if len(half_lives) > 1 else "",

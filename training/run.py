@@ -178,8 +178,7 @@ def train(config: TrainConfig, run_dir: Path | str, resume: bool = True, progres
     # Evaluate what serving computes: the served tower over each user's feature window.
     encoder = user_encoder_payload(members)
     users = served_user_vectors(encoder, data)
-    closed, closed_report = fit_closed_form_member(config, data, users, items, [m.temperature for m in members], ctx,
-                                                   encoder)
+    closed, closed_report = fit_closed_form_member(config, data, users, items, [m.temperature for m in members], ctx)
     parts: list[RunMember] = [*members, *([closed] if closed is not None else [])]
     if closed is not None:  # the run serves towers + the closed-form member as one concatenation
         trained_users, items = combined_vectors(parts)
