@@ -15,7 +15,7 @@ from torchrec import EmbeddingBagCollection, EmbeddingBagConfig, KeyedJaggedTens
 from torchrec.distributed.embeddingbag import EmbeddingBagCollectionSharder
 from torchrec.distributed.model_parallel import DistributedModelParallel
 
-from training.distributed import describe_plan, init_distributed, plan_sharding
+from training.distributed import describe_plan, init_distributed, plan_sharding, shutdown
 
 
 class ItemTable(torch.nn.Module):
@@ -43,10 +43,12 @@ def main() -> None:
     loss.backward()
     weight = dmp.state_dict()["ebc.embedding_bags.item_id_table.weight"]
     local = weight.local_shards()[0].tensor.shape if hasattr(weight, "local_shards") else weight.shape
-    report = {"rank": ctx.rank, "plan": describe_plan(plan), "local_shard": list(local), "loss": float(loss)}
+    report = {"rank": ctx.rank, "plan": describe_plan(plan), "local_shard": list(local), "loss": float(loss.detach())}
     # one file per rank: two processes printing at once can interleave on one stdout line
     (Path(os.environ["OUT_DIR"]) / f"rank-{ctx.rank}.json").write_text(json.dumps(report))
-    dist.destroy_process_group()
+    # barrier, then destroy (training's own shutdown): destroying the group while the other rank still has
+    # gloo work in flight aborted a process at exit once ("terminate called without an active exception")
+    shutdown(ctx)
 
 
 if __name__ == "__main__":
