@@ -18,12 +18,12 @@ from pathlib import Path
 from feature_store.store import run_window
 from recsys.artifact import load_run
 from recsys.data.splits import known_before
-from recsys.metrics import dot_product_scorer, evaluate_scores
+from recsys.metrics import evaluate_scores
 from recsys.models.ensemble import concat_members, member_weights
 from training.config import load_config
 from training.data import build_training_data
 from training.evaluation_runs import users_as_of
-from training.run import served_item_prior
+from training.export import served_scorer
 
 
 def main() -> None:
@@ -47,7 +47,7 @@ def main() -> None:
             members = [users_as_of(run.user_encoder, run_window(run.meta), known, data.n_users, run.item_index_by_id)
                        for run in runs]
         users = concat_members(members, w)
-        m = evaluate_scores(dot_product_scorer(users, items, served_item_prior(data)), held_out, known, data.n_items)
+        m = evaluate_scores(served_scorer(data, users, items), held_out, known, data.n_items)
         out[split] = {k: round(float(m[k]), 4) for k in ("recall@20", "ndcg@20", "recall@10", "ndcg@10")}
     print(json.dumps(out))
 

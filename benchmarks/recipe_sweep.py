@@ -39,11 +39,11 @@ def mix(runs: list[Path]) -> dict[str, dict[str, float]]:
     """The ensemble of single-tower runs, as `train.ensemble=len(runs)` would serve it (member_mix.py)."""
     import numpy as np
 
-    from recsys.metrics import dot_product_scorer, per_user_ranking_metrics, summarise
+    from recsys.metrics import per_user_ranking_metrics, summarise
     from recsys.models.ensemble import concat_members, member_weights
     from training.config import load_config
     from training.data import build_training_data
-    from training.run import served_item_prior
+    from training.export import served_scorer
 
     data = build_training_data(load_config(runs[0] / "config.toml").data)
     w = member_weights([json.loads((r / "run.json").read_text())["temperature"] for r in runs])
@@ -51,7 +51,7 @@ def mix(runs: list[Path]) -> dict[str, dict[str, float]]:
     items = concat_members([np.load(r / "item_vectors.npy") for r in runs], w)
     out = {}
     for split, held_out in (("valid", data.valid), ("test", data.test)):
-        per_user, tops = per_user_ranking_metrics(dot_product_scorer(users, items, served_item_prior(data)),
+        per_user, tops = per_user_ranking_metrics(served_scorer(data, users, items),
                                                   held_out, data.train, data.n_items)
         m = summarise(per_user, tops, data.n_items, (10, 20))
         out[split] = {k: float(m[k]) for k in METRICS}

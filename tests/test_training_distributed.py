@@ -22,16 +22,23 @@ from training_slices import write_test_config, write_tiktok_slice
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def train_two_processes(root: Path, out: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """`recsys train --nproc 2` on the slice and config the `runs` fixture wrote under `root`."""
+    sets = [arg for item in overrides for arg in ("--set", item)]
+    return subprocess.run([sys.executable, "-m", "commands.main", "train", "--nproc", "2", "--dataset",
+                           str(root / "tiktok-slice"), "--config", str(root / "test.toml"), "--out", str(out),
+                           "--no-progress", *sets],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("distributed")
     folder = write_tiktok_slice(root / "tiktok-slice")
     config = write_test_config(root / "test.toml")
     single = train(load_config(config, str(folder)), root / "single", resume=False, progress=False)
-    out = subprocess.run([sys.executable, "-m", "commands.main", "train", "--nproc", "2", "--dataset", str(folder),
-                          "--config", str(config), "--out", str(root / "two"), "--no-progress"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+    out = train_two_processes(root, root / "two")
     return {"single": single.metrics, "proc": out, "two": root / "two", "single_dir": root / "single"}
 
 
@@ -58,12 +65,7 @@ def test_two_processes_land_close_to_one(runs: dict) -> None:
 
 def test_two_processes_train_the_sampled_step_with_dmp(runs: dict, tmp_path: Path) -> None:
     """The sampled step under DMP: each rank looks up its batch's ids only, and the ranks still agree."""
-    folder, config = runs["single_dir"].parent / "tiktok-slice", runs["single_dir"].parent / "test.toml"
-    out = subprocess.run([sys.executable, "-m", "commands.main", "train", "--nproc", "2", "--dataset", str(folder),
-                          "--config", str(config), "--out", str(tmp_path / "two"), "--no-progress",
-                          "--set", "loss.step=sampled"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+    out = train_two_processes(runs["single_dir"].parent, tmp_path / "two", "loss.step=sampled")
     assert out.returncode == 0, out.stderr[-3000:]
     metrics = json.loads((tmp_path / "two" / "metrics.json").read_text())
     digests = metrics["training"]["rank_weight_digests"]
@@ -75,12 +77,7 @@ def test_two_processes_train_the_sampled_step_with_dmp(runs: dict, tmp_path: Pat
 def test_two_processes_fit_and_serve_the_closed_form_member(runs: dict, tmp_path: Path) -> None:
     """The closed-form member under torchrun: every rank fits the same EASE, rank 0 scores the candidates on
     valid and shares them, and the written run serves towers + member as one concatenation."""
-    folder, config = runs["two"].parent / "tiktok-slice", runs["two"].parent / "test.toml"
-    out = subprocess.run([sys.executable, "-m", "commands.main", "train", "--nproc", "2", "--dataset", str(folder),
-                          "--config", str(config), "--out", str(tmp_path / "member"), "--no-progress",
-                          "--set", "ease.weights=[1.0]"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+    out = train_two_processes(runs["two"].parent, tmp_path / "member", "ease.weights=[1.0]")
     assert out.returncode == 0, out.stderr[-3000:]
     metrics = json.loads((tmp_path / "member" / "metrics.json").read_text())
     assert metrics["closed_form"]["weight"] == 1.0 and metrics["training"]["world_size"] == 2

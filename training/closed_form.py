@@ -25,7 +25,7 @@ import numpy as np
 from recsys.baselines.base import interaction_matrix
 from recsys.baselines.ease import EASE
 from recsys.data.splits import known_before
-from recsys.metrics import dot_product_scorer, per_user_ranking_metrics
+from recsys.metrics import per_user_ranking_metrics
 from recsys.models.closed_form import HistoryTableTower, factor_weights, item_part
 from recsys.models.content_projection import closed_form_content_payload
 from recsys.models.ensemble import concat_members
@@ -33,6 +33,7 @@ from recsys.models.user_encoder import history_tensors
 from training.config import TrainConfig
 from training.data import TrainingData
 from training.distributed import DistContext, broadcast
+from training.export import served_scorer
 
 log = logging.getLogger(__name__)
 
@@ -90,14 +91,12 @@ def valid_per_user(data: TrainingData, users: np.ndarray, items: np.ndarray, met
                    ctx: DistContext) -> np.ndarray:
     """`metric` per valid user of the served scores (the harness's `evaluate_vectors` on valid, per user): rank 0
     computes, every rank receives it."""
-    from training.run import served_item_prior  # noqa: PLC0415  (run imports this module)
-
     values = None
     if ctx.is_main:
         known = known_before(data.dataset, "valid", data.split_strategy)
         # the harness's cut-offs (10, 20): top-k breaks exact ties by k, so another k could move tied items
-        frame, _ = per_user_ranking_metrics(dot_product_scorer(users, items, served_item_prior(data)), data.valid,
-                                            known, data.n_items, ks=(10, 20))
+        frame, _ = per_user_ranking_metrics(served_scorer(data, users, items), data.valid, known, data.n_items,
+                                            ks=(10, 20))
         values = frame.sort("user_index")[metric].to_numpy()
     return broadcast(values, ctx)
 

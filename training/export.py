@@ -23,7 +23,8 @@ from recsys.artifact import l2_normalise, save_run
 from recsys.models.ensemble import concat_members, ensemble_payload, ensemble_temperature, member_weights
 from recsys.models.content_projection import PROJECTION_FILE, ensemble_projection_payload, projection_payload
 from recsys.models.popularity_prior import prior_counts
-from recsys.new_items import NewItemPolicy
+from recsys.metrics import ScoreFn, dot_product_scorer
+from recsys.new_items import NewItemPolicy, item_prior
 from recsys.models.user_encoder import encoder_payload
 from recsys.models.task import TwoTowerTrainTask
 from recsys.models.two_tower import TowerOutput
@@ -156,6 +157,21 @@ def user_encoder_payload(members: list[RunMember]) -> dict[str, Any]:
     if len(members) == 1:
         return members[0].encoder_payload()
     return ensemble_payload([m.encoder_payload() for m in members], _weights(members))
+
+
+def served_item_prior(data: TrainingData) -> np.ndarray:
+    """The new-item prior the run records (`export_run`) on items without train interactions, as
+    the feed and `recsys evaluate` add it: the reported metrics are those of the served ranking.
+    Items that are no candidates (taken down, `training.catalogue_fold`) get -inf, as nothing serves them."""
+    prior = item_prior(NewItemPolicy().boost, ~data.warm.numpy())
+    if data.not_candidates.any():
+        prior[data.not_candidates] = -np.inf
+    return prior
+
+
+def served_scorer(data: TrainingData, users: np.ndarray, items: np.ndarray) -> ScoreFn:
+    """The served ranking of these vectors: user . item plus the run's new-item prior."""
+    return dot_product_scorer(users, items, served_item_prior(data))
 
 
 def served_user_vectors(encoder: dict[str, Any], data: TrainingData, events: pl.DataFrame | None = None) -> np.ndarray:

@@ -25,8 +25,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from recsys.data.splits import known_before
 from recsys.logs import configure_logging
-from recsys.metrics import dot_product_scorer, evaluate_scores
-from recsys.new_items import NewItemPolicy, item_prior
+from recsys.metrics import evaluate_scores
 from recsys.models import GraphContext, TaskInputs, TwoTowerTrainTask, build_model
 from recsys.models.next_item import SequenceWindows
 from recsys.models.task import resolve_step
@@ -37,7 +36,7 @@ from training.config import TrainConfig, load_config
 from training.data import TrainingData, build_training_data
 from training.distributed import DistContext, broadcast, gather, init_distributed, shutdown, weights_digest, wrap_model
 from training.export import (MEMBERS_DIR, MODEL_KIND, Member, RunMember, combined_vectors, export_run,
-                             served_user_vectors, user_encoder_payload)
+                             served_scorer, served_user_vectors, user_encoder_payload)
 from training.trainer import Trainer, summarise_history
 
 log = logging.getLogger(__name__)
@@ -95,16 +94,6 @@ def train_member(config: TrainConfig, data: TrainingData, run_dir: Path, resume:
     return Member(config, task, output, state, type(wrapped).__name__, digests)
 
 
-def served_item_prior(data: TrainingData) -> np.ndarray:
-    """The new-item prior the run records (`export_run`) on items without train interactions, as
-    the feed and `recsys evaluate` add it: the reported metrics are those of the served ranking.
-    Items that are no candidates (taken down, `training.catalogue_fold`) get -inf, as nothing serves them."""
-    prior = item_prior(NewItemPolicy().boost, ~data.warm.numpy())
-    if data.not_candidates.any():
-        prior[data.not_candidates] = -np.inf
-    return prior
-
-
 DATA_MARKER = "data.json"  # beside the checkpoints: the data they were trained on
 
 
@@ -140,7 +129,7 @@ def evaluate_vectors(data: TrainingData, users: np.ndarray, items: np.ndarray, s
         known = known_before(data.dataset, split, data.split_strategy)
         if known.height != data.train.height:
             users = served_user_vectors(encoder, data, known)
-        metrics = evaluate_scores(dot_product_scorer(users, items, served_item_prior(data)), held_out, known,
+        metrics = evaluate_scores(served_scorer(data, users, items), held_out, known,
                                   data.n_items)
     return broadcast(metrics, ctx)
 

@@ -30,7 +30,7 @@ def factor_weights(weights: np.ndarray, rank: int, seed: int = 0) -> tuple[np.nd
     """(history table H = U_r S_r, item table V_r), both (n_items, rank), with B ~ H V^T (randomised SVD).
 
     Randomised (torch.svd_lowrank) because a full SVD of an n x n matrix is minutes at 10k items; four
-    power iterations make the top-r factors as good as the exact ones for ranking (`tests/test_closed_form.py`).
+    power iterations make the top-r factors as good as the exact ones for ranking (`tests/test_closed_form_member.py`).
     """
     n = weights.shape[0]
     rank = max(1, min(int(rank), n - 1))
@@ -48,8 +48,7 @@ def item_part(item_table: np.ndarray, scorable: np.ndarray) -> np.ndarray:
     out = np.zeros((item_table.shape[0], item_table.shape[1] + 1), np.float32)
     out[:, :-1] = l2_normalise(item_table)
     unscorable = ~np.asarray(scorable, bool) | (np.linalg.norm(item_table, axis=1) < 1e-8)
-    out[unscorable] = 0.0
-    out[unscorable, -1] = 1.0
+    out[unscorable] = new_item_part(item_table.shape[1], int(unscorable.sum()))
     return out
 
 

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from recsys.artifact import RunArtifact, RunDirError, l2_normalise
+from recsys.models.closed_form import new_item_part
 from recsys.models.fusion import FUSIONS, MediumProjection
 
 PROJECTION_FILE = "content_projection.pt"
@@ -118,8 +119,6 @@ class ClosedFormContent:
         return np.zeros((len(x), self.width), np.float32)
 
     def embed_items(self, features: dict[str, np.ndarray], present: dict[str, np.ndarray]) -> np.ndarray:
-        from recsys.models.closed_form import new_item_part  # noqa: PLC0415
-
         return new_item_part(self.width - 1, len(next(iter(features.values()))))
 
 

@@ -43,7 +43,8 @@ class MemberConcat(nn.Module):
     """The members' served towers as one module: [w_1 u_1 | ... | w_K u_K], L2-normalised per row.
 
     Each member is the `ServedUserTower` its training produced (or the closed-form member's
-    `recsys.models.closed_form.HistoryTableTower`); this only concatenates their outputs (see module docstring), so an ensemble serves through the same code as one tower.
+    `recsys.models.closed_form.HistoryTableTower`); this only concatenates their outputs (see module
+    docstring), so an ensemble serves through the same code as one tower.
     """
 
     def __init__(self, members: list[nn.Module], weights: np.ndarray | list[float]):
