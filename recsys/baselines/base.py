@@ -44,6 +44,15 @@ def n_users_of(dataset: Dataset, train: pl.DataFrame) -> int:
     return max(dataset.n_users, int(train["user_index"].max() or 0) + 1 if train.height else 0)
 
 
+def user_sequences(train: pl.DataFrame, n_users: int) -> list[np.ndarray]:
+    """Per user_index, the train item indices in time order (equal timestamps: source-file order)."""
+    ordered = (train.with_row_index("_row").sort("user_index", "timestamp", "_row")
+               .group_by("user_index", maintain_order=True).agg("item_index"))
+    out = [np.zeros(0, np.int64) for _ in range(n_users)]
+    for user, items in zip(ordered["user_index"].to_list(), ordered["item_index"].to_list()):
+        out[user] = np.asarray(items, dtype=np.int64)
+    return out
+
 
 class ReadsHistories:
     """For baselines that score a user from their history matrix (`user_items`, set by `fit`): ItemKNN, EASE."""

@@ -55,6 +55,11 @@ def _ease(dataset: str | None = None, **overrides: Any) -> Baseline:
     return EASE(**{**TUNED.get("ease", {}).get(dataset or "", {}), **overrides})
 
 
+def _slit(dataset: str | None = None, **overrides: Any) -> Baseline:
+    from recsys.baselines.slit import SLIT
+    return SLIT(**{**TUNED.get("slit", {}).get(dataset or "", {}), **overrides})
+
+
 def _sasrec(dataset: str | None = None, **overrides: Any) -> Baseline:
     from recsys.baselines.sasrec import SASRec
 
@@ -68,6 +73,7 @@ BASELINES: dict[str, BaselineFactory] = {
     "lightgcn": _lightgcn,
     "ease": _ease,
     "sasrec": _sasrec,
+    "slit": _slit,
 }
 
 

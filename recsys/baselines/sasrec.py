@@ -27,7 +27,7 @@ import polars as pl
 import torch
 from torch import nn
 
-from recsys.baselines.base import n_users_of
+from recsys.baselines.base import n_users_of, user_sequences  # noqa: F401 (re-exported: tests, callers)
 from recsys.baselines.bpr import sample_negatives
 from recsys.baselines.selection import BestOnValid, torch_threads
 from recsys.data.schema import Dataset
@@ -193,16 +193,6 @@ class SASRec:
         empty = (self._last[index] == PAD).all(1)
         scores[empty] = self._fallback
         return scores.numpy().astype(np.float32, copy=False)
-
-
-def user_sequences(train: pl.DataFrame, n_users: int) -> list[np.ndarray]:
-    """Per user_index, the train item indices in time order (equal timestamps: source-file order)."""
-    ordered = (train.with_row_index("_row").sort("user_index", "timestamp", "_row")
-               .group_by("user_index", maintain_order=True).agg("item_index"))
-    out = [np.zeros(0, np.int64) for _ in range(n_users)]
-    for user, items in zip(ordered["user_index"].to_list(), ordered["item_index"].to_list()):
-        out[user] = np.asarray(items, dtype=np.int64)
-    return out
 
 
 def left_pad(tokens: np.ndarray, length: int) -> np.ndarray:

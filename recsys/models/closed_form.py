@@ -43,11 +43,23 @@ def factor_weights(weights: np.ndarray, rank: int, seed: int = 0) -> tuple[np.nd
     return (left * spread).numpy().astype(np.float32), right.numpy().astype(np.float32)
 
 
-def item_part(item_table: np.ndarray, scorable: np.ndarray) -> np.ndarray:
-    """(n_items, rank + 1) unit item vectors: V's rows for `scorable` items, the extra unit coordinate otherwise."""
+def item_part(item_table: np.ndarray, scorable: np.ndarray, keep_norms: bool = False) -> np.ndarray:
+    """(n_items, rank + 1) unit item vectors: V's rows for `scorable` items, the extra unit coordinate otherwise.
+
+    `keep_norms`: the rows keep their relative lengths (divided by the longest), and the extra coordinate
+    fills each to unit length (Bachrach et al. 2014's inner-product-to-cosine step). Users leave that coordinate
+    at 0, so the member scores normalise(u) . V[j] / max|V|: a row's length is part of the score (SLIT's
+    columns are long for items that often come next), yet every item part is unit-norm as `MemberConcat` needs.
+    """
     out = np.zeros((item_table.shape[0], item_table.shape[1] + 1), np.float32)
-    out[:, :-1] = l2_normalise(item_table)
-    unscorable = ~np.asarray(scorable, bool) | (np.linalg.norm(item_table, axis=1) < 1e-8)
+    norms = np.linalg.norm(item_table, axis=1)
+    unscorable = ~np.asarray(scorable, bool) | (norms < 1e-8)
+    if keep_norms and (~unscorable).any():
+        scaled = item_table / norms[~unscorable].max()
+        out[:, :-1] = scaled
+        out[:, -1] = np.sqrt(np.clip(1.0 - (scaled.astype(np.float64) ** 2).sum(axis=1), 0.0, None))
+    else:
+        out[:, :-1] = l2_normalise(item_table)
     out[unscorable] = new_item_part(item_table.shape[1], int(unscorable.sum()))
     return out
 
