@@ -93,12 +93,9 @@ def train_command(
                               f"Recall@10 {m[split]['recall@10']:.4f}  NDCG@10 {m[split]['ndcg@10']:.4f}")
         epochs = ", ".join(str(m.state.best_epoch) for m in result.members) or str(result.best_epoch)
         label = f"best epochs {epochs} ({len(result.members)} members)" if len(result.members) > 1 else f"best epoch {epochs}"
-        from training.model_card import described_members  # noqa: PLC0415
-
-        for closed in described_members(m.get("closed_form")):
-            if closed["weight"] > 0:
-                label += (f" + {closed['kind'].upper()} member (weight {closed['weight']:g}, lambda {closed['lambda']:g}, "
-                          f"rank {closed['rank']})")
+        closed = m.get("closed_form")
+        if closed and closed["weight"] > 0:
+            label += f" + EASE member (weight {closed['weight']:g}, lambda {closed['lambda']:g}, rank {closed['rank']})"
         console.print(f"{label}, {result.seconds:.0f} s -> {result.run_dir}")
 
 

@@ -115,9 +115,9 @@ def forced(setup: dict) -> dict:
 
 def test_the_member_serves_as_one_two_tower(setup: dict, forced: dict) -> None:
     result, run, cfg = forced["result"], forced["run"], forced["config"]
-    (described,) = result.metrics["closed_form"]
+    described = result.metrics["closed_form"]
     assert described["kind"] == "ease" and described["weight"] == 1.0 and described["rank"] == DIM
-    assert run.meta["closed_form"][0]["lambda"] == described["lambda"] and run.meta["ensemble"] == 1
+    assert run.meta["closed_form"]["lambda"] == described["lambda"] and run.meta["ensemble"] == 1
     width = (DIM + 1) + (DIM + 1)  # tower (+ popularity coordinate) | member (+ its "never seen" coordinate)
     assert run.item_vectors.shape[1] == width
     assert np.allclose(np.linalg.norm(run.item_vectors, axis=1), 1.0, atol=1e-4)
@@ -154,14 +154,14 @@ def test_valid_chooses_the_weight_and_the_towers_resume(setup: dict) -> None:
     plain = load_config(setup["config"], str(setup["folder"]))
     assert cfg.member(0).fingerprint() == plain.fingerprint() and cfg.fingerprint() != plain.fingerprint()
     result = train(cfg, run_dir, resume=False, progress=False)
-    (described,) = result.metrics["closed_form"]
+    described = result.metrics["closed_form"]
     scores = {float(k): v for k, v in described["valid_by_weight"].items()}
     assert set(scores) == {0.0, 0.5, 1.0, 4.0}
     best = max(scores, key=scores.get)
     assert float(described["best_candidate"]) == best and best > 0, "the member lost on this slice: pick one where it helps"
     assert described["gain_se"] > 1.0, "kept only when ahead by more than the noise (ease.min_gain_se)"
     assert described["weight"] == best
-    assert load_run(run_dir).meta["closed_form"][0]["weight"] == described["weight"]
+    assert load_run(run_dir).meta["closed_form"]["weight"] == described["weight"]
     assert result.metrics["valid"]["ndcg@20"] == pytest.approx(scores[described["weight"]], abs=1e-9)
     without = train(load_config(setup["config"], str(setup["folder"]), ["ease.weights=[0]"]), run_dir,
                     resume=True, progress=False)
@@ -172,7 +172,7 @@ def test_valid_chooses_the_weight_and_the_towers_resume(setup: dict) -> None:
 def test_valid_chooses_the_half_life_with_the_weight(setup: dict) -> None:
     cfg = load_config(setup["config"], str(setup["folder"]), ["ease.weights=[0, 1]", "ease.half_lives=[0, 4]"])
     result = train(cfg, setup["root"] / "half-life", resume=False, progress=False)
-    (described,) = result.metrics["closed_form"]
+    described = result.metrics["closed_form"]
     assert set(described["valid_by_weight"]) == {"0", "1@0", "1@4"}  # weight 0 is tried once: it has no history sum
     best = max(described["valid_by_weight"], key=described["valid_by_weight"].get)
     assert described["best_candidate"] == best
@@ -188,7 +188,7 @@ def test_a_gain_inside_the_noise_keeps_the_towers_alone(setup: dict) -> None:
     """`ease.min_gain_se` set above any gain: valid's best candidate is reported, the run serves the towers alone."""
     cfg = load_config(setup["config"], str(setup["folder"]), ["ease.weights=[0, 0.5]", "ease.min_gain_se=1000"])
     result = train(cfg, setup["root"] / "guarded", resume=False, progress=False)
-    (described,) = result.metrics["closed_form"]
+    described = result.metrics["closed_form"]
     assert described["weight"] == 0.0 and described["best_candidate"] == "0.5" and 0 < described["gain_se"] < 1000
     assert "closed_form" not in load_run(result.run_dir).meta
     assert result.metrics["valid"]["ndcg@20"] == pytest.approx(described["valid_by_weight"]["0"], abs=1e-9)
@@ -199,5 +199,5 @@ def test_bad_member_settings_are_refused_and_large_catalogues_skip_it(setup: dic
         load_config(setup["config"], str(setup["folder"]), ["ease.weights=[-1]"])
     cfg = load_config(setup["config"], str(setup["folder"]), ["ease.weights=[1.0]", "ease.max_items=2"])
     result = train(cfg, setup["root"] / "too-large", resume=False, progress=False)
-    assert result.metrics["closed_form"] == [{"kind": "ease", "weight": 0.0, "skipped": "3231 items is over ease.max_items 2"}]
+    assert result.metrics["closed_form"] == {"kind": "ease", "weight": 0.0, "skipped": "3231 items is over ease.max_items 2"}
     assert "closed_form" not in load_run(result.run_dir).meta

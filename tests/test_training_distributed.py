@@ -80,7 +80,7 @@ def test_two_processes_fit_and_serve_the_closed_form_member(runs: dict, tmp_path
     out = train_two_processes(runs["two"].parent, tmp_path / "member", "ease.weights=[1.0]")
     assert out.returncode == 0, out.stderr[-3000:]
     metrics = json.loads((tmp_path / "member" / "metrics.json").read_text())
-    assert metrics["closed_form"][0]["weight"] == 1.0 and metrics["training"]["world_size"] == 2
+    assert metrics["closed_form"]["weight"] == 1.0 and metrics["training"]["world_size"] == 2
     assert metrics["train_serve_max_abs_diff"] < 1e-4
     run = load_run(tmp_path / "member")
-    assert run.meta["closed_form"][0]["rank"] == 16 and run.item_vectors.shape[1] == 2 * 17
+    assert run.meta["closed_form"]["rank"] == 16 and run.item_vectors.shape[1] == 2 * 17

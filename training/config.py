@@ -72,8 +72,7 @@ class OptimConfig(_Strict):
 
 
 class EaseMemberConfig(_Strict):
-    """The closed-form members (`training.closed_form`): EASE, then SLIT, fitted after the towers, each kept if
-    valid says so."""
+    """The closed-form EASE member (`training.closed_form`): fitted after the towers, kept if valid says so."""
 
     weights: list[float] = Field(default_factory=lambda: [0.0], description=(
         "Its weight relative to the towers' average score, tried on valid after the towers are trained; the best "
@@ -84,18 +83,8 @@ class EaseMemberConfig(_Strict):
         "own unweighted sum)."))
     lambdas: list[float] = Field(default_factory=lambda: [10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0],
                                  description="EASE's L2 strengths, the best chosen on valid.")
-    transition_weights: list[float] = Field(default_factory=lambda: [0.0], description=(
-        "The SLIT (next-item transition) member's weights, tried on valid like `weights` after the EASE member; "
-        "only on a time-ordered split. [0] = off."))
-    transition_half_lives: list[float] = Field(default_factory=lambda: [3.0, 10.0, 30.0], description=(
-        "SLIT's recency half-lives (events), chosen on valid with its lambda; the served sum weighs the same."))
-    transition_lambdas: list[float] = Field(default_factory=lambda: [100.0, 300.0, 1000.0, 3000.0, 10000.0],
-                                            description="SLIT's L2 strengths, the best chosen on valid.")
-    transition_rank: int = Field(0, ge=0, description=(
-        "Rank of SLIT's tables (0 = 4 x model.dim: on ML-100K valid, rank 64 kept NDCG@10 .1126 of the full "
-        "matrix's .1276, rank 256 .1257)."))
     min_gain_se: float = Field(1.0, ge=0.0, description=(
-        "Kept only if its best candidate's valid gain over what was kept before (the towers, then EASE) exceeds this many paired standard "
+        "Kept only if its best candidate's valid gain over the towers alone exceeds this many paired standard "
         "errors (per-user differences): the best of many candidates on a small valid split is often ahead by luck."))
     max_items: int = Field(10_000, ge=2, description=(
         "Larger catalogues get no member: EASE inverts a dense n_items x n_items matrix per lambda (11 s at 7,050 "
@@ -110,17 +99,11 @@ class EaseMemberConfig(_Strict):
             raise ValueError("ease.half_lives: at least one, none negative")
         if any(lam <= 0 for lam in self.lambdas) or not self.lambdas:
             raise ValueError("ease.lambdas: at least one, all positive")
-        if any(w < 0 for w in self.transition_weights) or not self.transition_weights:
-            raise ValueError("ease.transition_weights: at least one weight, none negative")
-        if any(h < 0 for h in self.transition_half_lives) or not self.transition_half_lives:
-            raise ValueError("ease.transition_half_lives: at least one, none negative")
-        if any(lam <= 0 for lam in self.transition_lambdas) or not self.transition_lambdas:
-            raise ValueError("ease.transition_lambdas: at least one, all positive")
         return self
 
     @property
     def enabled(self) -> bool:
-        return any(w > 0 for w in [*self.weights, *self.transition_weights])
+        return any(w > 0 for w in self.weights)
 
 
 class TrainConfig(_Strict):

@@ -200,7 +200,7 @@ def export_run(run_dir: Path, config: TrainConfig, data: TrainingData, members: 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     _, items = combined_vectors(members)
-    closed = [m for m in members if not isinstance(m, Member)]  # the closed-form members (training.closed_form)
+    closed = [m for m in members if not isinstance(m, Member)]  # the closed-form member (training.closed_form)
     encoder = encoder if encoder is not None else user_encoder_payload(members)
     users = users if users is not None else served_user_vectors(encoder, data)
     if len(members) == 1:
@@ -229,7 +229,7 @@ def export_run(run_dir: Path, config: TrainConfig, data: TrainingData, members: 
                     "cold_items": int((~data.warm).sum()), "temperature": temperature,
                     "ensemble": sum(isinstance(m, Member) for m in members),  # towers
                     "member_temperatures": [m.temperature for m in members],
-                    **({"closed_form": [m.describe() for m in closed]} if closed else {}),
+                    **({"closed_form": closed[0].describe()} if closed else {}),
                     "media": list(data.catalog.media), "config_fingerprint": config.fingerprint(),
                     # the feed's treatment of items without interactions, chosen on TikTok valid for the default
                     # config (recsys.new_items); serving reads it unless RECSYS_SERVE_NEW_ITEM_BOOST is set

@@ -12,13 +12,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-
-def described_members(value: Any) -> list[dict[str, Any]]:
-    """The closed-form members a run records (`run.json` / `metrics.json` "closed_form"): a list since SLIT
-    joined; runs made before record EASE's one dict."""
-    return [] if not value else [value] if isinstance(value, dict) else list(value)
-
-
 EVALUATIONS_DIR = "evaluations"
 CARD_FILE = "MODEL_CARD.md"
 HEADLINE = ("recall@20", "ndcg@20", "recall@10", "ndcg@10", "mrr@10", "coverage@20")
@@ -86,8 +79,8 @@ def write_model_card(run_dir: Path) -> Path:
            *(["", "## Model",
               f"- two-tower, dim {model.get('dim')}, fusion `{model.get('fusion')}`, user pooling `{model.get('user_pooling')}`, "
            f"ensemble of {train.get('ensemble', 1)}" + (
-               "".join(f" + a closed-form {c['kind'].upper()} member (weight {c['weight']:g} chosen on valid, "
-                       f"lambda {c['lambda']:g}, rank {c['rank']})" for c in described_members(meta.get("closed_form")))),
+               f" + a closed-form EASE member (weight {c['weight']:g} chosen on valid, lambda {c['lambda']:g}, "
+               f"rank {c['rank']})" if (c := meta.get("closed_form")) else ""),
            f"- trained with lr {train.get('lr')}, weight decay {train.get('weight_decay')}, "
            f"epochs chosen on valid `{train.get('select_metric')}`"] if model else [])]
     for split in ("test", "valid"):

@@ -31,7 +31,7 @@ from recsys.models.next_item import SequenceWindows
 from recsys.models.task import resolve_step
 from recsys.models.popularity_prior import prior_counts, standardised_log_counts
 from training.checkpoint import CHECKPOINT_DIR, LAST
-from training.closed_form import fit_closed_form_members
+from training.closed_form import fit_closed_form_member
 from training.config import TrainConfig, load_config
 from training.data import TrainingData, build_training_data
 from training.distributed import DistContext, broadcast, gather, init_distributed, shutdown, weights_digest, wrap_model
@@ -167,9 +167,9 @@ def train(config: TrainConfig, run_dir: Path | str, resume: bool = True, progres
     # Evaluate what serving computes: the served tower over each user's feature window.
     encoder = user_encoder_payload(members)
     users = served_user_vectors(encoder, data)
-    closed, closed_report = fit_closed_form_members(config, data, users, items, [m.temperature for m in members], ctx)
-    parts: list[RunMember] = [*members, *closed]
-    if closed:  # the run serves towers + the closed-form members as one concatenation
+    closed, closed_report = fit_closed_form_member(config, data, users, items, [m.temperature for m in members], ctx)
+    parts: list[RunMember] = [*members, *([closed] if closed is not None else [])]
+    if closed is not None:  # the run serves towers + the closed-form member as one concatenation
         trained_users, items = combined_vectors(parts)
         encoder = user_encoder_payload(parts)
         users = served_user_vectors(encoder, data)
@@ -194,7 +194,7 @@ def train(config: TrainConfig, run_dir: Path | str, resume: bool = True, progres
                               for k, m in enumerate(members)]
         metrics["training"]["rank_weight_digests"] = [
             "".join(d) for d in zip(*[m.digests for m in members])]  # per rank: every member's digest
-    if closed_report:  # per kind considered: kept (weight > 0), or why not
+    if closed_report is not None:  # considered: kept (weight > 0), or why not
         metrics["closed_form"] = closed_report
     if ctx.is_main:
         export_run(run_dir, config, data, parts, metrics, encoder=encoder, users=users)
