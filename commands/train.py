@@ -95,7 +95,8 @@ def train_command(
         label = f"best epochs {epochs} ({len(result.members)} members)" if len(result.members) > 1 else f"best epoch {epochs}"
         closed = m.get("closed_form")
         if closed and closed["weight"] > 0:
-            label += f" + EASE member (weight {closed['weight']:g}, lambda {closed['lambda']:g}, rank {closed['rank']})"
+            label += (f" + EASE member (weight {closed['weight']:g}, lambda {closed['lambda']:g}, rank {closed['rank']}"
+                      f"{', item lengths kept' if closed.get('item_form') == 'lengths' else ''})")
         console.print(f"{label}, {result.seconds:.0f} s -> {result.run_dir}")
 
 

@@ -201,3 +201,23 @@ def test_bad_member_settings_are_refused_and_large_catalogues_skip_it(setup: dic
     result = train(cfg, setup["root"] / "too-large", resume=False, progress=False)
     assert result.metrics["closed_form"] == {"kind": "ease", "weight": 0.0, "skipped": "3231 items is over ease.max_items 2"}
     assert "closed_form" not in load_run(result.run_dir).meta
+
+
+def test_valid_chooses_the_item_form_with_the_weight(setup: dict) -> None:
+    """`ease.item_forms`: unit item rows and rows that keep EASE's column lengths are both tried; the served
+    run is the candidate valid chose, every item vector still unit-norm."""
+    cfg = load_config(setup["config"], str(setup["folder"]),
+                      ["ease.weights=[0, 1]", 'ease.item_forms=["unit", "lengths"]', "ease.min_gain_se=0"])
+    result = train(cfg, setup["root"] / "forms", resume=False, progress=False)
+    described = result.metrics["closed_form"]
+    assert set(described["valid_by_weight"]) == {"0", "1", "1 lengths"}
+    best = max(described["valid_by_weight"], key=described["valid_by_weight"].get)
+    assert described["best_candidate"] == best
+    assert described["item_form"] == ("lengths" if best.endswith("lengths") else "unit")
+    assert result.metrics["valid"]["ndcg@20"] == pytest.approx(described["valid_by_weight"][best], abs=1e-9)
+    if best != "0":
+        run = load_run(result.run_dir)
+        assert np.allclose(np.linalg.norm(run.item_vectors, axis=1), 1.0, atol=1e-4)
+        assert result.metrics["train_serve_max_abs_diff"] < 1e-4
+    with pytest.raises(ValueError, match="item_forms"):
+        load_config(setup["config"], str(setup["folder"]), ['ease.item_forms=["cosine"]'])

@@ -30,7 +30,7 @@ from recsys.models.closed_form import HistoryTableTower, factor_weights, item_pa
 from recsys.models.content_projection import closed_form_content_payload
 from recsys.models.ensemble import concat_members
 from recsys.models.user_encoder import history_tensors
-from training.config import TrainConfig
+from training.config import ITEM_FORMS, TrainConfig
 from training.data import TrainingData
 from training.distributed import DistContext, broadcast
 from training.export import served_scorer
@@ -53,6 +53,7 @@ class ClosedFormMember:
     seconds: float = 0.0
     gain_se: float = 0.0       # the best candidate's valid gain over the towers alone, in paired standard errors
     best_candidate: str = ""
+    item_form: str = "unit"    # "unit" rows, or "lengths": EASE's column lengths kept (`item_part(keep_norms=True)`)
 
     def user_vectors(self) -> np.ndarray:
         return self.users
@@ -73,7 +74,7 @@ class ClosedFormMember:
     def describe(self) -> dict[str, Any]:
         return {"kind": "ease", "lambda": self.lam, "rank": self.module.rank, "weight": self.weight,
                 "half_life": self.half_life, "valid_by_weight": self.valid_by_weight,
-                "best_candidate": self.best_candidate, "gain_se": round(self.gain_se, 2),
+                "item_form": self.item_form, "best_candidate": self.best_candidate, "gain_se": round(self.gain_se, 2),
                 "seconds": round(self.seconds, 1)}
 
 
@@ -135,38 +136,51 @@ def fit_closed_form_member(config: TrainConfig, data: TrainingData, tower_users:
     x = interaction_matrix(data.train, data.n_users, data.n_items)
     ease = EASE(lambdas=tuple(settings.lambdas)).fit_matrix(x, data.valid, data.train, metric=metric)
     history, items = factor_weights(ease.weights, settings.rank or config.model.dim, seed=config.train.seed)
-    member_items = item_part(items, np.asarray(x.sum(axis=0)).ravel() > 0)
+    scorable = np.asarray(x.sum(axis=0)).ravel() > 0
+    forms = sorted(set(settings.item_forms), key=ITEM_FORMS.index)
+    form_items = {form: item_part(items, scorable, keep_norms=form == "lengths") for form in forms}
     histories = data.train_histories()
     inverse_sum = float(np.sum(1.0 / np.asarray(tower_temperatures, dtype=np.float64)))
     half_lives = sorted(set(settings.half_lives))
-    per_user: dict[tuple[float, float], np.ndarray] = {}  # (weight, half-life) -> valid metric per user
+    first = (0.0, half_lives[0], forms[0])  # weight 0: the towers alone, whatever the member's form
+    per_user: dict[tuple[float, float, str], np.ndarray] = {}  # (weight, half-life, item form) -> valid per user
     candidates: dict[float, tuple[HistoryTableTower, np.ndarray]] = {}
     for half_life in half_lives:
         module = HistoryTableTower(history, half_life).eval()
         member_users = encode_histories(module, histories)
         candidates[half_life] = (module, member_users)
-        for alpha in sorted(set(settings.weights) - ({0.0} if (0.0, half_lives[0]) in per_user else set())):
-            scale = [1.0, float(np.sqrt(alpha))]
-            users = concat_members([tower_users, member_users], scale) if alpha > 0 else tower_users
-            items_ = concat_members([tower_items, member_items], scale) if alpha > 0 else tower_items
-            per_user[alpha, half_life if alpha > 0 else half_lives[0]] = valid_per_user(data, users, items_, metric, ctx)
+        for form in forms:
+            for alpha in sorted(set(settings.weights) - ({0.0} if first in per_user else set())):
+                scale = [1.0, float(np.sqrt(alpha))]
+                users = concat_members([tower_users, member_users], scale) if alpha > 0 else tower_users
+                items_ = concat_members([tower_items, form_items[form]], scale) if alpha > 0 else tower_items
+                per_user[(alpha, half_life, form) if alpha > 0 else first] = valid_per_user(data, users, items_,
+                                                                                            metric, ctx)
     scores = {key: float(values.mean()) for key, values in per_user.items()}
-    best, best_half_life = max(scores, key=lambda key: (scores[key], -key[0], -key[1]))
-    base = per_user[0.0, half_lives[0]] if (0.0, half_lives[0]) in per_user else None
-    gain_se = paired_gain_se(per_user[best, best_half_life], base) if base is not None and best > 0 else 0.0
-    labelled = {(f"{a:g}" if len(half_lives) == 1 or a == 0 else f"{a:g}@{h:g}"): v for (a, h), v in scores.items()}
-    best_label = f"{best:g}" if len(half_lives) == 1 or best == 0 else f"{best:g}@{best_half_life:g}"
+    best, best_half_life, best_form = max(scores, key=lambda key: (scores[key], -key[0], -key[1],
+                                                                   -ITEM_FORMS.index(key[2])))
+    base = per_user.get(first)
+    gain_se = paired_gain_se(per_user[best, best_half_life, best_form], base) if base is not None and best > 0 else 0.0
+
+    def label(alpha: float, half_life: float, form: str) -> str:
+        """"weight", "weight@half-life" with several half-lives, then " lengths" for that item form."""
+        if alpha == 0:
+            return "0"
+        return (f"{alpha:g}" if len(half_lives) == 1 else f"{alpha:g}@{half_life:g}") + (
+            " lengths" if form == "lengths" else "")
+
+    labelled = {label(*key): v for key, v in scores.items()}
+    best_label = label(best, best_half_life, best_form)
     if best > 0 and base is not None and gain_se <= settings.min_gain_se:
         log.info("closed-form member: best candidate %s is ahead of the towers alone by %.2f paired SE on valid "
                  "(<= ease.min_gain_se %g): not kept", best_label, gain_se, settings.min_gain_se)
-        best, best_half_life = 0.0, half_lives[0]
+        best, best_half_life, best_form = first
     seconds = time.perf_counter() - began
-    log.info("closed-form member: EASE lambda %g, rank %d; valid %s by weight%s %s -> weight %g%s (%.0f s)", ease.lam,
-             history.shape[1], metric, "@half-life" if len(half_lives) > 1 else "",
-             ", ".join(f"{k}: {v:.4f}" for k, v in labelled.items()), best,
-             f", half-life {best_half_life:g}" if len(half_lives) > 1 else "", seconds)
+    log.info("closed-form member: EASE lambda %g, rank %d; valid %s by candidate %s -> %s (%.0f s)", ease.lam,
+             history.shape[1], metric, ", ".join(f"{k}: {v:.4f}" for k, v in labelled.items()),
+             label(best, best_half_life, best_form) if best > 0 else "weight 0", seconds)
     module, member_users = candidates[best_half_life]
-    member = ClosedFormMember(module, member_users, member_items, float(ease.lam), best, best_half_life,
+    member = ClosedFormMember(module, member_users, form_items[best_form], float(ease.lam), best, best_half_life,
                               1.0 / (best * inverse_sum) if best > 0 else float("inf"), labelled, seconds, gain_se,
-                              best_label)
+                              best_label, best_form)
     return (member if best > 0 else None), member.describe()

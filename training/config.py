@@ -71,6 +71,9 @@ class OptimConfig(_Strict):
     threads: int = Field(0, ge=0, description="torch intra-op threads (0 = leave torch's default).")
 
 
+ITEM_FORMS: tuple[str, ...] = ("unit", "lengths")  # the closed-form member's item parts (ties: the first)
+
+
 class EaseMemberConfig(_Strict):
     """The closed-form EASE member (`training.closed_form`): fitted after the towers, kept if valid says so."""
 
@@ -83,6 +86,10 @@ class EaseMemberConfig(_Strict):
         "own unweighted sum)."))
     lambdas: list[float] = Field(default_factory=lambda: [10.0, 30.0, 100.0, 300.0, 1000.0, 3000.0, 10000.0],
                                  description="EASE's L2 strengths, the best chosen on valid.")
+    item_forms: list[Literal["unit", "lengths"]] = Field(default_factory=lambda: ["unit"], description=(
+        "Item parts tried on valid with every weight: 'unit' rows (a cosine to the user's history sum), or "
+        "'lengths' (the factored columns keep their relative lengths, so the member scores EASE's own low-rank "
+        "score up to a per-user scale; `recsys.models.closed_form.item_part`)."))
     min_gain_se: float = Field(1.0, ge=0.0, description=(
         "Kept only if its best candidate's valid gain over the towers alone exceeds this many paired standard "
         "errors (per-user differences): the best of many candidates on a small valid split is often ahead by luck."))
@@ -99,6 +106,8 @@ class EaseMemberConfig(_Strict):
             raise ValueError("ease.half_lives: at least one, none negative")
         if any(lam <= 0 for lam in self.lambdas) or not self.lambdas:
             raise ValueError("ease.lambdas: at least one, all positive")
+        if not self.item_forms:
+            raise ValueError("ease.item_forms: at least one of 'unit', 'lengths'")
         return self
 
     @property

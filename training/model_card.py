@@ -80,7 +80,8 @@ def write_model_card(run_dir: Path) -> Path:
               f"- two-tower, dim {model.get('dim')}, fusion `{model.get('fusion')}`, user pooling `{model.get('user_pooling')}`, "
            f"ensemble of {train.get('ensemble', 1)}" + (
                f" + a closed-form EASE member (weight {c['weight']:g} chosen on valid, lambda {c['lambda']:g}, "
-               f"rank {c['rank']})" if (c := meta.get("closed_form")) else ""),
+               f"rank {c['rank']}{', item lengths kept' if c.get('item_form') == 'lengths' else ''})"
+               if (c := meta.get("closed_form")) else ""),
            f"- trained with lr {train.get('lr')}, weight decay {train.get('weight_decay')}, "
            f"epochs chosen on valid `{train.get('select_metric')}`"] if model else [])]
     for split in ("test", "valid"):

@@ -4,8 +4,10 @@ Why: on dense data the closed-form item-item model EASE (`recsys.baselines.ease`
 the trained towers, and mixing kinds of models is what our ensembles gain from (BENCHMARKS.md, "EASE: a
 stronger classic baseline"). EASE scores item j for a user with history h as sum_{i in h} B[i, j]. At rank r,
 B ~ H V^T (H = U S, V from an SVD), so the score is (sum_{i in h} H[i]) . V[j]: a user vector that is a sum of
-history-table rows, and a fixed item vector. Both parts are L2-normalised like every other member's, so the
-member joins `MemberConcat` with a weight and the run still serves as one user vector . item vectors.
+history-table rows, and a fixed item vector. Both parts are unit-norm like every other member's (the item part
+either a unit V row, or V's row with its relative length kept and the extra coordinate filling it to 1:
+`item_part`), so the member joins `MemberConcat` with a weight and the run still serves as one user vector .
+item vectors.
 
 Items EASE cannot score (no train interaction: B's row and column are zero) get the unit vector on an extra
 coordinate that every user vector leaves at 0: a unit item part that scores 0 for everyone, so a cold or
@@ -48,8 +50,9 @@ def item_part(item_table: np.ndarray, scorable: np.ndarray, keep_norms: bool = F
 
     `keep_norms`: the rows keep their relative lengths (divided by the longest), and the extra coordinate
     fills each to unit length (Bachrach et al. 2014's inner-product-to-cosine step). Users leave that coordinate
-    at 0, so the member scores normalise(u) . V[j] / max|V|: a row's length is part of the score (SLIT's
-    columns are long for items that often come next), yet every item part is unit-norm as `MemberConcat` needs.
+    at 0, so the member scores normalise(u) . V[j] / max|V|, EASE's own low-rank score up to a per-user scale
+    (a column's length says how strongly the model predicts that item at all), yet every item part is unit-norm
+    as `MemberConcat` needs. Which form serves is chosen on valid (`ease.item_forms`).
     """
     out = np.zeros((item_table.shape[0], item_table.shape[1] + 1), np.float32)
     norms = np.linalg.norm(item_table, axis=1)
