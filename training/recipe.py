@@ -195,7 +195,8 @@ def robust_recipe(shape: DataShape) -> dict[str, Any]:
                   "ensemble": members_for(shape, dim)},
         # The closed-form EASE member (training.closed_form), kept at the weight valid chooses, 0 included:
         # valid N@20 +3 % on ml100k-random, +7 % on Amazon-Baby, lower at any weight on TikTok ("EASE").
-        "ease": {"weights": [0.0, 0.25, 0.5, 1.0]},
+        # Its item part's form too: unit rows, or EASE's column lengths kept ("The closed-form member's item form").
+        "ease": {"weights": [0.0, 0.25, 0.5, 1.0], "item_forms": ["unit", "lengths"]},
     }
     if dense:
         from recsys.config import get_settings
