@@ -31,7 +31,7 @@ from pathlib import Path
 import polars as pl
 import redis
 
-from feature_store.offline import OfflineStore
+from feature_store.served_events import SCHEMA, TABLE, events_folder, read_events  # noqa: F401 (the table's home)
 from serving.event_stream import FIELD, GROUP
 from serving.metrics import EVENT_FLUSH_ERRORS, EVENTS_FLUSHED
 from serving.redis_link import REDIS_ERRORS
@@ -39,26 +39,7 @@ from serving.responses import loads
 
 log = logging.getLogger(__name__)
 
-TABLE = "serving_events"
-SCHEMA = {"event_id": pl.String, "user_id": pl.String, "item_id": pl.String, "event_type": pl.String,
-          "ts": pl.Float64, "received_at": pl.Float64, "model_version": pl.String, "stream_id": pl.String}
 _BACKOFF_S = (0.2, 0.5, 1.0, 2.0, 5.0)
-
-
-def events_folder(root: Path, dataset: str, data_version: str) -> Path:
-    return OfflineStore(dataset, data_version, root).folder / TABLE
-
-
-def read_events(root: Path, dataset: str, data_version: str) -> pl.DataFrame:
-    """Every flushed event of a dataset version, once per `event_id`, in stream order."""
-    folder = events_folder(root, dataset, data_version)
-    parts = sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
-    if not parts:
-        return pl.DataFrame(schema=SCHEMA)
-    frame = pl.concat([pl.read_parquet(p) for p in parts], how="vertical")
-    order = pl.col("stream_id").str.split("-")  # "<ms>-<seq>": numeric order, not string order
-    return (frame.sort(order.list.get(0).cast(pl.Int64), order.list.get(1).cast(pl.Int64))
-            .unique("event_id", keep="first", maintain_order=True))
 
 
 def _write_part(frame: pl.DataFrame, path: Path) -> None:

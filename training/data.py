@@ -11,7 +11,9 @@ every distinct train (user, item) pair as a positive.
 
 The dataset's live-catalogue log (items added and taken down while serving) is folded in first
 (`training.catalogue_fold`): added items are cold items with content, taken-down items stay in
-the tables and histories but are no candidates (`not_candidates`).
+the tables and histories but are no candidates (`not_candidates`). Then the feed's accepted events
+(`training.served_events_fold`): interactions after the dataset's, so what users clicked while serving,
+items added live included, is trained on.
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ import polars as pl
 import torch
 
 from feature_store.catalogue_log import CatalogueFold
+from feature_store.served_events import ServedEventsFold
 from feature_store.store import FeatureStore, FeatureWindow, as_index_lists
 from recsys.config import get_settings
 from recsys.data import Dataset, load_dataset
@@ -36,6 +39,7 @@ from recsys.models.user_encoder import distinct_latest
 from recsys.models.user_tower import UserHistories
 from training.config import DataConfig
 from training.catalogue_fold import describe_fold, fold_content, fold_log
+from training.served_events_fold import dataset_reference, fold_events
 from training.content import ItemContent, load_item_content
 
 log = logging.getLogger(__name__)
@@ -53,6 +57,7 @@ class TrainingData:
             the online store records).
         item_counts: train interactions per item; warm = item_counts > 0.
         catalogue: the live-catalogue log folded in (`training.catalogue_fold`), None without one;
+        served_events: the feed's accepted events folded in (`training.served_events_fold`), None without any;
         not_candidates: items no ranking may return (taken down, or added live without usable media).
     """
 
@@ -73,6 +78,7 @@ class TrainingData:
     catalogue: CatalogueFold | None = None
     not_candidates: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
     catalogue_summary: str = ""
+    served_events: ServedEventsFold | None = None
 
     @property
     def n_users(self) -> int:
@@ -140,6 +146,7 @@ def build_training_data(config: DataConfig, dataset: Dataset | None = None) -> T
     store_dir = Path(config.content_store) if config.content_store else get_settings().store_dir
     base = ds
     ds, fold = fold_log(base, store_dir)
+    ds, served = fold_events(ds, store_dir, dataset_reference(config.dataset, base), source_version)
     ds = apply_split(ds, config.split, config.tie_break)
     train, valid, test = ds.split("train"), ds.split("valid"), ds.split("test")
     pairs = _distinct_train_pairs(train)
@@ -167,4 +174,5 @@ def build_training_data(config: DataConfig, dataset: Dataset | None = None) -> T
         graph=InteractionGraph.from_pairs(window_users, window_items, ds.n_users, ds.n_items),
         train_users=torch.as_tensor(users), train_items=torch.as_tensor(items),
         item_counts=torch.as_tensor(counts), train=train, valid=valid, test=test, window=store.window,
-        data_version=source_version, catalogue=fold, not_candidates=not_candidates, catalogue_summary=summary)
+        data_version=source_version, catalogue=fold, not_candidates=not_candidates, catalogue_summary=summary,
+        served_events=served)

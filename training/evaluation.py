@@ -42,8 +42,9 @@ def _open(run_dir: Path | str, split: str, dataset: Dataset | None) -> tuple[Run
     own_version = ds.version
     if dataset is None:  # the live catalogue the run was trained with (training.catalogue_fold)
         from training.catalogue_fold import fold_recorded
+        from training.served_events_fold import fold_recorded_events
 
-        ds = fold_recorded(ds, run.meta.get("catalogue_log"))
+        ds = fold_recorded_events(fold_recorded(ds, run.meta.get("catalogue_log")), run.meta.get("served_events"))
     strategy = run.meta.get("split_strategy") or run.config.get("split_strategy")
     strategy = str(strategy).replace("_", "-") if strategy else None  # "leave_last_out" is the same strategy
     ev = prepare_split(ds, split, strategy, run_tie_break(run.config))

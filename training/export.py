@@ -31,6 +31,7 @@ from recsys.models.two_tower import TowerOutput
 from training.checkpoint import TrainState
 from training.config import TrainConfig
 from training.data import TrainingData
+from training.served_events_fold import dataset_reference
 
 MEDIA_VECTORS_FILE = "item_media_vectors.npz"
 MODEL_KIND = "two_tower"
@@ -217,8 +218,7 @@ def export_run(run_dir: Path, config: TrainConfig, data: TrainingData, members: 
     np.savez(run_dir / MEDIA_VECTORS_FILE, **media)
     version = model_version or f"{MODEL_KIND}-{data.dataset.name}-{config.fingerprint()[:8]}"
     # run.json names what `load_dataset` accepts: the registered name, or the folder's absolute path
-    ref = config.data.dataset
-    dataset_ref = data.dataset.name if ref == data.dataset.name or not Path(ref).exists() else str(Path(ref).resolve())
+    dataset_ref = dataset_reference(config.data.dataset, data.dataset)
     resolved = config.model_dump(mode="json")
     resolved["split_strategy"] = data.split_strategy
     return save_run(
@@ -235,4 +235,5 @@ def export_run(run_dir: Path, config: TrainConfig, data: TrainingData, members: 
                     # config (recsys.new_items); serving reads it unless RECSYS_SERVE_NEW_ITEM_BOOST is set
                     "new_item_policy": dataclasses.asdict(NewItemPolicy()),
                     "feature_window": data.window.describe(),
-                    **({"catalogue_log": data.catalogue_record()} if data.catalogue is not None else {})})
+                    **({"catalogue_log": data.catalogue_record()} if data.catalogue is not None else {}),
+                    **({"served_events": data.served_events.describe()} if data.served_events is not None else {})})

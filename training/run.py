@@ -103,16 +103,19 @@ def check_resumable_data(run_dir: Path, data: TrainingData, resume: bool, ctx: D
     would no longer fit). Records the data identity for the next resume (rank 0)."""
     marker = run_dir / CHECKPOINT_DIR / DATA_MARKER
     fold = data.catalogue
+    served = data.served_events
     identity = {"data_version": data.data_version, "n_items": data.n_items,
-                "catalogue_log": {"log": fold.log, "ops": fold.ops, "digest": fold.digest} if fold else None}
+                "catalogue_log": {"log": fold.log, "ops": fold.ops, "digest": fold.digest} if fold else None,
+                **({"served_events": {"events": served.events, "digest": served.digest}} if served else {})}
     checkpoints = any(run_dir.glob(f"**/{CHECKPOINT_DIR}/{LAST}"))
     if resume and checkpoints and marker.exists():
         saved = json.loads(marker.read_text())
         if saved != identity:
             raise ValueError(f"the checkpoints in {run_dir} were trained on other data ({saved.get('n_items')} items, "
-                             f"catalogue log {saved.get('catalogue_log')}); now {identity['n_items']} items, catalogue log "
-                             f"{identity['catalogue_log']} (items were added or taken down since?): use --restart "
-                             "or another --out")
+                             f"catalogue log {saved.get('catalogue_log')}, served events {saved.get('served_events')}); "
+                             f"now {identity['n_items']} items, catalogue log {identity['catalogue_log']}, served events "
+                             f"{identity.get('served_events')} (items were added or taken down, or events were served, "
+                             "since?): use --restart or another --out")
     if ctx.is_main:
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(json.dumps(identity))

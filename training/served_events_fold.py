@@ -1,0 +1,57 @@
+"""The next training run learns from the feed: accepted events (`feature_store.served_events`) folded into the
+interactions it trains on, after the live-catalogue log (`training.catalogue_fold`), so a click on an item
+added live makes that item warm in the retrained run.
+
+Read from where the server flushes them by default (`<RECSYS_STORE_DIR>/offline/<dataset>/<data version>/
+serving_events`; a server started with `RECSYS_SERVE_EVENTS_DIR` elsewhere writes where training does not
+look), under the key the server files them by: the run's dataset reference and the dataset's own version.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from feature_store.served_events import (ServedEventsFold, events_digest, events_folder, fold_served_events,
+                                         prefix, read_events, read_events_folder)
+from recsys.data import Dataset
+
+log = logging.getLogger(__name__)
+
+
+def dataset_reference(ref: str, ds: Dataset) -> str:
+    """What a run names its dataset by (run.json `dataset`, and the key the server files its events under):
+    the registered name, or the folder's absolute path."""
+    return ds.name if ref == ds.name or not Path(ref).exists() else str(Path(ref).resolve())
+
+
+def fold_events(ds: Dataset, store_dir: Path, reference: str, data_version: str,
+                upto: int | None = None) -> tuple[Dataset, ServedEventsFold | None]:
+    """`ds` with the first `upto` (default: all) served events of `reference` / `data_version` folded in;
+    None when there are none."""
+    root = Path(store_dir) / "offline"
+    events = prefix(read_events(root, reference, data_version), upto)
+    if not events.height:
+        return ds, None
+    folded, fold = fold_served_events(ds, events, str(events_folder(root, reference, data_version).resolve()))
+    if os.environ.get("RANK", "0") == "0":  # once under torchrun
+        log.info("%s", fold.summary())
+    return folded, fold
+
+
+def fold_recorded_events(ds: Dataset, recorded: dict[str, Any] | None) -> Dataset:
+    """The dataset as a run recorded training on it: the same prefix of the same served events (evaluation).
+
+    Refuses (ValueError) when those events are gone or changed: the run's users, masks and held-out events
+    would no longer be the ones it was trained and selected on."""
+    if not isinstance(recorded, dict) or not recorded.get("events"):
+        return ds
+    folder = Path(str(recorded.get("folder", "")))
+    events = prefix(read_events_folder(folder), int(recorded["events"])) if folder.is_dir() else None
+    if events is None or events.height != int(recorded["events"]) or events_digest(events) != recorded.get("digest"):
+        raise ValueError(f"the run was trained with {recorded['events']} served events of {folder}, which "
+                         f"{'are gone' if events is None else 'no longer start with them'}: cannot evaluate it on "
+                         "the data it was trained on")
+    folded, _ = fold_served_events(ds, events, str(folder))
+    return folded
