@@ -81,7 +81,7 @@ def test_clicks_on_a_live_item_make_it_warm_in_the_next_run_and_evaluation_folds
     from training.served_events_fold import dataset_reference
 
     folder = write_tiktok_slice(tmp_path / "slice")
-    config = load_config(write_test_config(tmp_path / "test.toml"), str(folder), OVERRIDES)
+    config = load_config(write_test_config(tmp_path / "test.toml"), str(folder), [*OVERRIDES, "data.served_events=true"])
     ds = load_dataset(str(folder))
     CatalogueLog.open(store, "slice").append({"op": "put", "item_id": "live-1", "ts": 1.0, "media": ["image"],
                                               "features": {"image": {"precomputed-d128": [0.1] * 128}}})
@@ -92,6 +92,8 @@ def test_clicks_on_a_live_item_make_it_warm_in_the_next_run_and_evaluation_folds
     events = events_folder(store / "offline", dataset_reference(str(folder), ds), ds.version)
     write_part(events, "1000", [(f"c{u}", str(u), "live-1", 1.7e9 + u) for u in range(6)]
                + [("n1", "newcomer", "live-1", 1.7e9 + 10)])
+    off = load_config(write_test_config(tmp_path / "test.toml"), str(folder), OVERRIDES)
+    assert build_training_data(off.data).served_events is None  # opt-in: `data.served_events` is off by default
     result = train(config, tmp_path / "run", resume=False, progress=False)
     data = build_training_data(config.data)
     assert int(data.item_counts[data.dataset.item_ids.index("live-1")]) == 7  # warm: trained on its clicks

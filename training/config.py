@@ -37,6 +37,11 @@ class DataConfig(_Strict):
         "rule: the later row of the source file) or item-index (the old rule: the higher item index)."))
     media: list[str] | None = Field(None, description="Media to use (None = every medium the dataset has).")
     content_store: str | None = Field(None, description="`recsys embed` store dir for media without precomputed features.")
+    served_events: bool = Field(False, description=(
+        "Fold the feed's accepted events (the offline store's serving_events) into the train interactions "
+        "(`training.served_events_fold`). Off by default: measured on TikTok, an item added live that gets a click "
+        "or two ranks lower in the retrained run than it did cold (its low count sinks it on the popularity prior and "
+        "it loses the new-item prior; BENCHMARKS.md, \"Served events in training\")."))
     feature_window: int = Field(default_factory=lambda: get_settings().online_history_cap, ge=1, description=(
         "User-history window (events) the user tower sees in training, evaluation and serving; read through "
         "the feature store; a server refuses an online store materialised with another (RECSYS_ONLINE_HISTORY_CAP)."))
@@ -188,7 +193,8 @@ _ADDED_LATER = {
     for section, model, keys in (
         ("model", ModelConfig, ("attention_heads", "attention_inner", "attention_weight_dropout", "attention_activation",
                                 "attention_item_embedding", "content_scale", "content_gate_init", "item_knn_space")),
-        ("loss", LossConfig, ("view_contrast_weight", "view_contrast_temperature", "target_horizon", "horizon_decay")))}
+        ("loss", LossConfig, ("view_contrast_weight", "view_contrast_temperature", "target_horizon", "horizon_decay")),
+        ("data", DataConfig, ("served_events",)))}
 
 
 def default_config_path(dataset: str) -> Path:

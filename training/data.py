@@ -11,9 +11,9 @@ every distinct train (user, item) pair as a positive.
 
 The dataset's live-catalogue log (items added and taken down while serving) is folded in first
 (`training.catalogue_fold`): added items are cold items with content, taken-down items stay in
-the tables and histories but are no candidates (`not_candidates`). Then the feed's accepted events
-(`training.served_events_fold`): interactions after the dataset's, so what users clicked while serving,
-items added live included, is trained on.
+the tables and histories but are no candidates (`not_candidates`). Then, with `data.served_events`, the feed's
+accepted events (`training.served_events_fold`): interactions after the dataset's, so what users clicked while
+serving, items added live included, is trained on.
 """
 from __future__ import annotations
 
@@ -146,7 +146,8 @@ def build_training_data(config: DataConfig, dataset: Dataset | None = None) -> T
     store_dir = Path(config.content_store) if config.content_store else get_settings().store_dir
     base = ds
     ds, fold = fold_log(base, store_dir)
-    ds, served = fold_events(ds, store_dir, dataset_reference(config.dataset, base), source_version)
+    ds, served = (fold_events(ds, store_dir, dataset_reference(config.dataset, base), source_version)
+                  if config.served_events else (ds, None))
     ds = apply_split(ds, config.split, config.tie_break)
     train, valid, test = ds.split("train"), ds.split("valid"), ds.split("test")
     pairs = _distinct_train_pairs(train)
