@@ -70,12 +70,14 @@ def test_the_attention_options_at_their_defaults_keep_the_fingerprint():
         body["model"].pop(key)
     for key in ("view_contrast_weight", "view_contrast_temperature", "target_horizon", "horizon_decay"):  # loss options added later
         body["loss"].pop(key)
+    body["data"].pop("served_events")  # a data option added later
     import hashlib
     import json
     assert plain.fingerprint() == hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
     assert load_config(None, "ml-100k", ["model.attention_heads=2"]).fingerprint() != plain.fingerprint()
     assert load_config(None, "ml-100k", ["model.attention_item_embedding=true"]).fingerprint() != plain.fingerprint()
     assert load_config(None, "ml-100k", ["loss.target_horizon=3"]).fingerprint() != plain.fingerprint()
+    assert load_config(None, "ml-100k", ["data.served_events=true"]).fingerprint() != plain.fingerprint()
 
 
 def test_the_content_scale_options_at_their_defaults_keep_the_fingerprint():
