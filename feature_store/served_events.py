@@ -37,6 +37,13 @@ SCHEMA = {"event_id": pl.String, "user_id": pl.String, "item_id": pl.String, "ev
 
 
 def events_folder(root: Path, dataset: str, data_version: str) -> Path:
+    """Where the events of a dataset version live, always inside `root`.
+
+    A run of a folder dataset names it by the folder's absolute path (run.json `dataset`); joined onto `root`
+    as is, that path replaced the root and the flusher wrote into the user's dataset folder. Such a dataset is
+    filed under a name made from the folder's name and a digest of its path instead."""
+    if Path(dataset).is_absolute():
+        dataset = f"{Path(dataset).name}-{hashlib.sha256(dataset.encode()).hexdigest()[:8]}"
     return OfflineStore(dataset, data_version, root).folder / TABLE
 
 

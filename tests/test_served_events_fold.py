@@ -67,6 +67,9 @@ def test_folded_events_are_train_rows_after_the_dataset_with_new_users_and_unkno
     user0 = split.interactions.filter(pl.col("user_id") == "0").sort("timestamp")
     assert user0["item_id"][-1] == "5" and user0["timestamp"][-1] == times[0] and user0["split"][-1] == "test"
     assert events_folder(tmp_path, "a", "v") == tmp_path / "a" / "v" / "serving_events"
+    # a folder dataset (named by its absolute path) is filed inside the store, never inside the dataset's folder
+    inside = events_folder(tmp_path / "offline", str(tmp_path / "shop"), "v")
+    assert inside.is_relative_to(tmp_path / "offline") and inside.parent.parent.name.startswith("shop-")
 
 
 def test_clicks_on_a_live_item_make_it_warm_in_the_next_run_and_evaluation_folds_the_same_events(tmp_path, store):
