@@ -81,3 +81,21 @@ def test_an_item_part_that_keeps_lengths_scores_the_inner_product_at_unit_norm()
     longest = np.linalg.norm(table[:5], axis=1).max()
     assert np.allclose(part[:5] @ user_part, table[:5] @ user / longest, atol=1e-5)
     assert np.array_equal(part[5], [0, 0, 0, 0, 1])  # not scorable: the "never seen" coordinate
+
+
+def test_slit_refuses_a_dataset_without_time(tmp_path: Path) -> None:
+    """TikTok has no timestamps (they are its row order): a transition model would learn the file's order."""
+    from training_slices import write_tiktok_slice
+
+    ds = load_dataset(str(write_tiktok_slice(tmp_path / "slice", every=16)))
+    assert ds.timestamps_synthetic
+    with pytest.raises(ValueError, match="timestamps are synthetic"):
+        SLIT().fit(ds, ds.split("train"))
+    from typer.testing import CliRunner
+
+    from commands.main import app
+
+    out = CliRunner().invoke(app, ["evaluate", "--baseline", "slit", "--dataset", str(tmp_path / "slice"),
+                                   "--split", "test", "--json"])
+    assert out.exit_code == 2 and "baseline slit cannot be fitted on slice" in out.output, out.output
+    assert "Traceback" not in out.output

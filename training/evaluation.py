@@ -125,7 +125,10 @@ def fit_baseline(name: str, ev: EvalSplit, **overrides: Any):
     except KeyError as exc:
         raise EvaluationError(str(exc.args[0])) from exc
     start = time.perf_counter()
-    model.fit(ev.dataset, ev.train)
+    try:
+        model.fit(ev.dataset, ev.train)
+    except ValueError as exc:  # a baseline that refuses this data (SLIT without time, EASE over its size)
+        raise EvaluationError(f"baseline {name} cannot be fitted on {ev.dataset.name}: {exc}") from exc
     if ev.reads_past_train and hasattr(model, "read_histories"):  # models with a history input read the known events
         model.read_histories(ev.known)
     log.info("fitted %s on %s train (%d interactions) in %.1fs", name, ev.dataset.name, ev.train.height,

@@ -111,6 +111,9 @@ class SLIT:
         self.valid_history: list[tuple[float, float, float]] = []  # (half-life, lambda, valid metric)
 
     def fit(self, dataset: Dataset, train_interactions: pl.DataFrame) -> "SLIT":
+        if dataset.timestamps_synthetic:  # e.g. TikTok: "next" would be the next row of the file
+            raise ValueError(f"SLIT learns which item comes next, and {dataset.name}'s timestamps are synthetic (the "
+                             "source has no time, they are its row order): use ease or itemknn")
         sequences = user_sequences(train_interactions, n_users_of(dataset, train_interactions))
         return self.fit_sequences(sequences, dataset.n_items, valid_split(dataset), train_interactions)
 
