@@ -50,8 +50,8 @@ def write_events(folder: Path, rows: pl.DataFrame) -> None:
     frame.write_parquet(folder / f"part-{int(now * 1000)}-0-warmup.parquet")
 
 
-def measure(run_dir: Path, config, held: pl.DataFrame, new_below: int = 1) -> dict[str, float]:
-    """Recall@20 / NDCG@20 of `held` with the run's served scores, the run's own train rows masked.
+def run_scorer(run_dir: Path, config, new_below: int = 1):
+    """(the run's served score function, its training data): built once per run, shared by every measured set.
 
     `new_below` > 1 (a prototype): items with fewer train interactions are scored as new items, with their
     content vector and the new-item prior."""
@@ -62,16 +62,19 @@ def measure(run_dir: Path, config, held: pl.DataFrame, new_below: int = 1) -> di
     data = build_training_data(config.data)
     run = load_run(run_dir)
     items = np.asarray(run.item_vectors)
-    scorer = served_scorer(data, np.asarray(run.user_vectors), items)
-    if new_below > 1:
-        counts = data.item_counts.numpy()
-        content = load_content_path(run_dir).embed_items(
-            {m: np.asarray(f, np.float32) for m, f in data.content.features.items()},
-            {m: np.asarray(k, bool) for m, k in data.content.masks.items()})
-        low = counts < new_below
-        items = np.where(low[:, None], content, items).astype(np.float32)
-        scorer = dot_product_scorer(np.asarray(run.user_vectors), items,
-                                    np.where(low, np.float32(NewItemPolicy().boost), np.float32(0)))
+    if new_below <= 1:
+        return served_scorer(data, np.asarray(run.user_vectors), items), data
+    content = load_content_path(run_dir).embed_items(
+        {m: np.asarray(f, np.float32) for m, f in data.content.features.items()},
+        {m: np.asarray(k, bool) for m, k in data.content.masks.items()})
+    low = data.item_counts.numpy() < new_below
+    items = np.where(low[:, None], content, items).astype(np.float32)
+    return dot_product_scorer(np.asarray(run.user_vectors), items,
+                              np.where(low, np.float32(NewItemPolicy().boost), np.float32(0))), data
+
+
+def measure(scorer, data, held: pl.DataFrame) -> dict[str, float]:
+    """Recall@20 / NDCG@20 of `held` with `scorer`, the run's own train rows masked."""
     frame, _ = per_user_ranking_metrics(scorer, held, data.train, data.n_items, ks=(20,))
     ranks = []  # each held item's rank among the user's candidates (train items masked): robust on few rows
     if held.height <= 1000:
@@ -116,9 +119,10 @@ def main() -> None:
             write_events(events_folder(store / "offline", dataset_reference(args.dataset, ds), ds.version), served)
         began = time.perf_counter()
         run_dir = train(config, args.out / f"run-{name}", resume=True, progress=False).run_dir
-        results[name] = {"cold items (measured half)": measure(run_dir, config, measured, args.new_below),
-                         "of which items with served clicks": measure(run_dir, config, clicked, args.new_below),
-                         "test minus the served half": measure(run_dir, config, rest, args.new_below),
+        scorer, data = run_scorer(run_dir, config, args.new_below)
+        results[name] = {"cold items (measured half)": measure(scorer, data, measured),
+                         "of which items with served clicks": measure(scorer, data, clicked),
+                         "test minus the served half": measure(scorer, data, rest),
                          "seconds": round(time.perf_counter() - began, 1)}
         print(name, "served events:", json.dumps(results[name]), flush=True)
     print(json.dumps(results, indent=1))

@@ -157,7 +157,7 @@ def server_env(namespace: str, store_dir: Path, log_dir: Path) -> dict[str, str]
 
 def wait_for_events(store_root: Path, run_dir: Path, acked: set[str], within_s: float = 30.0) -> int:
     """How many acknowledged events are missing from the Parquet store after waiting for the flusher."""
-    from serving.event_archive import read_events
+    from feature_store.served_events import read_events
 
     meta = json.loads((run_dir / "run.json").read_text())
     deadline = time.monotonic() + within_s

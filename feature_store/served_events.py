@@ -23,7 +23,7 @@ A run records the folded prefix (`served_events` in run.json: events, last strea
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -93,14 +93,8 @@ class ServedEventsFold:
                 f"({self.new_users} new users){skipped}, from {self.folder}")
 
 
-def prefix(events: pl.DataFrame, upto: int | None) -> pl.DataFrame:
-    return events if upto is None else events.head(int(upto))
-
-
 def fold_served_events(ds: Any, events: pl.DataFrame, folder: str) -> tuple[Any, ServedEventsFold]:
     """`ds` (a `recsys.data.Dataset`, catalogue log already folded) with `events` appended as interactions."""
-    from dataclasses import replace
-
     fold = ServedEventsFold(folder, events.height, events["stream_id"][-1] if events.height else "",
                             events_digest(events))
     if not events.height:

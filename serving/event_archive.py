@@ -31,7 +31,7 @@ from pathlib import Path
 import polars as pl
 import redis
 
-from feature_store.served_events import SCHEMA, TABLE, events_folder, read_events  # noqa: F401 (the table's home)
+from feature_store.served_events import SCHEMA, events_folder
 from serving.event_stream import FIELD, GROUP
 from serving.metrics import EVENT_FLUSH_ERRORS, EVENTS_FLUSHED
 from serving.redis_link import REDIS_ERRORS

@@ -26,7 +26,7 @@ from pathlib import Path
 from feature_store.online import OutOfOrderEventError
 
 from serving.cache import FeedCache
-from serving.event_archive import read_events
+from feature_store.served_events import read_events
 from serving.errors import ServingError
 from serving.event_stream import CONFLICT, DUPLICATE, EventStream, fingerprint
 from serving.exposure_log import EVENTS, JsonlLog

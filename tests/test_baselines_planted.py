@@ -136,7 +136,8 @@ def test_learned_baselines_keep_their_best_valid_epoch_and_stop_on_patience(name
 def test_sasrec_learns_an_order_pattern_and_picks_its_epoch_on_valid():
     # Every user walks the items in a cycle (i, i+1, i+2, ...); the held-out valid item is the next
     # step. Only the *order* says which item comes next: a set-based model cannot tell.
-    from recsys.baselines.sasrec import SASRec, training_windows, user_sequences
+    from recsys.baselines.base import user_sequences
+    from recsys.baselines.sasrec import SASRec, training_windows
 
     rng = np.random.default_rng(0)
     pairs, split = [], []

@@ -19,7 +19,8 @@ import pytest
 import redis
 
 from feature_store.materialize import materialize
-from serving.event_archive import EventArchiver, read_events
+from feature_store.served_events import read_events
+from serving.event_archive import EventArchiver
 from serving.event_stream import FIELD, GROUP, stream_key
 from support.local_server import LocalServer, is_cluster, redis_url_of
 from serving.responses import dumps

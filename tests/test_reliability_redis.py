@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from feature_store.materialize import materialize
-from serving.event_archive import read_events
+from feature_store.served_events import read_events
 from support.local_server import LocalServer
 
 pytestmark = pytest.mark.slow

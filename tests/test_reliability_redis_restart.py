@@ -17,7 +17,7 @@ from fastapi.testclient import TestClient
 from feature_store.materialize import materialize
 from recsys.config import Settings
 from serving.config import ServingSettings
-from serving.event_archive import read_events
+from feature_store.served_events import read_events
 from serving.main import create_app
 from support.redis_process import RedisProcess, redis_server_binary
 from support.sample_runs import tiktok_mean_pool_run

@@ -20,13 +20,9 @@ OVERRIDES = ["model.item_knn=0", "model.propagation_layers=0", "train.epochs=2"]
 
 
 @pytest.fixture
-def store(tmp_path, monkeypatch):
-    from recsys.config import get_settings
-
-    monkeypatch.setenv("RECSYS_STORE_DIR", str(tmp_path / "store"))
-    get_settings.cache_clear()
-    yield tmp_path / "store"
-    get_settings.cache_clear()
+def store(tmp_path, isolated_settings):
+    """This test's RECSYS_STORE_DIR (conftest's `isolated_settings`)."""
+    return tmp_path / "store"
 
 
 def write_part(folder: Path, name: str, rows: list[tuple[str, str, str, float]]) -> None:

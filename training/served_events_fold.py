@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from feature_store.served_events import (ServedEventsFold, events_digest, events_folder, fold_served_events,
-                                         prefix, read_events, read_events_folder)
+                                         read_events, read_events_folder)
 from recsys.data import Dataset
 
 log = logging.getLogger(__name__)
@@ -26,12 +26,11 @@ def dataset_reference(ref: str, ds: Dataset) -> str:
     return ds.name if ref == ds.name or not Path(ref).exists() else str(Path(ref).resolve())
 
 
-def fold_events(ds: Dataset, store_dir: Path, reference: str, data_version: str,
-                upto: int | None = None) -> tuple[Dataset, ServedEventsFold | None]:
-    """`ds` with the first `upto` (default: all) served events of `reference` / `data_version` folded in;
-    None when there are none."""
+def fold_events(ds: Dataset, store_dir: Path, reference: str,
+                data_version: str) -> tuple[Dataset, ServedEventsFold | None]:
+    """`ds` with every served event of `reference` / `data_version` folded in; None when there are none."""
     root = Path(store_dir) / "offline"
-    events = prefix(read_events(root, reference, data_version), upto)
+    events = read_events(root, reference, data_version)
     if not events.height:
         return ds, None
     folded, fold = fold_served_events(ds, events, str(events_folder(root, reference, data_version).resolve()))
@@ -48,7 +47,7 @@ def fold_recorded_events(ds: Dataset, recorded: dict[str, Any] | None) -> Datase
     if not isinstance(recorded, dict) or not recorded.get("events"):
         return ds
     folder = Path(str(recorded.get("folder", "")))
-    events = prefix(read_events_folder(folder), int(recorded["events"])) if folder.is_dir() else None
+    events = read_events_folder(folder).head(int(recorded["events"])) if folder.is_dir() else None
     if events is None or events.height != int(recorded["events"]) or events_digest(events) != recorded.get("digest"):
         raise ValueError(f"the run was trained with {recorded['events']} served events of {folder}, which "
                          f"{'are gone' if events is None else 'no longer start with them'}: cannot evaluate it on "

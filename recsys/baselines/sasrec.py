@@ -27,7 +27,7 @@ import polars as pl
 import torch
 from torch import nn
 
-from recsys.baselines.base import n_users_of, user_sequences  # noqa: F401 (re-exported: tests, callers)
+from recsys.baselines.base import n_users_of, user_sequences
 from recsys.baselines.bpr import sample_negatives
 from recsys.baselines.selection import BestOnValid, torch_threads
 from recsys.data.schema import Dataset
