@@ -115,5 +115,7 @@ def test_clicks_on_a_live_item_make_it_warm_in_the_next_run_and_evaluation_folds
         train(config, tmp_path / "run", resume=True, progress=False)
     shutil.rmtree(events)
     code, text = evaluate()
-    assert code != 0 and "served events" in text and "are gone" in text
+    out = CliRunner().invoke(app, ["evaluate", "--run", str(result.run_dir), "--split", "test", "--json"])
+    assert out.exit_code == 2, out.exception  # the CLI's one-line refusal, not a traceback
+    assert "served events" in out.stderr and "are gone" in out.stderr and "Traceback" not in out.stderr
     assert np.isfinite(result.metrics["test"]["ndcg@20"])

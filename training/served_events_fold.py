@@ -16,6 +16,7 @@ from typing import Any
 from feature_store.served_events import (ServedEventsFold, events_digest, events_folder, fold_served_events,
                                          read_events, read_events_folder)
 from recsys.data import Dataset
+from training.evaluation_protocol import EvaluationError
 
 log = logging.getLogger(__name__)
 
@@ -42,14 +43,14 @@ def fold_events(ds: Dataset, store_dir: Path, reference: str,
 def fold_recorded_events(ds: Dataset, recorded: dict[str, Any] | None) -> Dataset:
     """The dataset as a run recorded training on it: the same prefix of the same served events (evaluation).
 
-    Refuses (ValueError) when those events are gone or changed: the run's users, masks and held-out events
+    Refuses (EvaluationError: the CLI's one-line error) when those events are gone or changed: the run's users, masks and held-out events
     would no longer be the ones it was trained and selected on."""
     if not isinstance(recorded, dict) or not recorded.get("events"):
         return ds
     folder = Path(str(recorded.get("folder", "")))
     events = read_events_folder(folder).head(int(recorded["events"])) if folder.is_dir() else None
     if events is None or events.height != int(recorded["events"]) or events_digest(events) != recorded.get("digest"):
-        raise ValueError(f"the run was trained with {recorded['events']} served events of {folder}, which "
+        raise EvaluationError(f"the run was trained with {recorded['events']} served events of {folder}, which "
                          f"{'are gone' if events is None else 'no longer start with them'}: cannot evaluate it on "
                          "the data it was trained on")
     folded, _ = fold_served_events(ds, events, str(folder))
