@@ -35,6 +35,10 @@ class Settings(BaseSettings):
                                 description="REDIS_URL names one node of a Redis Cluster (redis-py RedisCluster)")
     store_dir: Path = Field(default=Path("artifacts/store"), validation_alias="RECSYS_STORE_DIR")
     cache_dir: Path = Field(default=Path("artifacts/cache"), validation_alias="RECSYS_CACHE_DIR")
+    served_events_dir: Path | None = Field(
+        default=None, validation_alias="RECSYS_SERVE_EVENTS_DIR",
+        description="offline store root the feed flushes accepted events to and `data.served_events` training reads "
+                    "them from (default: <RECSYS_STORE_DIR>/offline): one setting, so the two cannot disagree")
     online_history_cap: int = Field(default=50, validation_alias="RECSYS_ONLINE_HISTORY_CAP")
     online_new_user_ttl_s: int = Field(default=30 * 86400, ge=1, validation_alias="RECSYS_ONLINE_NEW_USER_TTL_S",
                                        description="a new user's online history expires this long after their last event")
@@ -44,6 +48,11 @@ class Settings(BaseSettings):
         description="what runs the served user tower for a feed miss: an ONNX Runtime export of the trained module, "
                     "TorchScript traces of it, or the module eagerly (each checked against the module at load; "
                     "one that cannot be had falls back to the next, and /readyz reports the one in use)")
+
+
+    def served_events_root(self, store_dir: Path | None = None) -> Path:
+        """Where served events live: `served_events_dir`, else `<store_dir>/offline` (store_dir: this store's)."""
+        return self.served_events_dir or (store_dir or self.store_dir) / "offline"
 
 
 @lru_cache(maxsize=1)

@@ -174,8 +174,6 @@ class ServingSettings(BaseSettings):
                                "numbered part when the active file would pass this size")
     log_keep_parts: int = Field(default=20, ge=1, description="rotated parts kept per log; older ones are deleted")
 
-    events_dir: Path | None = Field(default=None, description="offline store root accepted events are flushed to "
-                                    "(default: <RECSYS_STORE_DIR>/offline)")
     events_flush_ms: int = Field(default=1000, ge=10, description="longest wait before accepted events are written "
                                  "to Parquet (and only then acknowledged in the Redis stream)")
     events_flush_batch: int = Field(default=5000, ge=1, description="events per Parquet part, at most")

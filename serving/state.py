@@ -99,7 +99,7 @@ def build_state(settings: ServingSettings, shared: Settings, models: LiveModels 
                       settings.lock_wait_ms)
     logs = JsonlLog(settings.log_dir, settings.log_flush_ms, settings.log_batch, settings.log_max_bytes,
                     settings.log_keep_parts)
-    archive_root = settings.events_dir or shared.store_dir / "offline"
+    archive_root = shared.served_events_root()  # RECSYS_SERVE_EVENTS_DIR, read where training reads it too
     flusher = EventArchiver(link.dedicated, stream_key(namespace), archive_root,
                            flush_s=settings.events_flush_ms / 1000, batch=settings.events_flush_batch,
                            claim_idle_s=settings.events_claim_idle_s, timeout_s=max(settings.redis_timeout_s, 1.0))

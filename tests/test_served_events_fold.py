@@ -119,3 +119,31 @@ def test_clicks_on_a_live_item_make_it_warm_in_the_next_run_and_evaluation_folds
     assert out.exit_code == 2, out.exception  # the CLI's one-line refusal, not a traceback
     assert "served events" in out.stderr and "are gone" in out.stderr and "Traceback" not in out.stderr
     assert np.isfinite(result.metrics["test"]["ndcg@20"])
+
+
+def test_training_reads_events_where_the_server_was_told_to_flush_them(tmp_path, store, monkeypatch):
+    """`RECSYS_SERVE_EVENTS_DIR` moves the server's events table; training reads the same setting, so a server
+    started with it does not write where the next run never looks."""
+    from feature_store.served_events import events_folder
+    from recsys.config import get_settings
+    from recsys.data import load_dataset
+    from training.config import load_config
+    from training.data import build_training_data
+    from training.served_events_fold import dataset_reference
+
+    folder = write_tiktok_slice(tmp_path / "slice", every=16)
+    ds = load_dataset(str(folder))
+    elsewhere = tmp_path / "events-elsewhere"
+    monkeypatch.setenv("RECSYS_SERVE_EVENTS_DIR", str(elsewhere))
+    get_settings.cache_clear()
+    assert get_settings().served_events_root() == elsewhere
+    item = ds.item_ids[3]
+    write_part(events_folder(elsewhere, dataset_reference(str(folder), ds), ds.version), "1000",
+               [("x1", "newcomer", item, 1.7e9)])
+    config = load_config(write_test_config(tmp_path / "test.toml"), str(folder), [*OVERRIDES, "data.served_events=true"])
+    data = build_training_data(config.data)
+    assert data.served_events is not None and data.served_events.events == 1 and data.served_events.new_users == 1
+    monkeypatch.delenv("RECSYS_SERVE_EVENTS_DIR")
+    get_settings.cache_clear()
+    assert get_settings().served_events_root() == store / "offline"
+    assert build_training_data(config.data).served_events is None  # nothing under the store's own offline root

@@ -146,7 +146,8 @@ def build_training_data(config: DataConfig, dataset: Dataset | None = None) -> T
     store_dir = Path(config.content_store) if config.content_store else get_settings().store_dir
     base = ds
     ds, fold = fold_log(base, store_dir)
-    ds, served = (fold_events(ds, store_dir, dataset_reference(config.dataset, base), source_version)
+    ds, served = (fold_events(ds, get_settings().served_events_root(store_dir), dataset_reference(config.dataset, base),
+                              source_version)
                   if config.served_events else (ds, None))
     ds = apply_split(ds, config.split, config.tie_break)
     train, valid, test = ds.split("train"), ds.split("valid"), ds.split("test")

@@ -2,9 +2,9 @@
 interactions it trains on, after the live-catalogue log (`training.catalogue_fold`), so a click on an item
 added live makes that item warm in the retrained run.
 
-Read from where the server flushes them by default (`<RECSYS_STORE_DIR>/offline/<dataset>/<data version>/
-serving_events`; a server started with `RECSYS_SERVE_EVENTS_DIR` elsewhere writes where training does not
-look), under the key the server files them by: the run's dataset reference and the dataset's own version.
+Read from where the server flushes them (`recsys.config.Settings.served_events_root`: `RECSYS_SERVE_EVENTS_DIR`,
+else `<RECSYS_STORE_DIR>/offline`; then `<dataset>/<data version>/serving_events`), under the key the server
+files them by: the run's dataset reference and the dataset's own version.
 """
 from __future__ import annotations
 
@@ -27,10 +27,10 @@ def dataset_reference(ref: str, ds: Dataset) -> str:
     return ds.name if ref == ds.name or not Path(ref).exists() else str(Path(ref).resolve())
 
 
-def fold_events(ds: Dataset, store_dir: Path, reference: str,
+def fold_events(ds: Dataset, root: Path, reference: str,
                 data_version: str) -> tuple[Dataset, ServedEventsFold | None]:
-    """`ds` with every served event of `reference` / `data_version` folded in; None when there are none."""
-    root = Path(store_dir) / "offline"
+    """`ds` with every served event under `root` (the served-events root) of `reference` / `data_version` folded
+    in; None when there are none."""
     events = read_events(root, reference, data_version)
     if not events.height:
         return ds, None
