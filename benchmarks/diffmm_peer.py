@@ -20,7 +20,9 @@ What it changes around the code, not in it:
     git clone https://github.com/HKUDS/DiffMM /path/DiffMM      # once, where a network is available
     .venv/bin/python benchmarks/diffmm_peer.py --repo /path/DiffMM --out artifacts/diffmm-tiktok.json
 
-The TikTok flags are the README's (`--reg 1e-4 --ssl_reg 1e-2 --epoch 50 --trans 1 --e_loss 0.1
+It executes the checkout's code, and that code unpickles its split files (`pickle.load`): run it only on a
+checkout you trust (the project's own readers never unpickle; `benchmarks/diffmm_dataset.py` loads the same files
+with an unpickler that accepts a COO matrix only). The TikTok flags are the README's (`--reg 1e-4 --ssl_reg 1e-2 --epoch 50 --trans 1 --e_loss 0.1
 --cl_method 1`); everything else is `Params.py`'s default. One epoch takes minutes on two CPU cores.
 """
 from __future__ import annotations

@@ -68,7 +68,8 @@ def test_the_attention_options_at_their_defaults_keep_the_fingerprint():
     for key in ("attention_heads", "attention_inner", "attention_weight_dropout", "attention_activation",
                 "attention_item_embedding", "content_scale", "content_gate_init", "item_knn_space"):
         body["model"].pop(key)
-    for key in ("view_contrast_weight", "view_contrast_temperature", "target_horizon", "horizon_decay"):  # loss options added later
+    for key in ("view_contrast_weight", "view_contrast_temperature", "target_horizon", "horizon_decay",
+                "reverse_weight"):  # loss options added later
         body["loss"].pop(key)
     body["data"].pop("served_events")  # a data option added later
     import hashlib
@@ -78,6 +79,16 @@ def test_the_attention_options_at_their_defaults_keep_the_fingerprint():
     assert load_config(None, "ml-100k", ["model.attention_item_embedding=true"]).fingerprint() != plain.fingerprint()
     assert load_config(None, "ml-100k", ["loss.target_horizon=3"]).fingerprint() != plain.fingerprint()
     assert load_config(None, "ml-100k", ["data.served_events=true"]).fingerprint() != plain.fingerprint()
+
+
+def test_the_reverse_softmax_changes_the_fingerprint_and_needs_the_sampled_softmax():
+    """`loss.reverse_weight` at 0 hashes as before it existed; on, it is another tower; it refuses a loss it is
+    no direction of."""
+    sparse = load_config(None, "tiktok", ["loss.reverse_weight=0"])
+    assert sparse.fingerprint() != load_config(None, "tiktok").fingerprint()  # configs/tiktok.toml turns it on
+    assert load_config(None, "ml-100k").loss.reverse_weight == 0  # the exact softmax there: nothing to reverse
+    with pytest.raises(ValidationError, match="reverse_weight"):
+        load_config(None, "ml-100k", ["loss.kind=\"full_softmax\"", "loss.reverse_weight=0.3"])
 
 
 def test_the_content_scale_options_at_their_defaults_keep_the_fingerprint():

@@ -193,7 +193,8 @@ _ADDED_LATER = {
     for section, model, keys in (
         ("model", ModelConfig, ("attention_heads", "attention_inner", "attention_weight_dropout", "attention_activation",
                                 "attention_item_embedding", "content_scale", "content_gate_init", "item_knn_space")),
-        ("loss", LossConfig, ("view_contrast_weight", "view_contrast_temperature", "target_horizon", "horizon_decay")),
+        ("loss", LossConfig, ("view_contrast_weight", "view_contrast_temperature", "target_horizon", "horizon_decay",
+                              "reverse_weight")),
         ("data", DataConfig, ("served_events",)))}
 
 

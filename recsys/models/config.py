@@ -98,6 +98,10 @@ class LossConfig(_Strict):
         "older pairs keep the whole-window vector. Needs mean or self_attention pooling without history_embedding."))
     logq_correction: float = Field(1.0, ge=0.0, description="Multiplier of the log sampling-probability correction.")
     uniform_negatives: int = Field(0, ge=0, description="Extra uniformly sampled negatives per batch (mixed negatives).")
+    reverse_weight: float = Field(0.0, ge=0.0, description=(
+        "Sampled softmax: weight of the reverse direction, each batch positive picking its own user among the "
+        "batch's users (CLIP's symmetric in-batch loss). It trains the user side to tell users apart, not only to "
+        "point at popular items; the item's logQ is constant along that softmax, so it needs no correction. 0: off."))
     content_weight: float = Field(0.0, ge=0.0, description=(
         "Weight of the retrieval loss scored against content-only item vectors: trains the cold-start path "
         "on every warm item, not only the ID-dropped ones."))
@@ -140,6 +144,8 @@ class LossConfig(_Strict):
                              "use kind=softmax or step=full")
         if self.target_horizon > 1 and (self.step != "sequence" or self.kind != "full_softmax"):
             raise ValueError("loss.target_horizon > 1 needs loss.step=sequence and loss.kind=full_softmax")
+        if self.reverse_weight > 0 and self.kind != "softmax":
+            raise ValueError("loss.reverse_weight is the in-batch softmax's reverse direction: it needs loss.kind=softmax")
         if self.step == "sequence" and self.kind == "bpr":
             raise ValueError("loss.step=sequence trains with a softmax: use kind=full_softmax or kind=softmax")
         return self

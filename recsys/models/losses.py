@@ -30,7 +30,7 @@ def candidate_log_q(log_popularity: torch.Tensor, batch: int, n_uniform: int, n_
 def sampled_softmax_loss(users: torch.Tensor, pos_items: torch.Tensor, batch_users: torch.Tensor,
                          item_vectors: torch.Tensor, log_popularity: torch.Tensor, temperature: torch.Tensor,
                          logq_weight: float = 1.0, n_uniform: int = 0,
-                         generator: torch.Generator | None = None) -> torch.Tensor:
+                         generator: torch.Generator | None = None, reverse_weight: float = 0.0) -> torch.Tensor:
     """Softmax over in-batch positives (+ `n_uniform` uniform negatives) of cosine scores / temperature.
 
     In-batch negatives are drawn proportionally to popularity, which would teach the model to
@@ -47,17 +47,19 @@ def sampled_softmax_loss(users: torch.Tensor, pos_items: torch.Tensor, batch_use
     candidates = mixed_candidates(pos_items, n_items, n_uniform, generator)
     log_q = candidate_log_q(log_popularity[candidates], len(pos_items), n_uniform, n_items)
     return candidate_softmax_loss(users, pos_items, batch_users, candidates, item_vectors[candidates], log_q,
-                                  temperature, logq_weight)
+                                  temperature, logq_weight, reverse_weight)
 
 
 def candidate_softmax_loss(users: torch.Tensor, pos_items: torch.Tensor, batch_users: torch.Tensor,
                            candidates: torch.Tensor, candidate_vectors: torch.Tensor, log_q: torch.Tensor,
-                           temperature: torch.Tensor, logq_weight: float = 1.0) -> torch.Tensor:
+                           temperature: torch.Tensor, logq_weight: float = 1.0, reverse_weight: float = 0.0) -> torch.Tensor:
     """`sampled_softmax_loss` given the candidates' vectors only (the sampled training step encodes no more).
 
     Args:
         candidates: (C,) item indices whose first B are `pos_items` (`mixed_candidates`);
         candidate_vectors: (C, d) their normalised vectors; log_q: (C,) `candidate_log_q`.
+        reverse_weight: weight of the reverse softmax, each positive item over the batch's users (the same
+            logits, column-wise; the masked pairs stay masked, and the column's logQ cancels).
     """
     b = len(pos_items)
     logits = users @ candidate_vectors.T / temperature - logq_weight * log_q
@@ -65,7 +67,10 @@ def candidate_softmax_loss(users: torch.Tensor, pos_items: torch.Tensor, batch_u
     same[:, :b] |= batch_users[:, None] == batch_users[None, :]
     same[torch.arange(b), torch.arange(b)] = False
     logits = logits.masked_fill(same, -1e9)
-    return F.cross_entropy(logits, torch.arange(b))
+    loss = F.cross_entropy(logits, torch.arange(b))
+    if reverse_weight > 0:
+        loss = loss + reverse_weight * F.cross_entropy(logits[:, :b].T, torch.arange(b))
+    return loss
 
 
 def full_softmax_loss(users: torch.Tensor, pos_items: torch.Tensor, item_vectors: torch.Tensor,

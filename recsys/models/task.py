@@ -245,7 +245,8 @@ class TwoTowerTrainTask(nn.Module):
         cfg, temperature = self.loss_config, self.model.temperature
         if cfg.kind == "softmax":
             return sampled_softmax_loss(batch_users, items, users, item_vectors, self.inputs.log_popularity,
-                                        temperature, cfg.logq_correction, cfg.uniform_negatives, generator)
+                                        temperature, cfg.logq_correction, cfg.uniform_negatives, generator,
+                                        cfg.reverse_weight)
         if cfg.kind == "full_softmax":
             return full_softmax_loss(batch_users, items, item_vectors, temperature)
         return bpr_loss(batch_users, items, item_vectors, temperature, generator)
@@ -315,4 +316,4 @@ class TwoTowerTrainTask(nn.Module):
         log_q = candidate_log_q(self.inputs.log_popularity[candidates], b, cfg.uniform_negatives,
                                 self.inputs.catalog.n_items)
         return candidate_softmax_loss(batch_users, items, users, candidates, candidate_vectors, log_q, temperature,
-                                      cfg.logq_correction)
+                                      cfg.logq_correction, cfg.reverse_weight)
