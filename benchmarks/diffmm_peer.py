@@ -20,6 +20,9 @@ What it changes around the code, not in it:
     git clone https://github.com/HKUDS/DiffMM /path/DiffMM      # once, where a network is available
     .venv/bin/python benchmarks/diffmm_peer.py --repo /path/DiffMM --out artifacts/diffmm-tiktok.json
 
+Beside the JSON it writes `<out>.per_user.npz`: every epoch's per-user hit@20 on valid and test (the users'
+Recall@20, one held-out item each), so `benchmarks/paired_gap.py --peer-hits` can pair a run with DiffMM per user.
+
 It executes the checkout's code, and that code unpickles its split files (`pickle.load`): run it only on a
 checkout you trust (the project's own readers never unpickle; `benchmarks/diffmm_dataset.py` loads the same files
 with an unpickler that accepts a COO matrix only). The TikTok flags are the README's (`--reg 1e-4 --ssl_reg 1e-2 --epoch 50 --trans 1 --e_loss 0.1
@@ -37,6 +40,8 @@ import tempfile
 import time
 import types
 from pathlib import Path
+
+import numpy as np
 
 TIKTOK_FLAGS = ["--reg", "1e-4", "--ssl_reg", "1e-2", "--trans", "1", "--e_loss", "0.1", "--cl_method", "1"]
 SPLIT_FILES = ("trnMat.pkl", "valMat.pkl", "tstMat.pkl")
@@ -99,6 +104,35 @@ def main() -> None:
     original_test = peer.Coach.testEpoch
     valid_loader: dict = {}
 
+    per_user: dict[str, list] = {"valid": [], "test": []}
+
+    def user_hits(loader) -> tuple[np.ndarray, np.ndarray]:
+        """(users, hit@20 per user) of the embeddings `testEpoch` just scored: what its Recall@20 averages (each
+        user here has one held-out item, so recall is the hit), kept so runs can be paired per user."""
+        users, hits = [], []
+        embeds = current.get("embeds")
+        if embeds is None:
+            return np.array([]), np.array([])
+        usr_embeds, itm_embeds = embeds
+        for usr, trn_mask in loader:
+            scores = usr_embeds[usr.long()] @ itm_embeds.T * (1 - trn_mask) - trn_mask * 1e8
+            top = torch.topk(scores, peer.args.topk).indices.numpy()
+            for row, u in enumerate(usr.numpy()):
+                held = loader.dataset.tstLocs[u]
+                users.append(int(u))
+                hits.append(len(set(held) & set(top[row].tolist())) / len(held))
+        return np.array(users), np.array(hits, dtype=np.float32)
+
+    original_forward = peer.Model.forward_MM
+
+    def remember_forward(model, *a, **k):  # the embeddings testEpoch ranks with, for `user_hits`
+        out = original_forward(model, *a, **k)
+        current["embeds"] = (out[0].detach(), out[1].detach())
+        return out
+
+    current: dict = {}
+    peer.Model.forward_MM = remember_forward
+
     def test_and_valid(coach):  # the code's own evaluation, once on valid, once on test
         handler = coach.handler
         if "loader" not in valid_loader:
@@ -107,16 +141,23 @@ def main() -> None:
         test_loader = handler.tstLoader
         handler.tstLoader = valid_loader["loader"]
         try:
-            valid_res = original_test(coach)
+            with torch.no_grad():
+                valid_res = original_test(coach)
+                per_user["valid"].append(user_hits(valid_loader["loader"]))
         finally:
             handler.tstLoader = test_loader
-        test_res = original_test(coach)
+        with torch.no_grad():
+            test_res = original_test(coach)
+            per_user["test"].append(user_hits(test_loader))
         row = {"epoch": len(epochs), "valid": {k: float(v) for k, v in valid_res.items()},
                "test": {k: float(v) for k, v in test_res.items()}, "elapsed_s": round(time.time() - started, 1)}
         epochs.append(row)
         print(f"\nepoch {row['epoch']}: valid R@20 {row['valid']['Recall']:.4f} N@20 {row['valid']['NDCG']:.4f} | "
               f"test R@20 {row['test']['Recall']:.4f} N@20 {row['test']['NDCG']:.4f} | {row['elapsed_s']} s", flush=True)
         out.write_text(json.dumps(summary(epochs, args), indent=1))
+        np.savez_compressed(out.with_suffix(".per_user.npz"),
+                            **{f"{split}_{k}_{part}": arrays[i] for split in per_user
+                               for k, arrays in enumerate(per_user[split]) for i, part in enumerate(("users", "hits"))})
         return test_res
 
     peer.Coach.testEpoch = test_and_valid

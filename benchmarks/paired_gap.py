@@ -8,6 +8,11 @@ baseline?" is about the per-user differences: the same users are ranked by both,
 difference's standard error (sd of the per-user differences / sqrt(users)) is the one to quote.
 The baseline is fitted on train and picks its epoch on valid, and ranks from the events the run ranks from,
 exactly as `recsys evaluate --baseline` does (`training.evaluation.fit_baseline`).
+
+A peer run outside the project can be paired too, from its per-user Recall@20 (`--peer-hits`, as
+`benchmarks/diffmm_peer.py` writes them for every epoch; `--peer-epoch` picks one):
+
+    .venv/bin/python benchmarks/paired_gap.py --run runs/tiktok-default --peer-hits artifacts/diffmm-tiktok-paired.per_user.npz --peer-epoch 29
 """
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
 from recsys.artifact import load_run  # noqa: E402
@@ -31,13 +37,14 @@ from training.evaluation_ranking import per_user_frame  # noqa: E402
 METRICS = ("recall@20", "ndcg@20", "ndcg@10")
 
 
-def paired(run_users: pl.DataFrame, base_users: pl.DataFrame) -> dict[str, dict[str, float]]:
+def paired(run_users: pl.DataFrame, base_users: pl.DataFrame,
+           metrics: tuple[str, ...] = METRICS) -> dict[str, dict[str, float]]:
     """Mean per-user difference run - baseline, its standard error and the relative gap, per metric."""
     joined = run_users.join(base_users, on="user_id", suffix="_base")
     if joined.height != run_users.height or joined.height != base_users.height:
         raise SystemExit(f"the run and the baseline rank different users ({run_users.height} vs {base_users.height})")
     out = {}
-    for m in METRICS:
+    for m in metrics:
         diff = joined[m] - joined[f"{m}_base"]
         base = float(joined[f"{m}_base"].mean())
         out[m] = {"run": float(joined[m].mean()), "baseline": base, "diff": float(diff.mean()),
@@ -48,15 +55,31 @@ def paired(run_users: pl.DataFrame, base_users: pl.DataFrame) -> dict[str, dict[
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, required=True)
-    parser.add_argument("--baseline", action="append", required=True)
+    parser.add_argument("--baseline", action="append", default=[])
     parser.add_argument("--split", default="test")
+    parser.add_argument("--peer-hits", type=Path, help="a peer's per-user Recall@20 per epoch (npz: SPLIT_EPOCH_users / _hits)")
+    parser.add_argument("--peer-epoch", type=int, default=0)
     args = parser.parse_args()
+    if not args.baseline and args.peer_hits is None:
+        parser.error("give --baseline NAME (repeatable) and/or --peer-hits FILE")
     run = load_run(args.run)
     run_users = per_user_metrics(args.run, args.split)
+    results = {}
+    if args.peer_hits is not None:
+        hits = np.load(args.peer_hits)
+        key = f"{args.split}_{args.peer_epoch}"
+        if f"{key}_users" not in hits:
+            raise SystemExit(f"{args.peer_hits} has no {args.split} figures for epoch {args.peer_epoch}")
+        peer = pl.DataFrame({"user_id": [str(int(u)) for u in hits[f"{key}_users"]],
+                             "recall@20": hits[f"{key}_hits"].astype(float)})
+        results["peer"] = paired(run_users.select("user_id", "recall@20"), peer, ("recall@20",))
+        r = results["peer"]["recall@20"]
+        print(f"\n{args.run} vs {args.peer_hits.name} epoch {args.peer_epoch}, {args.split}, {peer.height} users\n"
+              f"  recall@20: {r['run']:.4f} vs {r['baseline']:.4f}  diff {r['diff']:+.4f} "
+              f"(SE {r['se']:.4f}, {r['diff'] / r['se']:+.1f} SE; {100 * r['relative']:+.1f} %)")
     ds = load_dataset(run.config["data"]["dataset"])
     # the run's split, and the harness's rule for what test is ranked from (history baselines read train + valid)
     ev = prepare_split(ds, args.split, run.meta.get("split_strategy"), run.config["data"].get("tie_break", "file-order"))
-    results = {}
     for name in args.baseline:
         model = fit_baseline(name, ev)
         results[name] = paired(run_users, per_user_frame(model.score, ev))
