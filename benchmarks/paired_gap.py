@@ -73,21 +73,24 @@ def main() -> None:
         peer = pl.DataFrame({"user_id": [str(int(u)) for u in hits[f"{key}_users"]],
                              "recall@20": hits[f"{key}_hits"].astype(float)})
         results["peer"] = paired(run_users.select("user_id", "recall@20"), peer, ("recall@20",))
-        r = results["peer"]["recall@20"]
-        print(f"\n{args.run} vs {args.peer_hits.name} epoch {args.peer_epoch}, {args.split}, {peer.height} users\n"
-              f"  recall@20: {r['run']:.4f} vs {r['baseline']:.4f}  diff {r['diff']:+.4f} "
-              f"(SE {r['se']:.4f}, {r['diff'] / r['se']:+.1f} SE; {100 * r['relative']:+.1f} %)")
-    ds = load_dataset(run.config["data"]["dataset"])
-    # the run's split, and the harness's rule for what test is ranked from (history baselines read train + valid)
-    ev = prepare_split(ds, args.split, run.meta.get("split_strategy"), run.config["data"].get("tie_break", "file-order"))
-    for name in args.baseline:
-        model = fit_baseline(name, ev)
-        results[name] = paired(run_users, per_user_frame(model.score, ev))
-        print(f"\n{args.run} vs {name}, {args.split}, {run_users.height} users")
-        for m, r in results[name].items():
-            print(f"  {m}: {r['run']:.4f} vs {r['baseline']:.4f}  diff {r['diff']:+.4f} "
-                  f"(SE {r['se']:.4f}, {r['diff'] / r['se']:+.1f} SE; {100 * r['relative']:+.1f} %)")
+        report(f"{args.run} vs {args.peer_hits.name} epoch {args.peer_epoch}, {args.split}, {peer.height} users",
+               results["peer"])
+    if args.baseline:
+        ds = load_dataset(run.config["data"]["dataset"])
+        # the run's split, and the harness's rule for what test is ranked from (history baselines read train + valid)
+        ev = prepare_split(ds, args.split, run.meta.get("split_strategy"),
+                           run.config["data"].get("tie_break", "file-order"))
+        for name in args.baseline:
+            results[name] = paired(run_users, per_user_frame(fit_baseline(name, ev).score, ev))
+            report(f"{args.run} vs {name}, {args.split}, {run_users.height} users", results[name])
     print(json.dumps(results))
+
+
+def report(title: str, gaps: dict[str, dict[str, float]]) -> None:
+    print(f"\n{title}")
+    for m, r in gaps.items():
+        print(f"  {m}: {r['run']:.4f} vs {r['baseline']:.4f}  diff {r['diff']:+.4f} "
+              f"(SE {r['se']:.4f}, {r['diff'] / r['se']:+.1f} SE; {100 * r['relative']:+.1f} %)")
 
 
 if __name__ == "__main__":

@@ -49,7 +49,6 @@ class Settings(BaseSettings):
                     "TorchScript traces of it, or the module eagerly (each checked against the module at load; "
                     "one that cannot be had falls back to the next, and /readyz reports the one in use)")
 
-
     def served_events_root(self, store_dir: Path | None = None) -> Path:
         """Where served events live: `served_events_dir`, else `<store_dir>/offline` (store_dir: this store's)."""
         return self.served_events_dir or (store_dir or self.store_dir) / "offline"

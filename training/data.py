@@ -143,10 +143,11 @@ def build_training_data(config: DataConfig, dataset: Dataset | None = None) -> T
         raise ValueError(f"dataset {ds.name} has no predefined split; set data.split to leave-last-out or temporal")
     # the version of the interactions and the dataset's own items: what the online store was materialised from
     source_version = ds.version
-    store_dir = Path(config.content_store) if config.content_store else get_settings().store_dir
+    settings = get_settings()
+    store_dir = Path(config.content_store) if config.content_store else settings.store_dir
     base = ds
     ds, fold = fold_log(base, store_dir)
-    ds, served = (fold_events(ds, get_settings().served_events_root(store_dir), dataset_reference(config.dataset, base),
+    ds, served = (fold_events(ds, settings.served_events_root(store_dir), dataset_reference(config.dataset, base),
                               source_version)
                   if config.served_events else (ds, None))
     ds = apply_split(ds, config.split, config.tie_break)
