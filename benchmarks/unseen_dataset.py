@@ -36,6 +36,24 @@ from recsys.data import load_dataset
 SOURCES = ("ml-100k", "tiktok")
 
 
+def random_per_user_split(inter: pl.DataFrame, rng: np.random.Generator, user: str,
+                          valid: float = 0.1, test: float = 0.1) -> pl.DataFrame:
+    """Add a `split` column: per user a random order, the first `test` share is test, the next `valid` share valid.
+
+    MMRec's protocol: each user with >= 3 events gives at least one to test and one to valid (the
+    shares are rounded); shorter histories stay in train. Helper columns are dropped again.
+    """
+    inter = inter.with_columns(pl.Series("_r", rng.random(inter.height)))
+    inter = inter.with_columns(pl.col("_r").rank("ordinal").over(user).alias("_pos"), pl.len().over(user).alias("_n"))
+    n_test = pl.max_horizontal((pl.col("_n") * test).round(0), pl.lit(1)).cast(pl.Int64)
+    n_valid = pl.max_horizontal((pl.col("_n") * valid).round(0), pl.lit(1)).cast(pl.Int64)
+    enough = pl.col("_n") >= 3
+    split = (pl.when(enough & (pl.col("_pos") <= n_test)).then(pl.lit("test"))
+             .when(enough & (pl.col("_pos") <= n_test + n_valid)).then(pl.lit("valid"))
+             .otherwise(pl.lit("train")))
+    return inter.with_columns(split.alias("split")).drop("_r", "_pos", "_n")
+
+
 def build(out: Path, seed: int = 0, user_fraction: float = 1.0, valid: float = 0.1, test: float = 0.1,
           keep_fraction: float = 1.0, next_item: bool = False, source: str = "ml-100k") -> Path:
     """Write the folder dataset to `out` (overwrites) and return it."""
@@ -57,17 +75,7 @@ def build(out: Path, seed: int = 0, user_fraction: float = 1.0, valid: float = 0
         inter = inter.filter(pl.col("_kr") <= quota).drop("_k", "_kr", "_kn")
     user_label = rng.permutation(ds.n_users)
     item_label = rng.permutation(ds.n_items)
-    # Per user: a random order; the first 10% (at least one when the user has >= 3) is test, the next valid.
-    inter = inter.with_columns(pl.Series("_r", rng.random(inter.height)))
-    inter = inter.with_columns(pl.col("_r").rank("ordinal").over("user_index").alias("_pos"),
-                               pl.len().over("user_index").alias("_n"))
-    n_test = pl.max_horizontal((pl.col("_n") * test).round(0), pl.lit(1)).cast(pl.Int64)
-    n_valid = pl.max_horizontal((pl.col("_n") * valid).round(0), pl.lit(1)).cast(pl.Int64)
-    enough = pl.col("_n") >= 3
-    split = (pl.when(enough & (pl.col("_pos") <= n_test)).then(pl.lit("test"))
-             .when(enough & (pl.col("_pos") <= n_test + n_valid)).then(pl.lit("valid"))
-             .otherwise(pl.lit("train")))
-    inter = inter.with_columns(split.alias("split"))
+    inter = random_per_user_split(inter, rng, "user_index", valid, test)
     inter = inter.with_columns(
         pl.format("u{}", pl.col("user_index").map_elements(lambda u: int(user_label[u]), return_dtype=pl.Int64)).alias("user_id"),
         pl.format("i{}", pl.col("item_index").map_elements(lambda i: int(item_label[i]), return_dtype=pl.Int64)).alias("item_id"),

@@ -55,6 +55,25 @@ def test_no_member_overrides_keeps_the_fingerprint():
     assert mixed.fingerprint() != plain.fingerprint()
 
 
+def test_a_pilot_names_two_or_more_valid_candidates_and_hashes_as_before_when_empty():
+    """train.pilot: each candidate is checked like a member's settings; one candidate alone is refused."""
+    plain = load_config(None, "ml-100k", ["train.ensemble=2"])
+    assert load_config(None, "ml-100k", ["train.ensemble=2", "train.pilot=[]"]).fingerprint() == plain.fingerprint()
+    pilot = load_config(None, "ml-100k", ["train.ensemble=2", 'train.pilot=[{}, {"loss.logq_correction" = 1.0}]'])
+    assert pilot.fingerprint() != plain.fingerprint()
+    settled = pilot.with_settings({"loss.logq_correction": 1.0})
+    assert settled.loss.logq_correction == 1.0 and settled.train.pilot == [] and settled.train.ensemble == 2
+    assert pilot.member(0).train.pilot == [] and pilot.member(0).fingerprint() == plain.member(0).fingerprint()
+    with pytest.raises(ValidationError, match="one candidate decides nothing"):
+        load_config(None, "ml-100k", ['train.pilot=[{"loss.logq_correction" = 1.0}]'])
+    with pytest.raises(ValidationError, match=r"train.pilot: 'data.split' is not a model"):
+        load_config(None, "ml-100k", ['train.pilot=[{}, {"data.split" = "predefined"}]'])
+    with pytest.raises(ValidationError, match=r"train.pilot: 'train.pilot' is not"):
+        load_config(None, "ml-100k", ['train.pilot=[{}, {"train.pilot" = []}]'])
+    with pytest.raises(ValidationError, match=r"pilot\[1\]: loss.logq_correction: Input should be greater"):
+        load_config(None, "ml-100k", ['train.pilot=[{}, {"loss.logq_correction" = -1.0}]'])
+
+
 def test_the_attention_options_at_their_defaults_keep_the_fingerprint():
     """Self-attention options added after runs were trained hash as before at their defaults."""
     plain = load_config(None, "ml-100k")
@@ -72,6 +91,7 @@ def test_the_attention_options_at_their_defaults_keep_the_fingerprint():
                 "reverse_weight"):  # loss options added later
         body["loss"].pop(key)
     body["data"].pop("served_events")  # a data option added later
+    body["train"].pop("pilot")  # no pilot: hashed as before the option existed
     import hashlib
     import json
     assert plain.fingerprint() == hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]

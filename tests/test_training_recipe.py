@@ -95,6 +95,22 @@ def test_dense_random_split_data_sees_whole_histories_and_sparse_data_a_fixed_te
     assert "feature_window" not in next_item["data"] and next_item["model"]["learn_temperature"] is True
 
 
+def test_valid_decides_the_logq_strength_wherever_the_sampled_softmax_trains():
+    """The pilot tries logQ x3 (as configured) and x1; the sequence step's full softmax has nothing to decide."""
+    expected = [{}, {"loss.logq_correction": 1.0}]
+    for shape in (DataShape(9308, 6710, 49_000, True, False, False),  # sparse
+                  DataShape(943, 1682, 80_000, True, False, True),  # dense
+                  DataShape(10**5, 60_000, 10**8, False, False, True)):  # next-item past the full softmax's size
+        raw = robust_recipe(shape)
+        assert raw["loss"]["kind"] == "softmax" and raw["loss"]["logq_correction"] == 3.0
+        assert raw["train"]["pilot"] == expected
+        assert TrainConfig.model_validate(raw).with_settings(expected[1]).loss.logq_correction == 1.0
+    sequence = robust_recipe(DataShape(943, 1346, 12_000, False, False, True))
+    assert sequence["loss"]["step"] == "sequence" and sequence["train"]["pilot"] == []
+    robust_recipe(DataShape(9308, 6710, 49_000, True, False, False))["train"]["pilot"][1]["loss.logq_correction"] = 9.0
+    assert robust_recipe(DataShape(9308, 6710, 49_000, True, False, False))["train"]["pilot"] == expected  # a copy
+
+
 def test_dense_data_gets_no_wider_vectors_than_its_events_per_item():
     # The full random ML-100K split (48 train events per item) keeps the catalogue's 64; thinned to
     # 40 % (21 per item) it gets 16; sparse data keeps `dimension_for` whatever its events per item.
@@ -166,6 +182,38 @@ def test_recsys_tune_writes_a_config_the_next_train_uses(tmp_path: Path):
     recipe = robust_recipe(data_shape(load_dataset(str(folder))))
     assert config.train.epochs == 2 and config.train.ensemble == recipe["train"]["ensemble"]  # trials: 1 tower each
     assert config.ease.weights == recipe["ease"]["weights"]  # trials leave the closed-form member out; the config keeps it
+
+
+def test_tune_lets_the_base_pilot_decide_once_and_varies_what_it_decided(tmp_path: Path, monkeypatch):
+    """Trial 0 runs the recipe's pilot; later trials and the written config start from its choice, pilot-free."""
+    import training.tune as tune_module
+
+    folder = tmp_path / "shop"
+    _folder(folder)
+    seen: list[tuple[list, float, float]] = []
+
+    class Result:
+        def __init__(self, metrics: dict):
+            self.metrics, self.best_epoch = metrics, 1
+
+    def fake_train(config, out, **kwargs):  # noqa: ANN001, ANN003 - train()'s signature
+        seen.append((config.train.pilot, config.loss.logq_correction, config.train.lr))
+        metrics = {"valid": {"ndcg@20": 0.2}}
+        if config.train.pilot:  # the pilot chose its second candidate
+            metrics["pilot"] = {"metric": "ndcg@20", "candidates": [], "chosen": 1}
+        return Result(metrics)
+
+    monkeypatch.setattr(tune_module, "train", fake_train)
+    monkeypatch.setattr(tune_module, "search_space", lambda base: {"train.lr": [0.5]})
+    # a split column: the recipe's pair regimes (here the dense one), whose pilot decides the logQ strength
+    interactions = pl.read_csv(folder / "interactions.csv")
+    split = np.where(np.arange(interactions.height) % 8 == 7, "test", np.where(np.arange(interactions.height) % 8 == 6,
+                                                                               "valid", "train"))
+    interactions.with_columns(pl.Series("split", split)).write_csv(folder / "interactions.csv")
+    result = tune_module.tune(str(folder), budget_minutes=5, max_trials=2, overrides=["train.epochs=1"])
+    assert seen[0][0] == [{}, {"loss.logq_correction": 1.0}]  # trial 0: the base, with its pilot
+    assert seen[1] == ([], 1.0, 0.5)  # trial 1: lr 0.5 on the base as its pilot decided it
+    assert result.best.train.pilot == [] and result.best.loss.logq_correction == 1.0
 
 
 def test_tune_search_space_overrides_are_valid_config_values():

@@ -217,6 +217,27 @@ def test_ensemble_members_take_their_own_overrides(setup: dict, reference: dict)
     assert json.loads(report.stdout)["recall@20"] == pytest.approx(result.metrics["test"]["recall@20"], abs=1e-9)
 
 
+def test_a_pilot_keeps_the_candidate_valid_scores_best(setup: dict, reference: dict) -> None:
+    """train.pilot: each candidate trains member 0; the best on valid applies to every member and its tower is
+    member 0; the candidates' towers checkpoint under pilot/<i>/, so a second run resumes them all."""
+    sets = ["train.ensemble=2", 'train.pilot=[{"train.lr" = 1e-9}, {}]']
+    cfg = load_config(setup["config"], str(setup["folder"]), sets)
+    result = train(cfg, setup["root"] / "pilot", resume=False, progress=False)
+    report = result.metrics["pilot"]
+    frozen, trained = report["candidates"]
+    assert frozen["settings"] == {"train.lr": 1e-9} and trained["settings"] == {}
+    assert trained["valid"] > frozen["valid"]  # lr 1e-9 leaves the tower where it started
+    assert report["chosen"] == 1 and report["metric"] == "ndcg@20"
+    single = reference["metrics"]  # candidate {} is the reference config: its tower is member 0, not retrained
+    members = result.metrics["members"]
+    assert members[0]["valid"]["ndcg@20"] == trained["valid"] == single["history"][single["best_epoch"] - 1]["valid"]["ndcg@20"]
+    assert [m["seed"] for m in members] == [0, 1] and members[1]["history"][0]["lr"] != 1e-9
+    assert (setup["root"] / "pilot" / "pilot" / "0").is_dir() and (setup["root"] / "pilot" / "members" / "1").is_dir()
+    again = train(cfg, setup["root"] / "pilot", resume=True, progress=False)
+    assert again.metrics["pilot"] == report and _scores(again.metrics) == _scores(result.metrics)
+    assert sum(len(m["history"]) for m in again.metrics["members"]) == sum(len(m["history"]) for m in members)
+
+
 def test_an_ensemble_is_one_two_tower(setup: dict, reference: dict) -> None:
     """train.ensemble=2: member 0 is the single run, the run serves concatenated unit vectors end to end."""
     from recsys.models import project_content

@@ -70,6 +70,11 @@ class OptimConfig(_Strict):
         "to member k on top of this config; members past the list, and keys an entry does not name, keep it. "
         "Member k's seed stays seed + k unless its entry sets train.seed; entries past train.ensemble are not "
         "trained. Mixed settings make members disagree more, which is what an ensemble gains from."))
+    pilot: list[dict[str, Any]] = Field(default_factory=list, description=(
+        "Candidate settings decided on valid before the ensemble trains: each entry ({\"section.key\" = value}, "
+        "model / loss / train keys) trains member 0 with those settings; the entry whose tower scores the best "
+        "valid `select_metric` applies to every member, and its tower is member 0 (ties: the first). The built-in "
+        "recipe decides the logQ strength this way: no statistic of the data it had seen settled it. Empty = off."))
     patience: int = Field(5, ge=1, description="Epochs without a better valid metric before stopping.")
     select_metric: SelectMetric = "ndcg@20"
     eval_every: int = Field(1, ge=1)
@@ -135,13 +140,21 @@ class TrainConfig(_Strict):
         """Check every entry's keys; keep only the entries of members this run trains, trailing empty ones
         dropped: `--set train.ensemble=1` on a mixed config is its member 0, and hashes like one."""
         overrides = self.train.member_overrides
-        for entry in overrides:
-            for key in entry:
-                section, _, name = key.partition(".")
-                if section not in ("model", "loss", "train") or not name or "." in name \
-                        or key in ("train.ensemble", "train.member_overrides"):
-                    raise ValueError(f"train.member_overrides: {key!r} is not a model.*, loss.* or train.* key "
-                                     "(data is shared by every member; ensemble and member_overrides are the run's)")
+        for option, entries in (("member_overrides", overrides), ("pilot", self.train.pilot)):
+            for entry in entries:
+                for key in entry:
+                    section, _, name = key.partition(".")
+                    if section not in ("model", "loss", "train") or not name or "." in name or key in _RUN_KEYS:
+                        raise ValueError(f"train.{option}: {key!r} is not a model.*, loss.* or train.* key (data is "
+                                         "shared by every member; ensemble, member_overrides and pilot are the run's)")
+        if len(self.train.pilot) == 1:
+            raise ValueError("train.pilot: one candidate decides nothing; name two or more, or set its keys directly")
+        for i, entry in enumerate(self.train.pilot):  # a bad candidate fails now, not after the first pilot trained
+            try:
+                self.with_settings(entry).member(0)
+            except ValidationError as err:
+                problem = err.errors()[0]
+                raise ValueError(f"train.pilot[{i}]: {'.'.join(map(str, problem['loc']))}: {problem['msg']}") from None
         kept = list(overrides[:self.train.ensemble])
         while kept and not kept[-1]:
             kept.pop()
@@ -161,9 +174,18 @@ class TrainConfig(_Strict):
         plus the member's entry of `train.member_overrides` if it has one (validated like any config)."""
         overrides = self.train.member_overrides
         raw = self.model_dump()
-        raw["train"].update(seed=self.train.seed + k, ensemble=1, member_overrides=[])
+        raw["train"].update(seed=self.train.seed + k, ensemble=1, member_overrides=[], pilot=[])
         raw["ease"] = EaseMemberConfig().model_dump()  # a tower's checkpoints do not depend on the closed-form member
         for key, value in (overrides[k] if k < len(overrides) else {}).items():
+            section, name = key.split(".")
+            raw[section][name] = value
+        return TrainConfig.model_validate(raw)
+
+    def with_settings(self, entry: dict[str, Any]) -> TrainConfig:
+        """This config with a pilot candidate's settings applied to every member (and no pilot left to run)."""
+        raw = self.model_dump()
+        raw["train"]["pilot"] = []
+        for key, value in entry.items():
             section, name = key.split(".")
             raw[section][name] = value
         return TrainConfig.model_validate(raw)
@@ -176,8 +198,9 @@ class TrainConfig(_Strict):
             body["train"].pop(key)
         if body["ease"] == EaseMemberConfig().model_dump():  # no closed-form member: hashes as before it existed
             body.pop("ease")
-        if not body["train"]["member_overrides"]:  # absent = before the option existed: same hash
-            body["train"].pop("member_overrides")
+        for option in ("member_overrides", "pilot"):  # absent = before the option existed: same hash
+            if not body["train"][option]:
+                body["train"].pop(option)
         for section, defaults in _ADDED_LATER.items():  # options added after runs were trained: absent at default
             for key, default in defaults.items():
                 if body[section][key] == default:
@@ -185,6 +208,7 @@ class TrainConfig(_Strict):
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
+_RUN_KEYS = ("train.ensemble", "train.member_overrides", "train.pilot")  # the run's, not a member's
 # Options added after runs were trained, per section, at their declared defaults: a config that leaves
 # them there hashes as it did before they existed (self-attention shapes and the blocks' own item table;
 # the item tower's content scale, gate and kNN feature space; the sequence step's view contrast and target horizon).

@@ -44,6 +44,7 @@ class Trial:
     valid: float
     best_epoch: int
     seconds: float
+    settled: dict[str, Any] | None = None  # the trial's config with its pilot decided (trial 0 of a recipe)
 
 
 @dataclass
@@ -145,7 +146,12 @@ def tune(dataset: str, budget_minutes: float, out: Path | None = None, seed: int
             config = TrainConfig.model_validate(raw)
             began = time.perf_counter()
             result = train(config, Path(tmp) / f"trial-{label}", resume=False, progress=False, data=data)
-            return Trial(changes, float(result.metrics["valid"][metric]), result.best_epoch, time.perf_counter() - began)
+            settled = None
+            if "pilot" in result.metrics:  # the base's pilot (trial 0) decides its candidates once for the search
+                chosen = config.train.pilot[result.metrics["pilot"]["chosen"]]
+                settled = config.with_settings(chosen).model_dump(mode="json", exclude={"origin"})
+            return Trial(changes, float(result.metrics["valid"][metric]), result.best_epoch,
+                         time.perf_counter() - began, settled)
 
         while True:
             if trials:
@@ -164,6 +170,9 @@ def tune(dataset: str, budget_minutes: float, out: Path | None = None, seed: int
             tried.add(config_key(raw))
             trial = run_trial(changes, raw, str(len(trials)))
             trials.append(trial)
+            if trial.settled is not None:  # later trials vary the base as its pilot settled it (no second pilot)
+                start_raw = raw = trial.settled
+                tried.add(config_key(raw))
             log.info("trial %d %s: valid %s %.4f (epoch %d, %.0f s)", len(trials) - 1, " ".join(changes) or "(base)",
                      metric, trial.valid, trial.best_epoch, trial.seconds)
             if trial.valid > best_score:
