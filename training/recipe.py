@@ -51,6 +51,13 @@ chosen from the data itself:
   valid with patience 20). It replaced recency pooling + the pair objective, which only tied
   MostPopular on sparse next-item data (BENCHMARKS.md "Next-item regime"). Beyond
   `FULL_SOFTMAX_ITEMS` items the old pair regime stays (recency pooling, one layer, sampled softmax);
+- wherever the sampled softmax trains (sparse, dense, a next-item catalogue past the full softmax), **valid
+  decides the logQ strength** (`LOGQ_PILOT`, through `train.pilot`): one tower at x3 (the over-correction that
+  lifts popular items, which TikTok and the thinned ML-100K want) and one at x1 (the textbook correction),
+  the better on valid applies to every member and is member 0. Last.fm, where popularity explains little,
+  wanted x1 by 20 % of valid NDCG@20, and at x3 the recipe ranked below ItemKNN and LightGCN there; no
+  statistic of the data the recipe reads (density, events per user or item) told the two kinds apart,
+  so it costs one tower instead of a rule;
 - the embedding dimension from the catalogue size (`dimension_for`), in the dense regime at most the
   train events per item (`dense_dimension`);
 - the number of ensemble members from a CPU time budget (`members_for`).
