@@ -49,6 +49,9 @@ DERIVATIONS: dict[str, dict[str, Any]] = {
 EXTERNAL: dict[str, str] = {
     "amazon-baby": "benchmarks/diffmm_dataset.py --pickles DIR --out artifacts/unseen/amazon-baby "
                    "(DIR: trnMat/valMat/tstMat.pkl of HKUDS/DiffMM's Datasets/baby)",
+    "amazon-sports": "benchmarks/diffmm_dataset.py --pickles DIR --out artifacts/unseen/amazon-sports "
+                     "(DIR: the Sports pickles of DiffMM's split; HKUDS/DiffMM's mirror lacks them, its fork "
+                     "soancd-3648/driffmm carries them)",
     "lastfm": "benchmarks/lastfm_dataset.py --source FILE --out artifacts/unseen/lastfm "
               "(FILE: HetRec 2011 Last.fm user_artists.dat)",
 }
