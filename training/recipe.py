@@ -57,7 +57,7 @@ chosen from the data itself:
   the better on valid applies to every member and is member 0. Last.fm, where popularity explains little,
   wanted x1 by 20 % of valid NDCG@20, and at x3 the recipe ranked below ItemKNN and LightGCN there. Of the
   statistics the recipe reads, only its 4.2 train events per item set it apart from the seven sets that want
-  x3 (8.9 or more), one data set on that side of any threshold: too little for a rule, so one tower lets
+  x3 (7.3 or more), one data set on that side of any threshold: too little for a rule, so one tower lets
   valid decide;
 - the embedding dimension from the catalogue size (`dimension_for`), in the dense regime at most the
   train events per item (`dense_dimension`);
