@@ -150,23 +150,14 @@ class TrainConfig(_Strict):
         if len(self.train.pilot) == 1:
             raise ValueError("train.pilot: one candidate decides nothing; name two or more, or set its keys directly")
         for i, entry in enumerate(self.train.pilot):  # a bad candidate fails now, not after the first pilot trained
-            try:
-                self.with_settings(entry).member(0)
-            except ValidationError as err:
-                problem = err.errors()[0]
-                raise ValueError(f"train.pilot[{i}]: {'.'.join(map(str, problem['loc']))}: {problem['msg']}") from None
+            _checked(f"train.pilot[{i}]", lambda: self.with_settings(entry).member(0))
         kept = list(overrides[:self.train.ensemble])
         while kept and not kept[-1]:
             kept.pop()
         self.train.member_overrides = kept
         for k, entry in enumerate(kept):  # a misspelt key or a bad value fails now, not after member 0 trained
             if entry:
-                try:
-                    self.member(k)
-                except ValidationError as err:
-                    problem = err.errors()[0]
-                    raise ValueError(f"train.member_overrides[{k}]: {'.'.join(map(str, problem['loc']))}: "
-                                     f"{problem['msg']}") from None
+                _checked(f"train.member_overrides[{k}]", lambda: self.member(k))
         return self
 
     def member(self, k: int) -> TrainConfig:
@@ -176,19 +167,13 @@ class TrainConfig(_Strict):
         raw = self.model_dump()
         raw["train"].update(seed=self.train.seed + k, ensemble=1, member_overrides=[], pilot=[])
         raw["ease"] = EaseMemberConfig().model_dump()  # a tower's checkpoints do not depend on the closed-form member
-        for key, value in (overrides[k] if k < len(overrides) else {}).items():
-            section, name = key.split(".")
-            raw[section][name] = value
-        return TrainConfig.model_validate(raw)
+        return TrainConfig.model_validate(_with_entry(raw, overrides[k] if k < len(overrides) else {}))
 
     def with_settings(self, entry: dict[str, Any]) -> TrainConfig:
         """This config with a pilot candidate's settings applied to every member (and no pilot left to run)."""
         raw = self.model_dump()
         raw["train"]["pilot"] = []
-        for key, value in entry.items():
-            section, name = key.split(".")
-            raw[section][name] = value
-        return TrainConfig.model_validate(raw)
+        return TrainConfig.model_validate(_with_entry(raw, entry))
 
     def fingerprint(self) -> str:
         """Hash of everything except knobs that do not change the numbers (eval cadence, threads, patience, epochs)."""
@@ -209,6 +194,24 @@ class TrainConfig(_Strict):
 
 
 _RUN_KEYS = ("train.ensemble", "train.member_overrides", "train.pilot")  # the run's, not a member's
+
+
+def _with_entry(raw: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+    """`raw` (a dumped config) with an entry's {"section.key": value} settings written in (in place)."""
+    for key, value in entry.items():
+        section, name = key.split(".")
+        raw[section][name] = value
+    return raw
+
+
+def _checked(label: str, build: Any) -> None:
+    """Build a config an entry derives (`build()`); a validation error is re-raised naming the entry and field."""
+    try:
+        build()
+    except ValidationError as err:
+        problem = err.errors()[0]
+        raise ValueError(f"{label}: {'.'.join(map(str, problem['loc']))}: {problem['msg']}") from None
+
 # Options added after runs were trained, per section, at their declared defaults: a config that leaves
 # them there hashes as it did before they existed (self-attention shapes and the blocks' own item table;
 # the item tower's content scale, gate and kNN feature space; the sequence step's view contrast and target horizon).

@@ -112,8 +112,9 @@ def run_pilot(config: TrainConfig, data: TrainingData, run_dir: Path, resume: bo
 
     Why a pilot instead of a rule: the logQ strength that ranks best differs by data (x3 on TikTok and the
     thinned ML-100K, x1 on Last.fm, where x3 loses 17 % of valid NDCG@20), and one data set on the x1 side is
-    too little to fit a rule on the data's statistics; one extra tower lets valid decide. Each candidate's tower checkpoints in
-    `run_dir/pilot/<i>/`, so a killed run resumes there too; the winner's tower is reused as member 0.
+    too little to fit a rule on the data's statistics; one extra tower lets valid decide. Each candidate's
+    tower checkpoints in `run_dir/pilot/<i>/`, so a killed run resumes there too; the winner's tower is
+    reused as member 0.
     """
     metric = config.train.select_metric
     rows, towers = [], []
