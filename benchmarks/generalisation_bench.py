@@ -52,6 +52,10 @@ EXTERNAL: dict[str, str] = {
     "amazon-sports": "benchmarks/diffmm_dataset.py --pickles DIR --out artifacts/unseen/amazon-sports "
                      "(DIR: the Sports pickles of DiffMM's split; HKUDS/DiffMM's mirror lacks them, its fork "
                      "soancd-3648/driffmm carries them)",
+    "citeulike": "benchmarks/graph_cf_dataset.py --format triples --train T --valid V --test S --out artifacts/unseen/citeulike "
+                 "(T, V, S: SELFRec/dataset/citeulike/{train,valid,test}.txt of geon0325/LightGCNpp)",
+    "gowalla": "benchmarks/graph_cf_dataset.py --train T --valid V --test S --out artifacts/unseen/gowalla "
+               "(T, V, S: data/gowalla/{train,valid,test}.txt of geon0325/LightGCNpp: NGCF's split, valid from its train)",
     "lastfm": "benchmarks/lastfm_dataset.py --source FILE --out artifacts/unseen/lastfm "
               "(FILE: HetRec 2011 Last.fm user_artists.dat)",
 }

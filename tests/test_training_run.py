@@ -219,8 +219,9 @@ def test_ensemble_members_take_their_own_overrides(setup: dict, reference: dict)
 
 def test_a_pilot_keeps_the_candidate_valid_scores_best(setup: dict, reference: dict) -> None:
     """train.pilot: each candidate trains member 0; the best on valid applies to every member and its tower is
-    member 0; the candidates' towers checkpoint under pilot/<i>/, so a second run resumes them all."""
-    sets = ["train.ensemble=2", 'train.pilot=[{"train.lr" = 1e-9}, {}]']
+    member 0; the candidates' towers checkpoint under pilot/<i>/, so a second run resumes them all.
+    (pilot_epochs = 0: every candidate trains to its end before the choice.)"""
+    sets = ["train.ensemble=2", 'train.pilot=[{"train.lr" = 1e-9}, {}]', "train.pilot_epochs=0"]
     cfg = load_config(setup["config"], str(setup["folder"]), sets)
     result = train(cfg, setup["root"] / "pilot", resume=False, progress=False)
     report = result.metrics["pilot"]
@@ -236,6 +237,32 @@ def test_a_pilot_keeps_the_candidate_valid_scores_best(setup: dict, reference: d
     again = train(cfg, setup["root"] / "pilot", resume=True, progress=False)
     assert again.metrics["pilot"] == report and _scores(again.metrics) == _scores(result.metrics)
     assert sum(len(m["history"]) for m in again.metrics["members"]) == sum(len(m["history"]) for m in members)
+
+
+def test_a_pilot_decided_early_trains_only_the_leader_on_and_ends_where_an_uninterrupted_run_ends(
+        setup: dict, reference: dict) -> None:
+    """train.pilot_epochs (successive halving): after epoch 1 the frozen-lr candidate trails and stops there; the
+    leader resumes its own checkpoint and ends exactly on the uninterrupted reference run's tower."""
+    sets = ['train.pilot=[{"train.lr" = 1e-9}, {}]', "train.pilot_epochs=1"]
+    cfg = load_config(setup["config"], str(setup["folder"]), sets)
+    assert cfg.fingerprint() == load_config(setup["config"], str(setup["folder"]),
+                                            sets[:1] + ["train.pilot_epochs=0"]).fingerprint()
+    result = train(cfg, setup["root"] / "pilot-early", resume=False, progress=False)
+    report = result.metrics["pilot"]
+    frozen, trained = report["candidates"]
+    assert report["decided_at_epoch"] == 1 and report["chosen"] == 1
+    assert frozen["epochs_at_decision"] == 1 and trained["epochs_at_decision"] == 1
+    single = reference["metrics"]
+    assert trained["valid"] == single["history"][0]["valid"]["ndcg@20"] > frozen["valid"]
+    assert trained["final_valid"] == single["history"][single["best_epoch"] - 1]["valid"]["ndcg@20"]
+    assert trained["best_epoch"] == single["best_epoch"]
+    assert [h["epoch"] for h in result.metrics["history"]] == [1, 2, 3]
+    assert _scores(result.metrics) == _scores(single)
+    assert np.array_equal(np.load(result.run_dir / "item_vectors.npy"), np.load(reference["dir"] / "item_vectors.npy"))
+    frozen_state = torch.load(checkpoint_path(setup["root"] / "pilot-early" / "pilot" / "0"), weights_only=True)["state"]
+    assert frozen_state["epoch"] == 1  # the trailing candidate never trained past the decision
+    again = train(cfg, setup["root"] / "pilot-early", resume=True, progress=False)
+    assert again.metrics["pilot"] == report and _scores(again.metrics) == _scores(single)
 
 
 def test_an_ensemble_is_one_two_tower(setup: dict, reference: dict) -> None:

@@ -75,6 +75,11 @@ class OptimConfig(_Strict):
         "model / loss / train keys) trains member 0 with those settings; the entry whose tower scores the best "
         "valid `select_metric` applies to every member, and its tower is member 0 (ties: the first). The built-in "
         "recipe decides the logQ strength this way: no statistic of the data it had seen settled it. Empty = off."))
+    pilot_epochs: int = Field(3, ge=0, description=(
+        "The pilot compares its candidates after this many epochs (their best valid `select_metric` so far) and "
+        "trains only the leader on (successive halving); 0: every candidate trains to its end first. On the "
+        "seven data sets where both logQ candidates were trained out, the leader at epoch 3 was the final "
+        "winner on all seven."))
     patience: int = Field(5, ge=1, description="Epochs without a better valid metric before stopping.")
     select_metric: SelectMetric = "ndcg@20"
     eval_every: int = Field(1, ge=1)
@@ -176,10 +181,11 @@ class TrainConfig(_Strict):
         return TrainConfig.model_validate(_with_entry(raw, entry))
 
     def fingerprint(self) -> str:
-        """Hash of everything except knobs that do not change the numbers (eval cadence, threads, patience, epochs)."""
+        """Hash of everything except knobs that do not change the numbers (eval cadence, threads) or only bound how
+        far training goes (patience, epochs, the pilot's decision epoch): a run resumes under a larger budget."""
         body = self.model_dump()
         body.pop("origin")
-        for key in ("threads", "eval_every", "patience", "epochs"):
+        for key in ("threads", "eval_every", "patience", "epochs", "pilot_epochs"):
             body["train"].pop(key)
         if body["ease"] == EaseMemberConfig().model_dump():  # no closed-form member: hashes as before it existed
             body.pop("ease")
@@ -193,7 +199,7 @@ class TrainConfig(_Strict):
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
-_RUN_KEYS = ("train.ensemble", "train.member_overrides", "train.pilot")  # the run's, not a member's
+_RUN_KEYS = ("train.ensemble", "train.member_overrides", "train.pilot", "train.pilot_epochs")  # the run's, not a member's
 
 
 def _with_entry(raw: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:

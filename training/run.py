@@ -37,7 +37,7 @@ from training.data import TrainingData, build_training_data
 from training.distributed import DistContext, broadcast, gather, init_distributed, shutdown, weights_digest, wrap_model
 from training.export import (MEMBERS_DIR, MODEL_KIND, Member, RunMember, combined_vectors, export_run,
                              served_scorer, served_user_vectors, user_encoder_payload)
-from training.trainer import Trainer, summarise_history
+from training.trainer import Trainer, best_score_until, summarise_history
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +80,13 @@ def member_dir(run_dir: Path, k: int, n_members: int) -> Path:
 
 
 def train_member(config: TrainConfig, data: TrainingData, run_dir: Path, resume: bool, progress: bool,
-                 ctx: DistContext, job_bar: Any = None) -> Member:
-    """One seeded tower: (DMP-wrapped) epochs with early stopping, ending on its best-on-valid weights."""
+                 ctx: DistContext, job_bar: Any = None, stop_after: int | None = None) -> Member:
+    """One seeded tower: (DMP-wrapped) epochs with early stopping, ending on its best-on-valid weights
+    (or paused after epoch `stop_after`, see `Trainer.fit`)."""
     task = build_task(config, data)
     wrapped = wrap_model(task, ctx)
     trainer = Trainer(config, data, task, wrapped, ctx, run_dir, progress, job_bar)
-    state = trainer.fit(resume=resume)
+    state = trainer.fit(resume=resume, stop_after=stop_after)
     output = trainer.tower_output()
     # Every rank must end with the same weights (DDP all-reduce, same seeds); record the proof.
     digests = gather(weights_digest(task), ctx)
@@ -115,20 +116,45 @@ def run_pilot(config: TrainConfig, data: TrainingData, run_dir: Path, resume: bo
     too little to fit a rule on the data's statistics; one extra tower lets valid decide. Each candidate's
     tower checkpoints in `run_dir/pilot/<i>/`, so a killed run resumes there too; the winner's tower is
     reused as member 0.
+
+    Successive halving (`train.pilot_epochs` = E > 0): every candidate trains E epochs, the best valid score
+    by then picks the leader, and only the leader trains on (exactly as if never paused: it resumes its
+    checkpoint). The trailing candidates cost E epochs each instead of a whole training, which matters where
+    a tower takes hours (Gowalla, Amazon-Sports); on the seven sets where both candidates were trained out,
+    the epoch-3 leader was the final winner on all seven.
     """
     metric = config.train.select_metric
+    decide_at = config.train.pilot_epochs or None
+    if decide_at is not None:  # the first evaluated epoch at or after it
+        every = config.train.eval_every
+        decide_at = min(-(-decide_at // every) * every, config.train.epochs)
+    candidates = [config.with_settings(entry) for entry in config.train.pilot]
     rows, towers = [], []
-    for i, entry in enumerate(config.train.pilot):
-        candidate = config.with_settings(entry)
-        log.info("pilot %d/%d: %s", i + 1, len(config.train.pilot), _settings(entry))
-        tower = train_member(candidate.member(0), data, run_dir / PILOT_DIR / str(i), resume, progress, ctx, job_bar)
-        towers.append((candidate, tower))
-        rows.append({"settings": entry, "valid": tower.state.best_score, "best_epoch": tower.state.best_epoch})
+    for i, (entry, candidate) in enumerate(zip(config.train.pilot, candidates)):
+        log.info("pilot %d/%d: %s", i + 1, len(candidates), _settings(entry))
+        tower = train_member(candidate.member(0), data, run_dir / PILOT_DIR / str(i), resume, progress, ctx, job_bar,
+                             stop_after=decide_at)
+        score = tower.state.best_score if decide_at is None else best_score_until(tower.state, metric, decide_at)
+        towers.append(tower)
+        rows.append({"settings": entry, "valid": score})
     chosen = max(range(len(rows)), key=lambda i: (rows[i]["valid"], -i))
+    if decide_at is not None:
+        log.info("pilot: %s leads after epoch %d (valid %s %.4f; %s); only it trains on", _settings(config.train.pilot[chosen]),
+                 decide_at, metric, rows[chosen]["valid"],
+                 ", ".join(f"{_settings(r['settings'])} {r['valid']:.4f}" for r in rows))
+        for i, tower in enumerate(towers):
+            rows[i]["epochs_at_decision"] = min(tower.state.epoch, decide_at)  # the same when resumed past it
+            if i != chosen and job_bar is not None and tower.state.epoch < config.train.epochs:
+                job_bar.total -= config.train.epochs - tower.state.epoch  # the trailing candidate's epochs not run
+        towers = [None] * len(towers)  # free the paused towers before the leader trains on
+        towers[chosen] = train_member(candidates[chosen].member(0), data, run_dir / PILOT_DIR / str(chosen), True,
+                                      progress, ctx, job_bar)
+    leader = towers[chosen]
+    rows[chosen].update(final_valid=leader.state.best_score, best_epoch=leader.state.best_epoch)
     log.info("pilot: %s chosen (valid %s %.4f; %s)", _settings(config.train.pilot[chosen]), metric,
-             rows[chosen]["valid"], ", ".join(f"{_settings(r['settings'])} {r['valid']:.4f}" for r in rows))
-    candidate, tower = towers[chosen]
-    return PilotChoice(candidate, tower, {"metric": metric, "candidates": rows, "chosen": chosen})
+             leader.state.best_score, ", ".join(f"{_settings(r['settings'])} {r['valid']:.4f}" for r in rows))
+    return PilotChoice(candidates[chosen], leader, {"metric": metric, "decided_at_epoch": decide_at,
+                                                   "candidates": rows, "chosen": chosen})
 
 
 def _settings(entry: dict[str, Any]) -> str:

@@ -251,20 +251,29 @@ class Trainer:
                 "lr": self.optimizer.param_groups[0]["lr"],
                 "epoch_seconds": seconds, "examples_per_second": seen / max(seconds, 1e-9)}
 
-    def fit(self, resume: bool = True) -> TrainState:
-        """Train until `epochs` or `patience` epochs without a better valid metric; checkpoint each epoch."""
+    def finished(self) -> bool:
+        """Whether training is over: `epochs` reached, or `patience` epochs without a better valid metric."""
+        opt = self.config.train
+        return self.state.epoch >= opt.epochs or self.state.epochs_since_best >= opt.patience
+
+    def fit(self, resume: bool = True, stop_after: int | None = None) -> TrainState:
+        """Train until `epochs` or `patience` epochs without a better valid metric; checkpoint each epoch.
+
+        `stop_after`: pause after that epoch (a checkpoint a later `fit(resume=True)` continues exactly, as
+        if never paused) and keep the last epoch's weights; the pilot compares candidates there.
+        """
         opt = self.config.train
         if resume:
             self.resume()
         metric = opt.select_metric
-        while self.state.epoch < opt.epochs and self.state.epochs_since_best < opt.patience:
+        while not self.finished() and (stop_after is None or self.state.epoch < stop_after):
             epoch = self.state.epoch + 1
             stats = self.train_epoch(epoch)
             record: dict[str, Any] = {"epoch": epoch, **stats}
             if epoch % opt.eval_every == 0 or epoch == opt.epochs:
                 with self.evaluated_weights():
                     valid = self.evaluate("valid")
-                    record["valid"] = {k: valid[k] for k in ("recall@20", "ndcg@20", "recall@10", "ndcg@10")}
+                    record["valid"] = {k: valid[k] for k in ("recall@20", "ndcg@20", "recall@10", "ndcg@10", metric)}
                     if valid[metric] > self.state.best_score:
                         self.state.best_score, self.state.best_epoch = float(valid[metric]), epoch
                         self.state.best_metrics = valid
@@ -282,6 +291,8 @@ class Trainer:
                 save_checkpoint(self.run_dir, self.config.fingerprint(), self.task.state_dict(),
                                 self.optimizer.state_dict(), self.state)
             barrier(self.ctx)
+        if not self.finished():  # paused (`stop_after`): the weights stay the last epoch's, to continue from
+            return self.state
         if self.job_bar is not None and self.state.epoch < opt.epochs:  # stopped early: the ETA drops the rest
             self.job_bar.total -= opt.epochs - self.state.epoch
             self.job_bar.refresh()
@@ -295,6 +306,12 @@ class Trainer:
         line = (f"epoch {record['epoch']}: loss {record['loss']:.4f}{shown} | {record['examples_per_second']:,.0f} ex/s, "
                 f"{record['epoch_seconds']:.1f} s")
         log.info(line)  # once: under a job bar, `logging_redirect_tqdm` prints it above the bar
+
+
+def best_score_until(state: TrainState, metric: str, epoch: int) -> float:
+    """The best valid `metric` a tower reached by `epoch` (-inf before its first evaluation), from its history:
+    the same figure whether the tower paused there or has trained past it since (a resumed run)."""
+    return max((h["valid"][metric] for h in state.history if h["epoch"] <= epoch and "valid" in h), default=-np.inf)
 
 
 def summarise_history(history: list[dict[str, Any]]) -> dict[str, float]:

@@ -34,8 +34,15 @@ class FrozenSparse:
 
     def __init__(self, matrix: sp.spmatrix):
         self.matrix = sp.csr_matrix(matrix, dtype=np.float32)
-        self.transpose = sp.csr_matrix(self.matrix.T)
+        self._transpose: sp.csr_matrix | None = None
         self._device: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    @property
+    def transpose(self) -> sp.csr_matrix:
+        """A^T as CSR, built on first use (a product without gradient never needs it)."""
+        if self._transpose is None:
+            self._transpose = sp.csr_matrix(self.matrix.T)
+        return self._transpose
 
     @property
     def shape(self) -> tuple[int, int]:
