@@ -18,12 +18,14 @@ labels so no registered name or config matches. The output lives outside the rep
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
 FORMATS = ("adjacency", "triples")
+log = logging.getLogger("graph_cf_dataset")
 
 
 def read_pairs(path: Path, line_format: str) -> pl.DataFrame:
@@ -47,7 +49,11 @@ def read_pairs(path: Path, line_format: str) -> pl.DataFrame:
                 raise ValueError(f"{path}:{number}: expected 'user item weight', found {len(fields)} fields")
             users.extend([values[0]] * (len(values) - 1))
             items.extend(values[1:])
-    return pl.DataFrame({"user": users, "item": items}, schema={"user": pl.Int64, "item": pl.Int64})
+    pairs = pl.DataFrame({"user": users, "item": items}, schema={"user": pl.Int64, "item": pl.Int64})
+    unique = pairs.unique(maintain_order=True)
+    if unique.height < pairs.height:  # implicit feedback: one event per pair (SELFRec's CiteULike repeats 23)
+        log.warning("%s: %d repeated (user, item) pairs, each kept once", path, pairs.height - unique.height)
+    return unique
 
 
 def carve_valid(train: pl.DataFrame, rng: np.random.Generator, fraction: float) -> pl.DataFrame:
@@ -63,13 +69,13 @@ def carve_valid(train: pl.DataFrame, rng: np.random.Generator, fraction: float) 
 def build(train_path: Path, test_path: Path, out: Path, line_format: str = "adjacency",
           valid_fraction: float = 0.1, seed: int = 0, valid_path: Path | None = None) -> Path:
     """Write `items.csv` and `interactions.csv` (with a `split` column) to `out` and return it."""
-    train = read_pairs(train_path, line_format).unique(maintain_order=True)
-    test = read_pairs(test_path, line_format).unique(maintain_order=True)
+    train = read_pairs(train_path, line_format)
+    test = read_pairs(test_path, line_format)
     rng = np.random.default_rng(seed)
     if valid_path is None:
         labelled = carve_valid(train, rng, valid_fraction)
     else:
-        valid = read_pairs(valid_path, line_format).unique(maintain_order=True)
+        valid = read_pairs(valid_path, line_format)
         labelled = pl.concat([train.with_columns(pl.lit("train").alias("split")),
                               valid.with_columns(pl.lit("valid").alias("split"))])
     inter = pl.concat([labelled, test.with_columns(pl.lit("test").alias("split"))])
@@ -100,6 +106,7 @@ def main() -> None:
     parser.add_argument("--valid-fraction", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     out = build(args.train, args.test, args.out, args.format, args.valid_fraction, args.seed, args.valid)
     frame = pl.read_csv(out / "interactions.csv")
     print(out, frame.height, "interactions", frame["user_id"].n_unique(), "users", frame["item_id"].n_unique(),
