@@ -1,4 +1,4 @@
-"""MovieLens-100K in both layouts people have: RecBole's atomic files and GroupLens' zip.
+"""MovieLens-100K as GroupLens ships it (RecBole's atomic files of it: `recsys.data.recbole`).
 
 The text medium of an item is "title (year). Genres: ...", which is what a text encoder sees.
 """
@@ -16,10 +16,6 @@ GENRES = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy",
           "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western"]
 
 
-def is_recbole_layout(path: Path) -> bool:
-    return (path / f"{path.name}.inter").exists() or any(path.glob("*.inter"))
-
-
 def is_grouplens_layout(path: Path) -> bool:
     return (path / "u.data").exists()
 
@@ -34,35 +30,9 @@ def _interactions(frame: pl.DataFrame, file: Path, log: ProblemLog) -> pl.DataFr
     return frame.with_columns(pl.lit("rating").alias("event_type"), pl.col("rating").alias("weight"))
 
 
-def _text(title: pl.Expr, year: pl.Expr, genres: pl.Expr) -> pl.Expr:
+def movie_text(title: pl.Expr, year: pl.Expr, genres: pl.Expr) -> pl.Expr:
     return pl.concat_str([title, pl.lit(" ("), year.fill_null("unknown year"), pl.lit("). Genres: "), genres],
                          ignore_nulls=True)
-
-
-def load_recbole(path: Path, name: str = "ml-100k") -> Dataset:
-    """RecBole atomic files: `<name>.inter`, `<name>.item`, optional `<name>.user` (tab-separated, typed headers)."""
-    log = ProblemLog()
-    inter_file = next(iter(sorted(path.glob("*.inter"))))
-    item_file = inter_file.with_suffix(".item")
-    inter = read_delimited(inter_file, "\t")
-    inter = inter.rename({c: c.split(":")[0] for c in inter.columns})
-    inter = _interactions(inter, inter_file, log)
-    items = read_delimited(item_file, "\t")
-    items = items.rename({c: c.split(":")[0] for c in items.columns})
-    if require_columns(items, ["item_id", "movie_title"], item_file, log):
-        items = cast_checked(items, "item_id", pl.String(), item_file, log)
-        year = pl.col("release_year") if "release_year" in items.columns else pl.lit(None, pl.String)
-        genres = pl.col("class") if "class" in items.columns else pl.lit("")
-        items = items.with_columns(
-            pl.col("movie_title").alias("title"),
-            _text(pl.col("movie_title"), year, genres).alias("text"),
-        )
-    users = None
-    user_file = inter_file.with_suffix(".user")
-    if user_file.exists():
-        users = read_delimited(user_file, "\t")
-        users = users.rename({c: c.split(":")[0] for c in users.columns})
-    return assemble(name, items, item_file, inter, inter_file, log, users=users)
 
 
 def load_grouplens(path: Path, name: str = "ml-100k") -> Dataset:
@@ -79,7 +49,7 @@ def load_grouplens(path: Path, name: str = "ml-100k") -> Dataset:
         [pl.when(pl.col(g) == "1").then(pl.lit(g)) for g in GENRES], separator=" ", ignore_nulls=True)
     year = pl.col("release_date").str.slice(-4)
     title = pl.col("title_year").str.replace(r"\s*\(\d{4}\)\s*$", "")
-    items = items.with_columns(title.alias("title"), _text(title, year, genre_names).alias("text"))
+    items = items.with_columns(title.alias("title"), movie_text(title, year, genre_names).alias("text"))
     users = None
     if (path / "u.user").exists():
         users = read_delimited(path / "u.user", "|", columns=["user_id", "age", "gender", "occupation", "zip_code"],

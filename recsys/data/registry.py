@@ -5,7 +5,8 @@ from pathlib import Path
 
 from recsys.config import get_settings
 from recsys.data.errors import DataValidationError, DataProblem
-from recsys.data.movielens import is_grouplens_layout, is_recbole_layout, load_grouplens, load_recbole
+from recsys.data.movielens import is_grouplens_layout, load_grouplens
+from recsys.data.recbole import is_recbole_layout, load_recbole
 from recsys.data.schema import Dataset
 from recsys.data.tabular import is_tabular_layout, load_tabular
 from recsys.data.tiktok import is_tiktok_layout, load_tiktok
