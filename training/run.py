@@ -144,7 +144,8 @@ def run_pilot(config: TrainConfig, data: TrainingData, run_dir: Path, resume: bo
                  ", ".join(f"{_settings(r['settings'])} {r['valid']:.4f}" for r in rows))
         for i, tower in enumerate(towers):
             rows[i]["epochs_at_decision"] = min(tower.state.epoch, decide_at)  # the same when resumed past it
-            if i != chosen and job_bar is not None and tower.state.epoch < config.train.epochs:
+            paused = tower.state.epoch < config.train.epochs and tower.state.epochs_since_best < config.train.patience
+            if i != chosen and job_bar is not None and paused:  # (a tower stopped by patience was taken off already)
                 job_bar.total -= config.train.epochs - tower.state.epoch  # the trailing candidate's epochs not run
         towers = [None] * len(towers)  # free the paused towers before the leader trains on
         towers[chosen] = train_member(candidates[chosen].member(0), data, run_dir / PILOT_DIR / str(chosen), True,
