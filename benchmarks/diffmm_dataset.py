@@ -17,10 +17,15 @@ from __future__ import annotations
 
 import argparse
 import pickle
+import sys
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.unseen_dataset import write_folder  # noqa: E402
 
 SPLIT_FILES = {"train": "trnMat.pkl", "valid": "valMat.pkl", "test": "tstMat.pkl"}
 _ALLOWED = {("scipy.sparse.coo", "coo_matrix"), ("scipy.sparse._coo", "coo_matrix"),
@@ -65,11 +70,7 @@ def build(pickles: Path, out: Path, seed: int = 0) -> Path:
     duplicates = inter.height - inter.unique(["user_id", "item_id"]).height
     if duplicates:
         raise ValueError(f"{pickles}: {duplicates} (user, item) pairs appear in more than one split")
-    out.mkdir(parents=True, exist_ok=True)
-    used = inter["item_id"].unique().sort()
-    pl.DataFrame({"item_id": used}).write_csv(out / "items.csv")
-    inter.select("user_id", "item_id", "split").write_csv(out / "interactions.csv")
-    return out
+    return write_folder(inter.select("user_id", "item_id", "split"), out)
 
 
 def main() -> None:

@@ -19,10 +19,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.unseen_dataset import opaque_ids, write_folder  # noqa: E402
 
 FORMATS = ("adjacency", "triples")
 log = logging.getLogger("graph_cf_dataset")
@@ -82,18 +87,8 @@ def build(train_path: Path, test_path: Path, out: Path, line_format: str = "adja
     repeated = inter.height - inter.unique(["user", "item"]).height
     if repeated:
         raise ValueError(f"{test_path.parent}: {repeated} (user, item) pairs appear in more than one split")
-    users = inter["user"].unique().sort().to_numpy()
-    items = inter["item"].unique().sort().to_numpy()
-    user_label = dict(zip(users.tolist(), rng.permutation(len(users)).tolist()))
-    item_label = dict(zip(items.tolist(), rng.permutation(len(items)).tolist()))
-    inter = inter.select(
-        pl.format("u{}", pl.col("user").replace_strict(user_label, return_dtype=pl.Int64)).alias("user_id"),
-        pl.format("i{}", pl.col("item").replace_strict(item_label, return_dtype=pl.Int64)).alias("item_id"),
-        "split").sample(fraction=1.0, shuffle=True, seed=seed)
-    out.mkdir(parents=True, exist_ok=True)
-    pl.DataFrame({"item_id": inter["item_id"].unique().sort()}).write_csv(out / "items.csv")
-    inter.write_csv(out / "interactions.csv")
-    return out
+    inter = opaque_ids(inter, "user", "item", rng).select("user_id", "item_id", "split")
+    return write_folder(inter.sample(fraction=1.0, shuffle=True, seed=seed), out)
 
 
 def main() -> None:

@@ -23,7 +23,7 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.unseen_dataset import random_per_user_split  # noqa: E402
+from benchmarks.unseen_dataset import opaque_ids, random_per_user_split, write_folder  # noqa: E402
 
 COLUMNS = ("userID", "artistID", "weight")
 
@@ -43,18 +43,9 @@ def build(source: Path, out: Path, seed: int = 0) -> Path:
     """Write `items.csv` and `interactions.csv` (with a `split` column) to `out` and return it."""
     frame = read_user_artists(source)
     rng = np.random.default_rng(seed)
-    users = frame["userID"].unique().sort().to_numpy()
-    items = frame["artistID"].unique().sort().to_numpy()
-    user_label = dict(zip(users.tolist(), rng.permutation(len(users)).tolist()))
-    item_label = dict(zip(items.tolist(), rng.permutation(len(items)).tolist()))
-    inter = frame.select(
-        pl.format("u{}", pl.col("userID").replace_strict(user_label, return_dtype=pl.Int64)).alias("user_id"),
-        pl.format("i{}", pl.col("artistID").replace_strict(item_label, return_dtype=pl.Int64)).alias("item_id"))
+    inter = opaque_ids(frame, "userID", "artistID", rng).select("user_id", "item_id")
     inter = random_per_user_split(inter, rng, "user_id").sample(fraction=1.0, shuffle=True, seed=seed)
-    out.mkdir(parents=True, exist_ok=True)
-    pl.DataFrame({"item_id": inter["item_id"].unique().sort()}).write_csv(out / "items.csv")
-    inter.select("user_id", "item_id", "split").write_csv(out / "interactions.csv")
-    return out
+    return write_folder(inter.select("user_id", "item_id", "split"), out)
 
 
 def main() -> None:

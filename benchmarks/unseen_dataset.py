@@ -54,6 +54,27 @@ def random_per_user_split(inter: pl.DataFrame, rng: np.random.Generator, user: s
     return inter.with_columns(split.alias("split")).drop("_r", "_pos", "_n")
 
 
+def opaque_ids(frame: pl.DataFrame, user: str, item: str, rng: np.random.Generator) -> pl.DataFrame:
+    """`frame` with its `user` and `item` columns replaced by `user_id` = u<n> and `item_id` = i<n>, labels shuffled
+    (users' permutation drawn from `rng` first, then items'), so no registered name or config matches."""
+    users = frame[user].unique().sort().to_numpy()
+    items = frame[item].unique().sort().to_numpy()
+    user_label = dict(zip(users.tolist(), rng.permutation(len(users)).tolist()))
+    item_label = dict(zip(items.tolist(), rng.permutation(len(items)).tolist()))
+    return frame.with_columns(
+        pl.format("u{}", pl.col(user).replace_strict(user_label, return_dtype=pl.Int64)).alias("user_id"),
+        pl.format("i{}", pl.col(item).replace_strict(item_label, return_dtype=pl.Int64)).alias("item_id"),
+    ).drop([c for c in (user, item) if c not in ("user_id", "item_id")])
+
+
+def write_folder(inter: pl.DataFrame, out: Path) -> Path:
+    """The generic folder dataset: `items.csv` (the item ids `inter` uses, sorted) and `interactions.csv` (`inter`)."""
+    out.mkdir(parents=True, exist_ok=True)
+    pl.DataFrame({"item_id": inter["item_id"].unique().sort()}).write_csv(out / "items.csv")
+    inter.write_csv(out / "interactions.csv")
+    return out
+
+
 def build(out: Path, seed: int = 0, user_fraction: float = 1.0, valid: float = 0.1, test: float = 0.1,
           keep_fraction: float = 1.0, next_item: bool = False, source: str = "ml-100k") -> Path:
     """Write the folder dataset to `out` (overwrites) and return it."""
@@ -80,13 +101,9 @@ def build(out: Path, seed: int = 0, user_fraction: float = 1.0, valid: float = 0
         pl.format("u{}", pl.col("user_index").map_elements(lambda u: int(user_label[u]), return_dtype=pl.Int64)).alias("user_id"),
         pl.format("i{}", pl.col("item_index").map_elements(lambda i: int(item_label[i]), return_dtype=pl.Int64)).alias("item_id"),
     ).sample(fraction=1.0, shuffle=True, seed=seed)
-    used = inter["item_id"].unique().sort()
-    out.mkdir(parents=True, exist_ok=True)
-    pl.DataFrame({"item_id": used}).write_csv(out / "items.csv")
     # Synthetic timestamps (TikTok: file order) are not written: the derived data has no time at all.
     columns = ["user_id", "item_id"] + ([] if ds.timestamps_synthetic else ["timestamp"]) + ([] if next_item else ["split"])
-    inter.select(columns).write_csv(out / "interactions.csv")
-    return out
+    return write_folder(inter.select(columns), out)
 
 
 def main() -> None:

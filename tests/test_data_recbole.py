@@ -47,23 +47,23 @@ def test_one_inter_file_without_timestamps_takes_file_order_and_titles_from_its_
     assert ds.items.filter(pl.col("item_id") == "8")["text"].item() == "Blue mug. Categories: Kitchen Mugs"
 
 
+def _folder(root: Path, name: str, files: dict[str, tuple[str, list[str]]]) -> Path:
+    folder = root / name
+    folder.mkdir()
+    for file, (header, rows) in files.items():
+        _write(folder / file, header, rows)
+    return folder
+
+
 def test_an_incomplete_benchmark_split_and_ambiguous_files_are_refused(tmp_path: Path) -> None:
     header = "user_id:token\titem_id:token"
-    partial = tmp_path / "partial"
-    partial.mkdir()
-    _write(partial / "p.train.inter", header, ["1\t2"])
-    _write(partial / "p.test.inter", header, ["1\t3"])
+    partial = _folder(tmp_path, "partial", {"p.train.inter": (header, ["1\t2"]), "p.test.inter": (header, ["1\t3"])})
     with pytest.raises(DataValidationError, match="exactly one .train.inter, .valid.inter and .test.inter"):
         load_path(partial)
-    several = tmp_path / "several"
-    several.mkdir()
-    _write(several / "a.inter", header, ["1\t2"])
-    _write(several / "b.inter", header, ["1\t3"])
+    several = _folder(tmp_path, "several", {"a.inter": (header, ["1\t2"]), "b.inter": (header, ["1\t3"])})
     with pytest.raises(DataValidationError, match="several .inter files and none named several.inter"):
         load_path(several)
-    missing = tmp_path / "missing"
-    missing.mkdir()
-    _write(missing / "missing.inter", "user:token\titem_id:token", ["1\t2"])
+    missing = _folder(tmp_path, "missing", {"missing.inter": ("user:token\titem_id:token", ["1\t2"])})
     with pytest.raises(DataValidationError, match="user_id"):
         load_path(missing)
 

@@ -102,18 +102,15 @@ def load_recbole(path: Path, name: str | None = None) -> Dataset:
     parts = [_interactions(file, split, log) for file, split in files]
     if any(ROW not in part.columns for part in parts):  # an id column is missing: nothing below can run
         log.raise_if_any()
-    offsets = [0]
-    for part in parts[:-1]:
-        offsets.append(offsets[-1] + part.height)
     # one row order across the files (train, valid, test): user order and file-order ties follow it
-    inter = pl.concat([part.with_columns((pl.col(ROW) + offset).alias(ROW)) for part, offset in zip(parts, offsets)],
-                      how="diagonal_relaxed")
+    inter = pl.concat(parts, how="diagonal_relaxed").with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.UInt32).alias(ROW))
     timestamps_synthetic = "timestamp" not in inter.columns
     if timestamps_synthetic:  # the file order is the time order (said by `recsys data validate`)
         inter = inter.with_columns(pl.col(ROW).cast(pl.Int64).alias("timestamp"))
-    inter_label: Path | str = files[0][0] if len(files) == 1 else \
-        path / f"{files[0][0].name.rsplit('.', 2)[0]}.{{train,valid,test}}.inter (rows counted across the three)"
-    stem = files[0][0].name.split(".")[0]
+    first, split = files[0]
+    stem = first.name.removesuffix(".inter").removesuffix(f".{split}" if split else "")
+    inter_label: Path | str = first if len(files) == 1 else \
+        path / f"{stem}.{{train,valid,test}}.inter (rows counted across the three)"
     item_file = path / f"{stem}.item"
     items = _items(item_file, inter, log)
     users = None
