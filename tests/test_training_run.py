@@ -123,6 +123,28 @@ def test_a_checkpoint_from_another_config_is_refused(setup: dict, reference: dic
     assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
+def test_a_second_job_on_a_run_being_trained_is_refused_and_a_killed_holder_leaves_no_lock(setup: dict,
+                                                                                          reference: dict) -> None:
+    """Two `recsys train --out RUN` at once would overwrite each other's checkpoints: the second is refused."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from training.run_lock import exclusive_run\n"
+         "with exclusive_run(Path(sys.argv[1])):\n    print('holding', flush=True); time.sleep(600)",
+         str(reference["dir"])], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "holding"
+        result = CliRunner().invoke(app, ["train", "--dataset", str(setup["folder"]), "--config", str(setup["config"]),
+                                          "--out", str(reference["dir"]), "--no-progress"])
+        assert result.exit_code == 1
+        assert f"being trained by pid {holder.pid}" in " ".join(result.output.split())
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+    finally:
+        holder.kill()
+        holder.wait()
+    # the kernel drops a dead holder's lock: the same command now resumes the finished run
+    again = train(reference["config"], reference["dir"], resume=True, progress=False)
+    assert _scores(again.metrics) == _scores(reference["metrics"])
+
+
 @pytest.mark.parametrize("override, words", [
     ("model.no_such_knob=1", ["model.no_such_knob", "unknown key", "valid keys"]),
     ("train.lr=-1", ["train.lr", "greater than 0"]),

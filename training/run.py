@@ -37,6 +37,7 @@ from training.data import TrainingData, build_training_data
 from training.distributed import DistContext, broadcast, gather, init_distributed, shutdown, weights_digest, wrap_model
 from training.export import (MEMBERS_DIR, MODEL_KIND, Member, RunMember, combined_vectors, export_run,
                              served_scorer, served_user_vectors, user_encoder_payload)
+from training.run_lock import exclusive_run
 from training.trainer import Trainer, best_score_until, summarise_history
 
 log = logging.getLogger(__name__)
@@ -212,11 +213,19 @@ def train(config: TrainConfig, run_dir: Path | str, resume: bool = True, progres
     With `resume` (default) a checkpoint in RUN_DIR from the same config is continued; one from
     another config is refused (ValueError) rather than silently mixed in. Ensemble members keep
     their own checkpoints (RUN_DIR/members/<k>/), so a killed ensemble resumes at the member and
-    epoch where it stopped.
+    epoch where it stopped. A second job on the same RUN_DIR while one is alive is refused (`RunBusyError`).
     """
-    began = time.perf_counter()
     run_dir = Path(run_dir)
     ctx = ctx or init_distributed()
+    if not ctx.is_main:  # rank 0 holds the directory for the whole job
+        return _train(config, run_dir, resume, progress, data, ctx)
+    with exclusive_run(run_dir):
+        return _train(config, run_dir, resume, progress, data, ctx)
+
+
+def _train(config: TrainConfig, run_dir: Path, resume: bool, progress: bool, data: TrainingData | None,
+           ctx: DistContext) -> TrainResult:
+    began = time.perf_counter()
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
     data = data or build_training_data(config.data)
