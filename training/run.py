@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from recsys.data.splits import known_before
@@ -37,6 +36,7 @@ from training.data import TrainingData, build_training_data
 from training.distributed import DistContext, broadcast, gather, init_distributed, shutdown, weights_digest, wrap_model
 from training.export import (MEMBERS_DIR, MODEL_KIND, Member, RunMember, combined_vectors, export_run,
                              served_scorer, served_user_vectors, user_encoder_payload)
+from training.job_bar import JobBar
 from training.run_lock import exclusive_run
 from training.trainer import Trainer, best_score_until, summarise_history
 
@@ -236,7 +236,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, progress: bool, dat
     towers = n + max(len(config.train.pilot) - 1, 0)  # the pilot's winner is member 0
     # One bar over the whole job (towers x epochs, early stopping shrinks it), with its ETA; epoch
     # lines go through logging, printed above the bar.
-    job_bar = tqdm(total=towers * config.train.epochs, desc=f"train {config.data.dataset}", unit="epoch",
+    job_bar = JobBar(total=towers * config.train.epochs, desc=f"train {config.data.dataset}", unit="epoch",
                    disable=not (progress and ctx.is_main), dynamic_ncols=True)
     with logging_redirect_tqdm(), job_bar:
         if config.train.pilot:

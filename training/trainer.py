@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from recsys.metrics import dot_product_scorer, evaluate_scores
 from recsys.models.task import TwoTowerTrainTask
@@ -24,6 +23,7 @@ from training.checkpoint import TrainState, load_checkpoint, save_checkpoint
 from training.config import TrainConfig
 from training.data import TrainingData
 from training.distributed import DistContext, barrier, broadcast
+from training.job_bar import JobBar
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class Trainer:
     """
 
     def __init__(self, config: TrainConfig, data: TrainingData, task: TwoTowerTrainTask, model: torch.nn.Module,
-                 ctx: DistContext, run_dir: Path, progress: bool = True, job_bar: tqdm | None = None):
+                 ctx: DistContext, run_dir: Path, progress: bool = True, job_bar: JobBar | None = None):
         self.config, self.data, self.task, self.model, self.ctx = config, data, task, model, ctx
         self.job_bar = job_bar  # the one bar of the whole job (epochs x members), owned by the caller
         self.run_dir = Path(run_dir)
@@ -263,8 +263,8 @@ class Trainer:
         if never paused) and keep the last epoch's weights; the pilot compares candidates there.
         """
         opt = self.config.train
-        if resume:
-            self.resume()
+        if resume and self.resume() and self.job_bar is not None:
+            self.job_bar.resumed(self.run_dir, self.state.epoch)
         metric = opt.select_metric
         while not self.finished() and (stop_after is None or self.state.epoch < stop_after):
             epoch = self.state.epoch + 1
@@ -285,7 +285,7 @@ class Trainer:
             self.state.average = self.average.state() if self.average is not None else None
             self.state.history.append(record)
             if self.job_bar is not None:
-                self.job_bar.update(1)
+                self.job_bar.epoch_done(self.run_dir)
             if self.ctx.is_main:
                 self._report(record)
                 save_checkpoint(self.run_dir, self.config.fingerprint(), self.task.state_dict(),
