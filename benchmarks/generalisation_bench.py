@@ -56,6 +56,8 @@ EXTERNAL: dict[str, str] = {
                  "(T, V, S: SELFRec/dataset/citeulike/{train,valid,test}.txt of geon0325/LightGCNpp)",
     "gowalla": "benchmarks/graph_cf_dataset.py --train T --valid V --test S --out artifacts/unseen/gowalla "
                "(T, V, S: data/gowalla/{train,valid,test}.txt of geon0325/LightGCNpp: NGCF's split, valid from its train)",
+    "ml-1m": "benchmarks/graph_cf_dataset.py --train T --valid V --test S --out artifacts/unseen/ml-1m "
+             "(T, V, S: data/ml-1m/{train,valid,test}.txt of geon0325/LightGCNpp: MovieLens-1M, random 70/10/20)",
     "lastfm": "benchmarks/lastfm_dataset.py --source FILE --out artifacts/unseen/lastfm "
               "(FILE: HetRec 2011 Last.fm user_artists.dat)",
 }
@@ -97,6 +99,15 @@ def _load(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def _store(path: Path, label: str, row: dict[str, Any]) -> dict[str, Any]:
+    """Add one row to the cached table, re-reading it first: a baseline job and a training job on the same
+    dataset may run side by side (one core each), and neither may drop the other's rows."""
+    rows = _load(path)
+    rows[label] = row
+    path.write_text(json.dumps(to_jsonable(rows), indent=1))
+    return rows
+
+
 def table(rows: dict[str, Any]) -> str:
     lines = ["| model | valid R@20 | valid N@20 | valid N@10 | test R@20 | test N@20 | test N@10 | wall s | load |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -130,18 +141,18 @@ def main() -> None:
             run = ROOT / "runs" / f"gen-{name}-{args.label}"
             wall, origin = train_default(folder, run, args.overrides)
             prior = rows.get(args.label, {})
-            rows[args.label] = {"wall_s": prior.get("wall_s", wall) if wall < 30 else wall,
-                                "load": prior.get("load") if wall < 30 else f"{os.getloadavg()[1]:.1f}",
-                                "overrides": args.overrides, "note": origin,
-                                **{s: evaluate_run(run, s) for s in ("valid", "test")}}
-            cache_path.write_text(json.dumps(to_jsonable(rows), indent=1))
+            rows = _store(cache_path, args.label, {
+                "wall_s": prior.get("wall_s", wall) if wall < 30 else wall,
+                "load": prior.get("load") if wall < 30 else f"{os.getloadavg()[1]:.1f}",
+                "overrides": args.overrides, "note": origin,
+                **{s: evaluate_run(run, s) for s in ("valid", "test")}})
         for base in filter(None, args.baselines.split(",")):
             if base in rows:
                 continue
             began = time.perf_counter()
             report = baseline_both_splits(base, folder)
-            rows[base] = {"wall_s": time.perf_counter() - began, "load": f"{os.getloadavg()[1]:.1f}", **report}
-            cache_path.write_text(json.dumps(to_jsonable(rows), indent=1))
+            rows = _store(cache_path, base, {"wall_s": time.perf_counter() - began,
+                                             "load": f"{os.getloadavg()[1]:.1f}", **report})
         print(f"\n### {name}\n\n{table(rows)}\n")
         out[name] = rows
     print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

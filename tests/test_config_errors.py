@@ -88,7 +88,7 @@ def test_the_attention_options_at_their_defaults_keep_the_fingerprint():
                 "attention_item_embedding", "content_scale", "content_gate_init", "item_knn_space"):
         body["model"].pop(key)
     for key in ("view_contrast_weight", "view_contrast_temperature", "target_horizon", "horizon_decay",
-                "reverse_weight"):  # loss options added later
+                "reverse_weight", "softmax_group"):  # loss options added later
         body["loss"].pop(key)
     body["data"].pop("served_events")  # a data option added later
     body["train"].pop("pilot")  # no pilot: hashed as before the option existed
@@ -129,3 +129,11 @@ def test_a_cross_key_config_error_is_one_line_without_the_whole_config():
         load_config(None, "ml-100k", ["train.ensemble=2", 'train.member_overrides=[{}, {"model.user_poling" = "mean"}]'])
     assert describe_config_error(caught.value, TrainConfig) == \
         "train.member_overrides[1]: model.user_poling: Extra inputs are not permitted"
+
+
+def test_softmax_groups_change_the_fingerprint_and_need_the_in_batch_softmax():
+    plain = load_config(None, "tiktok")
+    assert load_config(None, "tiktok", ["loss.softmax_group=0"]).fingerprint() == plain.fingerprint()
+    assert load_config(None, "tiktok", ["loss.softmax_group=512"]).fingerprint() != plain.fingerprint()
+    with pytest.raises(ValidationError, match="softmax_group"):
+        load_config(None, "ml-100k", ["loss.kind=\"full_softmax\"", "loss.softmax_group=512"])

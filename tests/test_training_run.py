@@ -145,6 +145,16 @@ def test_a_second_job_on_a_run_being_trained_is_refused_and_a_killed_holder_leav
     assert _scores(again.metrics) == _scores(reference["metrics"])
 
 
+def test_softmax_groups_train_on_the_full_step_and_are_refused_on_the_sampled_one(setup: dict) -> None:
+    grouped = load_config(setup["config"], str(setup["folder"]), ["loss.softmax_group=64"])
+    assert grouped.loss.kind == "softmax" and grouped.train.batch_size > 64
+    result = train(grouped, setup["root"] / "grouped", resume=False, progress=False)
+    assert result.metrics["valid"]["recall@20"] > 0.03  # it learned, as the one-softmax reference run does
+    sampled = load_config(setup["config"], str(setup["folder"]), ["loss.softmax_group=64", 'loss.step="sampled"'])
+    with pytest.raises(ValueError, match="softmax_group"):
+        train(sampled, setup["root"] / "grouped-sampled", resume=False, progress=False)
+
+
 @pytest.mark.parametrize("override, words", [
     ("model.no_such_knob=1", ["model.no_such_knob", "unknown key", "valid keys"]),
     ("train.lr=-1", ["train.lr", "greater than 0"]),

@@ -74,6 +74,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from recsys.data.schema import Dataset
+from recsys.models.task import AUTO_FULL_MAX_ITEMS
 
 # The sampled softmax's logQ strength, one tower each, valid decides (`train.pilot`): x3 over-corrects the
 # in-batch sampling towards popular items, which won on TikTok (valid NDCG@20 .0445 vs .0271 at x1) and the
@@ -95,6 +96,12 @@ FULL_SOFTMAX_ITEMS = 50_000
 # Dense regime: the user tower's history window covers the 99th percentile of users' train
 # histories (rounded up to a power of two), within these bounds.
 DENSE_WINDOW_MAX = 1024
+# The full step propagates the whole graph once per batch, so an epoch's graph work is
+# (train pairs / batch) x train pairs x dim x layers: it grows with the square of the data. Past this work
+# the batch doubles (fewer, larger steps) until it fits or reaches BATCH_MAX (BENCHMARKS.md "Gowalla").
+BATCH = 2048
+BATCH_MAX = 16_384
+FULL_STEP_WORK_PER_EPOCH = 5e10
 # The next-item regime's sequence step (`sequence_regime`): an epoch cap (the epoch is chosen on valid),
 # the epochs a member typically runs (best epoch + patience) and its training speed in next-item targets
 # per second per tower at dim 64 on one thread (BENCHMARKS.md "Next-item regime").
@@ -174,6 +181,26 @@ def dense_dimension(shape: DataShape, dim: int) -> int:
     return int(max(16, min(dim, events)))
 
 
+def batch_for(shape: DataShape, dim: int, layers: int) -> int:
+    """The full step's batch: 2,048, doubled while one epoch's whole-graph propagations exceed
+    `FULL_STEP_WORK_PER_EPOCH` (at most `BATCH_MAX`).
+
+    Why: a full step's cost is nearly flat in the batch (it propagates and normalises every user and item
+    vector; the batch's own softmax is small beside it), so an epoch costs its number of steps times the
+    graph. On Gowalla (719k train pairs, dim 256, 2 layers) batch 2,048 meant 351 whole-graph steps an
+    epoch and a ~3.5 h run on one core. Every dataset measured before it (ML-1M, Amazon-Sports, CiteULike,
+    TikTok, Amazon-Baby, Last.fm, ML-100K) stays under the limit, so its figures stand.
+    """
+    if shape.n_items > AUTO_FULL_MAX_ITEMS:  # the sampled step: its cost grows with the batch, not the graph
+        return BATCH
+    batch = BATCH
+    work = shape.n_train_pairs / batch * shape.n_train_pairs * dim * max(layers, 1)
+    while work > FULL_STEP_WORK_PER_EPOCH and batch < BATCH_MAX:
+        batch *= 2
+        work /= 2
+    return batch
+
+
 def members_for(shape: DataShape, dim: int, budget_seconds: float = TRAIN_BUDGET_SECONDS) -> int:
     """Seeded towers (1-3) that fit the CPU budget: more members remove seed noise, each costs a training."""
     rate = PAIRS_PER_SECOND_DIM64 * 64 / max(dim, 64)
@@ -204,7 +231,7 @@ def robust_recipe(shape: DataShape) -> dict[str, Any]:
         "loss": {"kind": "softmax",
                  "logq_correction": 3.0, "uniform_negatives": 0,
                  "alignment_weight": 1.0 if shape.has_media else 0.0},
-        "train": {"epochs": 20, "batch_size": 2048, "lr": 1e-2, "lr_schedule": "cosine", "warmup_epochs": 1.0,
+        "train": {"epochs": 20, "batch_size": batch_for(shape, dim, 3 if dense else 2), "lr": 1e-2, "lr_schedule": "cosine", "warmup_epochs": 1.0,
                   "weight_decay": 5e-3 if dense else 1e-3, "patience": 5,
                   "select_metric": "ndcg@10" if next_item else "ndcg@20",
                   "ensemble": members_for(shape, dim),
@@ -216,6 +243,8 @@ def robust_recipe(shape: DataShape) -> dict[str, Any]:
         # Its item part's form too: unit rows, or EASE's column lengths kept ("The closed-form member's item form").
         "ease": {"weights": [0.0, 0.25, 0.5, 1.0], "item_forms": ["unit", "lengths"]},
     }
+    if raw["train"]["batch_size"] > BATCH:  # one propagation, several softmaxes of the usual size
+        raw["loss"]["softmax_group"] = BATCH
     if dense:
         from recsys.config import get_settings
 

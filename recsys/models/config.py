@@ -102,6 +102,11 @@ class LossConfig(_Strict):
         "Sampled softmax: weight of the reverse direction, each batch positive picking its own user among the "
         "batch's users (CLIP's symmetric in-batch loss). It trains the user side to tell users apart, not only to "
         "point at popular items; the item's logQ is constant along that softmax, so it needs no correction. 0: off."))
+    softmax_group: int = Field(0, ge=0, description=(
+        "Sampled softmax on the full step: split the batch into groups of this many rows, each its own in-batch "
+        "softmax (its own candidates and logQ), their losses averaged. One whole-graph propagation then carries "
+        "a large batch while the (rows x candidates) logits stay the size of one group: on a large graph the "
+        "propagation, not the batch, is what a step costs. 0: the whole batch is one softmax."))
     content_weight: float = Field(0.0, ge=0.0, description=(
         "Weight of the retrieval loss scored against content-only item vectors: trains the cold-start path "
         "on every warm item, not only the ID-dropped ones."))
@@ -144,6 +149,8 @@ class LossConfig(_Strict):
                              "use kind=softmax or step=full")
         if self.target_horizon > 1 and (self.step != "sequence" or self.kind != "full_softmax"):
             raise ValueError("loss.target_horizon > 1 needs loss.step=sequence and loss.kind=full_softmax")
+        if self.softmax_group and self.kind != "softmax":
+            raise ValueError("loss.softmax_group splits the in-batch softmax: it needs loss.kind=softmax")
         if self.reverse_weight > 0 and self.kind != "softmax":
             raise ValueError("loss.reverse_weight is the in-batch softmax's reverse direction: it needs loss.kind=softmax")
         if self.step == "sequence" and self.kind == "bpr":

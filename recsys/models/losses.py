@@ -50,6 +50,30 @@ def sampled_softmax_loss(users: torch.Tensor, pos_items: torch.Tensor, batch_use
                                   temperature, logq_weight, reverse_weight)
 
 
+def grouped_sampled_softmax_loss(users: torch.Tensor, pos_items: torch.Tensor, batch_users: torch.Tensor,
+                                 item_vectors: torch.Tensor, log_popularity: torch.Tensor, temperature: torch.Tensor,
+                                 group: int, logq_weight: float = 1.0, n_uniform: int = 0,
+                                 generator: torch.Generator | None = None, reverse_weight: float = 0.0) -> torch.Tensor:
+    """`sampled_softmax_loss` of consecutive groups of `group` rows, each its own in-batch softmax (its own
+    candidates and logQ), averaged over rows as one softmax's loss is.
+
+    Why: on the full step one whole-graph propagation is what a step costs; a large batch spreads it over more
+    pairs, while groups keep the (rows x candidates) logits, and the negatives each row sees, those of a usual
+    batch. `group` <= 0 or >= the batch: one softmax, exactly `sampled_softmax_loss`.
+    """
+    b = len(pos_items)
+    if group <= 0 or group >= b:
+        return sampled_softmax_loss(users, pos_items, batch_users, item_vectors, log_popularity, temperature,
+                                    logq_weight, n_uniform, generator, reverse_weight)
+    total = users.new_zeros(())
+    for start in range(0, b, group):
+        rows = slice(start, start + group)
+        part = sampled_softmax_loss(users[rows], pos_items[rows], batch_users[rows], item_vectors, log_popularity,
+                                    temperature, logq_weight, n_uniform, generator, reverse_weight)
+        total = total + part * len(pos_items[rows])
+    return total / b
+
+
 def candidate_softmax_loss(users: torch.Tensor, pos_items: torch.Tensor, batch_users: torch.Tensor,
                            candidates: torch.Tensor, candidate_vectors: torch.Tensor, log_q: torch.Tensor,
                            temperature: torch.Tensor, logq_weight: float = 1.0, reverse_weight: float = 0.0) -> torch.Tensor:

@@ -46,8 +46,8 @@ from recsys.models.config import LossConfig
 from recsys.models.graph import sample_neighbours
 from recsys.models.item_tower import ItemCatalog
 from recsys.models.losses import (bpr_loss, candidate_log_q, candidate_softmax_loss, cross_media_alignment,
-                                  full_softmax_loss, horizon_softmax_loss, log_popularity, mixed_candidates, pair_bpr_loss, pairs_alignment,
-                                  sampled_softmax_loss, view_contrast_loss)
+                                  full_softmax_loss, grouped_sampled_softmax_loss, horizon_softmax_loss, log_popularity,
+                                  mixed_candidates, pair_bpr_loss, pairs_alignment, view_contrast_loss)
 from recsys.models.next_item import SequenceWindows, next_item_users
 from recsys.models.two_tower import GraphContext, LayerCache, StepSample, TwoTower
 from recsys.models.user_tower import UserHistories
@@ -140,6 +140,10 @@ class TwoTowerTrainTask(nn.Module):
             raise ValueError(f"loss.next_item needs every prefix of a history, which the sampled step "
                              f"({inputs.catalog.n_items:,} items, loss.step={loss.step!r}) does not encode: "
                              "set loss.next_item=false or loss.step=\"full\"")
+        if loss.softmax_group and self.step_kind != "full":
+            raise ValueError(f"loss.softmax_group splits the full step's batch into several softmaxes; this run's "
+                             f"step is {self.step_kind!r} ({inputs.catalog.n_items:,} items, loss.step={loss.step!r}): "
+                             "set loss.softmax_group=0 or loss.step=\"full\"")
         if self.step_kind == "sequence":
             cfg = model.config
             if cfg.propagation_layers > 0 or cfg.user_pooling == "attention" or cfg.history_embedding:
@@ -244,9 +248,9 @@ class TwoTowerTrainTask(nn.Module):
         """The configured retrieval objective of a batch against `item_vectors` (all items, normalised)."""
         cfg, temperature = self.loss_config, self.model.temperature
         if cfg.kind == "softmax":
-            return sampled_softmax_loss(batch_users, items, users, item_vectors, self.inputs.log_popularity,
-                                        temperature, cfg.logq_correction, cfg.uniform_negatives, generator,
-                                        cfg.reverse_weight)
+            return grouped_sampled_softmax_loss(batch_users, items, users, item_vectors, self.inputs.log_popularity,
+                                                temperature, cfg.softmax_group, cfg.logq_correction,
+                                                cfg.uniform_negatives, generator, cfg.reverse_weight)
         if cfg.kind == "full_softmax":
             return full_softmax_loss(batch_users, items, item_vectors, temperature)
         return bpr_loss(batch_users, items, item_vectors, temperature, generator)
