@@ -169,6 +169,25 @@ def test_valid_chooses_the_weight_and_the_towers_resume(setup: dict) -> None:
     assert without.metrics["valid"]["ndcg@20"] == pytest.approx(scores[0.0], abs=1e-9)
 
 
+def test_a_winning_largest_weight_is_doubled_while_valid_improves(setup: dict) -> None:
+    """`ease.extend_weights`: the grid's end is never the answer by construction. On this slice the member helps
+    (the test above), so a grid that stops at .25 must be extended: 0.5 tried, each doubling kept only while valid
+    rises, the run serving the best of all."""
+    cfg = load_config(setup["config"], str(setup["folder"]), ["ease.weights=[0, 0.25]", "ease.extend_weights=4"])
+    result = train(cfg, setup["root"] / "extended", resume=False, progress=False)
+    described = result.metrics["closed_form"]
+    scores = {float(k): v for k, v in described["valid_by_weight"].items()}
+    tried = sorted(scores)
+    assert tried[:3] == [0.0, 0.25, 0.5] and all(b == 2 * a for a, b in zip(tried[1:], tried[2:]))
+    assert len(tried) <= 2 + 4
+    for before, after in zip(tried[1:-1], tried[2:-1]):  # every doubling but the last was an improvement
+        assert scores[after] > scores[before]
+    best = max(scores, key=scores.get)
+    assert float(described["best_candidate"]) == best and described["weight"] == best
+    assert best == tried[-1] if len(tried) == 6 else best == tried[-2]  # the last doubling lost, or the limit
+    assert result.metrics["valid"]["ndcg@20"] == pytest.approx(scores[best], abs=1e-9)
+
+
 def test_valid_chooses_the_half_life_with_the_weight(setup: dict) -> None:
     cfg = load_config(setup["config"], str(setup["folder"]), ["ease.weights=[0, 1]", "ease.half_lives=[0, 4]"])
     result = train(cfg, setup["root"] / "half-life", resume=False, progress=False)

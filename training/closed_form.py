@@ -110,6 +110,15 @@ def paired_gain_se(candidate: np.ndarray, base: np.ndarray) -> float:
     return float(diff.mean() / se) if se > 0 else 0.0
 
 
+def served_mix(tower_users: np.ndarray, tower_items: np.ndarray, member_users: np.ndarray, member_items: np.ndarray,
+               alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """The served (users, items) of the towers plus the member at weight `alpha` (the towers alone at 0)."""
+    if alpha <= 0:
+        return tower_users, tower_items
+    scale = [1.0, float(np.sqrt(alpha))]
+    return concat_members([tower_users, member_users], scale), concat_members([tower_items, member_items], scale)
+
+
 def fit_closed_form_member(config: TrainConfig, data: TrainingData, tower_users: np.ndarray, tower_items: np.ndarray,
                            tower_temperatures: list[float],
                            ctx: DistContext) -> tuple[ClosedFormMember | None, dict[str, Any] | None]:
@@ -151,14 +160,27 @@ def fit_closed_form_member(config: TrainConfig, data: TrainingData, tower_users:
         candidates[half_life] = (module, member_users)
         for form in forms:
             for alpha in sorted(set(settings.weights) - ({0.0} if first in per_user else set())):
-                scale = [1.0, float(np.sqrt(alpha))]
-                users = concat_members([tower_users, member_users], scale) if alpha > 0 else tower_users
-                items_ = concat_members([tower_items, form_items[form]], scale) if alpha > 0 else tower_items
-                per_user[(alpha, half_life, form) if alpha > 0 else first] = valid_per_user(data, users, items_,
-                                                                                            metric, ctx)
+                per_user[(alpha, half_life, form) if alpha > 0 else first] = valid_per_user(
+                    data, *served_mix(tower_users, tower_items, member_users, form_items[form], alpha), metric, ctx)
     scores = {key: float(values.mean()) for key, values in per_user.items()}
-    best, best_half_life, best_form = max(scores, key=lambda key: (scores[key], -key[0], -key[1],
-                                                                   -ITEM_FORMS.index(key[2])))
+
+    def leader() -> tuple[float, float, str]:
+        return max(scores, key=lambda key: (scores[key], -key[0], -key[1], -ITEM_FORMS.index(key[2])))
+
+    best, best_half_life, best_form = leader()
+    # The grid's largest weight won: double it while valid improves (ML-1M chose 2 over the grid's 1), so the
+    # grid's end is never the answer by construction. A set whose best weight lies inside the grid is unaffected.
+    for _ in range(settings.extend_weights):
+        if best == 0 or best < max(settings.weights) or best < max(key[0] for key in scores):
+            break
+        alpha = 2 * best
+        key = (alpha, best_half_life, best_form)
+        per_user[key] = valid_per_user(data, *served_mix(tower_users, tower_items, candidates[best_half_life][1],
+                                                         form_items[best_form], alpha), metric, ctx)
+        scores[key] = float(per_user[key].mean())
+        if leader() != key:
+            break
+        best = alpha
     base = per_user.get(first)
     gain_se = paired_gain_se(per_user[best, best_half_life, best_form], base) if base is not None and best > 0 else 0.0
 

@@ -105,6 +105,9 @@ class EaseMemberConfig(_Strict):
         "Item parts tried on valid with every weight: 'unit' rows (a cosine to the user's history sum), or "
         "'lengths' (the factored columns keep their relative lengths, so the member scores EASE's own low-rank "
         "score up to a per-user scale; `recsys.models.closed_form.item_part`)."))
+    extend_weights: int = Field(0, ge=0, description=(
+        "When the largest of `weights` wins on valid, double it up to this many times while valid improves "
+        "(the built-in recipe: 3); 0 = the grid as given."))
     min_gain_se: float = Field(1.0, ge=0.0, description=(
         "Kept only if its best candidate's valid gain over the towers alone exceeds this many paired standard "
         "errors (per-user differences): the best of many candidates on a small valid split is often ahead by luck."))
@@ -194,7 +197,7 @@ class TrainConfig(_Strict):
                 body["train"].pop(option)
         for section, defaults in _ADDED_LATER.items():  # options added after runs were trained: absent at default
             for key, default in defaults.items():
-                if body[section][key] == default:
+                if section in body and body[section][key] == default:  # (a default ease section is gone already)
                     body[section].pop(key)
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -228,7 +231,8 @@ _ADDED_LATER = {
                                 "attention_item_embedding", "content_scale", "content_gate_init", "item_knn_space")),
         ("loss", LossConfig, ("view_contrast_weight", "view_contrast_temperature", "target_horizon", "horizon_decay",
                               "reverse_weight", "softmax_group")),
-        ("data", DataConfig, ("served_events",)))}
+        ("data", DataConfig, ("served_events",)),
+        ("ease", EaseMemberConfig, ("extend_weights",)))}
 
 
 def default_config_path(dataset: str) -> Path:
