@@ -84,6 +84,16 @@ def test_the_full_step_batch_grows_only_where_an_epoch_would_propagate_a_large_g
     gowalla = DataShape(29_858, 40_981, 719_081, True, False, True)
     assert robust_recipe(gowalla)["train"]["batch_size"] == 8192
     assert robust_recipe(gowalla)["loss"]["softmax_group"] == 2048  # one propagation carries four softmaxes
+    # large data in the other regimes still makes a valid config: a dense set's exact-softmax members take no
+    # groups, and the next-item regime's sequence step (targets, no graph) keeps its batch
+    dense = robust_recipe(DataShape(70_000, 10_000, 8_000_000, True, False, True))
+    assert dense["train"]["batch_size"] == BATCH_MAX and dense["train"]["member_overrides"][1]["loss.softmax_group"] == 0
+    next_item = robust_recipe(DataShape(70_000, 10_000, 8_000_000, False, False, True))
+    assert next_item["train"]["batch_size"] == 2048 and "softmax_group" not in next_item["loss"]
+    for raw in (dense, next_item):
+        config = TrainConfig.model_validate({**raw, "data": {**raw["data"], "dataset": "large"}})
+        for k in range(2):
+            config.member(k)
     assert batch_for(DataShape(31_668, 38_048, 1_237_259, True, False, True), 256, 2) == BATCH_MAX  # Yelp2018
     assert batch_for(DataShape(52_643, 91_599, 2_380_730, True, False, True), 256, 2) == 2048  # sampled step
 
