@@ -171,7 +171,7 @@ def fit_closed_form_member(config: TrainConfig, data: TrainingData, tower_users:
     # The grid's largest weight won: double it while valid improves (ML-1M chose 2 over the grid's 1), so the
     # grid's end is never the answer by construction. A set whose best weight lies inside the grid is unaffected.
     for _ in range(settings.extend_weights):
-        if best == 0 or best < max(settings.weights) or best < max(key[0] for key in scores):
+        if best == 0 or best < max(key[0] for key in scores):  # (scores holds every weight tried, the grid's too)
             break
         alpha = 2 * best
         key = (alpha, best_half_life, best_form)
