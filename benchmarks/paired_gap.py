@@ -30,7 +30,7 @@ import polars as pl  # noqa: E402
 
 from recsys.artifact import load_run  # noqa: E402
 from recsys.data import load_dataset  # noqa: E402
-from training.evaluation import fit_baseline, per_user_metrics  # noqa: E402
+from training.evaluation import fit_baseline, per_user_metrics, run_refit  # noqa: E402
 from training.evaluation_protocol import prepare_split  # noqa: E402
 from training.evaluation_ranking import per_user_frame  # noqa: E402
 
@@ -77,9 +77,10 @@ def main() -> None:
                results["peer"])
     if args.baseline:
         ds = load_dataset(run.config["data"]["dataset"])
-        # the run's split, and the harness's rule for what test is ranked from (history baselines read train + valid)
+        # the run's split, and the harness's rule for what test is ranked from (history baselines read train + valid);
+        # a refit run's baselines learn from train + valid too (the same data as the run)
         ev = prepare_split(ds, args.split, run.meta.get("split_strategy"),
-                           run.config["data"].get("tie_break", "file-order"))
+                           run.config["data"].get("tie_break", "file-order"), refit=run_refit(run.config))
         for name in args.baseline:
             results[name] = paired(run_users, per_user_frame(fit_baseline(name, ev).score, ev))
             report(f"{args.run} vs {name}, {args.split}, {run_users.height} users", results[name])

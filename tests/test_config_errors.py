@@ -82,7 +82,8 @@ def test_the_attention_options_at_their_defaults_keep_the_fingerprint():
     assert same.fingerprint() == plain.fingerprint()
     body = plain.model_dump()
     body.pop("origin")
-    for key in ("threads", "eval_every", "patience", "epochs", "pilot_epochs"):  # budgets, not numbers
+    for key in ("threads", "eval_every", "patience", "epochs", "pilot_epochs", "refit"):  # budgets, not numbers; the refit
+        # trains beside the selection fit's checkpoints
         body["train"].pop(key)
     for key in ("attention_heads", "attention_inner", "attention_weight_dropout", "attention_activation",
                 "attention_item_embedding", "content_scale", "content_gate_init", "item_knn_space"):

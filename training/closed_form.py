@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -119,6 +119,30 @@ def served_mix(tower_users: np.ndarray, tower_items: np.ndarray, member_users: n
     return concat_members([tower_users, member_users], scale), concat_members([tower_items, member_items], scale)
 
 
+def _factored(ease: EASE, x: Any, config: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """EASE's weights factored at the member's rank: (history table, item table, items with a train event)."""
+    history, items = factor_weights(ease.weights, config.ease.rank or config.model.dim, seed=config.train.seed)
+    return history, items, np.asarray(x.sum(axis=0)).ravel() > 0
+
+
+def refit_closed_form_member(config: TrainConfig, chosen: ClosedFormMember, data: TrainingData,
+                             tower_temperatures: list[float]) -> ClosedFormMember:
+    """The member valid chose, fitted again on a refit's data (train + valid, `train.refit`): the same lambda,
+    rank, half-life, item form and weight; only the interactions grow, and its scale follows the refit towers'
+    temperatures. Nothing is chosen here (a refit has no valid split)."""
+    began = time.perf_counter()
+    x = interaction_matrix(data.train, data.n_users, data.n_items)
+    history, items, scorable = _factored(EASE(lam=chosen.lam).fit_matrix(x, None, data.train), x, config)
+    module = HistoryTableTower(history, chosen.half_life).eval()
+    inverse_sum = float(np.sum(1.0 / np.asarray(tower_temperatures, dtype=np.float64)))
+    member = replace(chosen, module=module, users=encode_histories(module, data.train_histories()),
+                     items=item_part(items, scorable, keep_norms=chosen.item_form == "lengths"),
+                     temperature=1.0 / (chosen.weight * inverse_sum), seconds=time.perf_counter() - began)
+    log.info("closed-form member refit: EASE lambda %g on %d events, weight %g (%.0f s)", chosen.lam, x.nnz,
+             chosen.weight, member.seconds)
+    return member
+
+
 def fit_closed_form_member(config: TrainConfig, data: TrainingData, tower_users: np.ndarray, tower_items: np.ndarray,
                            tower_temperatures: list[float],
                            ctx: DistContext) -> tuple[ClosedFormMember | None, dict[str, Any] | None]:
@@ -144,8 +168,7 @@ def fit_closed_form_member(config: TrainConfig, data: TrainingData, tower_users:
     metric = config.train.select_metric
     x = interaction_matrix(data.train, data.n_users, data.n_items)
     ease = EASE(lambdas=tuple(settings.lambdas)).fit_matrix(x, data.valid, data.train, metric=metric)
-    history, items = factor_weights(ease.weights, settings.rank or config.model.dim, seed=config.train.seed)
-    scorable = np.asarray(x.sum(axis=0)).ravel() > 0
+    history, items, scorable = _factored(ease, x, config)
     forms = sorted(set(settings.item_forms), key=ITEM_FORMS.index)
     form_items = {form: item_part(items, scorable, keep_norms=form == "lengths") for form in forms}
     histories = data.train_histories()

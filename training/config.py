@@ -81,6 +81,13 @@ class OptimConfig(_Strict):
         "seven data sets where both logQ candidates were trained out, the leader at epoch 3 was the final "
         "winner on all seven."))
     patience: int = Field(5, ge=1, description="Epochs without a better valid metric before stopping.")
+    refit: bool = Field(False, description=(
+        "Once valid has chosen (the pilot's settings, each tower's best epoch, the closed-form member's weight), "
+        "train every member again from its seed on train + valid for the epochs its tower chose (the closed-form "
+        "member at its chosen lambda, weight and half-life), and serve and test that model: the served model has "
+        "learned the most recent labelled events too. The run's valid figures are the selection fit's (the refit "
+        "has trained on valid; evaluating it on valid is refused) and its test figure the refit's; metrics.json "
+        "keeps the selection fit's test figure beside it. Off: the published protocols train on train alone."))
     select_metric: SelectMetric = "ndcg@20"
     eval_every: int = Field(1, ge=1)
     threads: int = Field(0, ge=0, description="torch intra-op threads (0 = leave torch's default).")
@@ -154,7 +161,7 @@ class TrainConfig(_Strict):
                     section, _, name = key.partition(".")
                     if section not in ("model", "loss", "train") or not name or "." in name or key in _RUN_KEYS:
                         raise ValueError(f"train.{option}: {key!r} is not a model.*, loss.* or train.* key (data is "
-                                         "shared by every member; ensemble, member_overrides and pilot are the run's)")
+                                         "shared by every member; ensemble, member_overrides, pilot and refit are the run's)")
         if len(self.train.pilot) == 1:
             raise ValueError("train.pilot: one candidate decides nothing; name two or more, or set its keys directly")
         for i, entry in enumerate(self.train.pilot):  # a bad candidate fails now, not after the first pilot trained
@@ -185,10 +192,11 @@ class TrainConfig(_Strict):
 
     def fingerprint(self) -> str:
         """Hash of everything except knobs that do not change the numbers (eval cadence, threads) or only bound how
-        far training goes (patience, epochs, the pilot's decision epoch): a run resumes under a larger budget."""
+        far training goes (patience, epochs, the pilot's decision epoch), nor the refit, which trains beside the
+        selection fit's checkpoints (RUN/refit/): a run resumes under a larger budget, or to refit."""
         body = self.model_dump()
         body.pop("origin")
-        for key in ("threads", "eval_every", "patience", "epochs", "pilot_epochs"):
+        for key in ("threads", "eval_every", "patience", "epochs", "pilot_epochs", "refit"):
             body["train"].pop(key)
         if body["ease"] == EaseMemberConfig().model_dump():  # no closed-form member: hashes as before it existed
             body.pop("ease")
@@ -202,7 +210,7 @@ class TrainConfig(_Strict):
         return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
-_RUN_KEYS = ("train.ensemble", "train.member_overrides", "train.pilot", "train.pilot_epochs")  # the run's, not a member's
+_RUN_KEYS = ("train.ensemble", "train.member_overrides", "train.pilot", "train.pilot_epochs", "train.refit")  # the run's, not a member's
 
 
 def _with_entry(raw: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Tensors a training run needs, built once from a `Dataset` and its split (train data only).
 
-Everything learned (ID rows, graphs, popularity, histories, alignment pairs) comes from `train`;
+Everything learned (ID rows, graphs, popularity, histories, alignment pairs) comes from `train` (train + valid for a
+refit, `train.refit`);
 `valid` and `test` are only evaluated. Items never seen in train are "cold": content-only vectors.
 
 What a user *is* to the user tower (its history, and the user side of the interaction graph) is
@@ -32,7 +33,7 @@ from feature_store.served_events import ServedEventsFold
 from feature_store.store import FeatureStore, FeatureWindow, as_index_lists
 from recsys.config import get_settings
 from recsys.data import Dataset, load_dataset
-from recsys.data.splits import apply_split
+from recsys.data.splits import apply_split, fold_valid_into_train
 from recsys.models.graph import FrozenSparse, InteractionGraph, item_knn_graph
 from recsys.models.item_tower import ItemCatalog
 from recsys.models.user_encoder import distinct_latest
@@ -136,8 +137,11 @@ def _distinct_train_pairs(train: pl.DataFrame) -> pl.DataFrame:
             .select("user_index", "item_index"))
 
 
-def build_training_data(config: DataConfig, dataset: Dataset | None = None) -> TrainingData:
-    """Load (or take) the dataset, apply the configured split and build every training tensor."""
+def build_training_data(config: DataConfig, dataset: Dataset | None = None, valid_in_train: bool = False) -> TrainingData:
+    """Load (or take) the dataset, apply the configured split and build every training tensor.
+
+    `valid_in_train`: a refit's data (`train.refit`): valid relabelled train (`fold_valid_into_train`), so
+    every tensor above learns from it and nothing is left in valid."""
     ds = dataset if dataset is not None else load_dataset(config.dataset)
     if config.split == "predefined" and "split" not in ds.interactions.columns:
         raise ValueError(f"dataset {ds.name} has no predefined split; set data.split to leave-last-out or temporal")
@@ -151,6 +155,8 @@ def build_training_data(config: DataConfig, dataset: Dataset | None = None) -> T
                               source_version)
                   if config.served_events else (ds, None))
     ds = apply_split(ds, config.split, config.tie_break)
+    if valid_in_train:
+        ds = fold_valid_into_train(ds)
     train, valid, test = ds.split("train"), ds.split("valid"), ds.split("test")
     pairs = _distinct_train_pairs(train)
     users = pairs["user_index"].to_numpy().astype(np.int64)

@@ -47,7 +47,7 @@ def _open(run_dir: Path | str, split: str, dataset: Dataset | None) -> tuple[Run
         ds = fold_recorded_events(fold_recorded(ds, run.meta.get("catalogue_log")), run.meta.get("served_events"))
     strategy = run.meta.get("split_strategy") or run.config.get("split_strategy")
     strategy = str(strategy).replace("_", "-") if strategy else None  # "leave_last_out" is the same strategy
-    ev = prepare_split(ds, split, strategy, run_tie_break(run.config))
+    ev = prepare_split(ds, split, strategy, run_tie_break(run.config), refit=run_refit(run.config))
     if run.meta.get("data_version") not in (None, own_version, ds.version, ev.dataset.version):
         log.warning("run %s was trained on data version %s, evaluating on %s", run.model_version,
                     run.meta.get("data_version"), ds.version)
@@ -57,6 +57,11 @@ def _open(run_dir: Path | str, split: str, dataset: Dataset | None) -> tuple[Run
 def run_tie_break(config: dict[str, Any]) -> str:
     """The leave-last-out tie rule a run was trained with; runs older than the setting used item-index."""
     return str((config.get("data") or {}).get("tie_break", "item-index"))
+
+
+def run_refit(config: dict[str, Any]) -> bool:
+    """Whether a run serves members trained again on train + valid (`train.refit`; runs older than it did not)."""
+    return bool((config.get("train") or {}).get("refit", False))
 
 
 def evaluate_run(run_dir: Path | str, split: str = "test", task: str = "ranking",

@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 
 from recsys.data.schema import Dataset
-from recsys.data.splits import TIE_BREAKS, TieBreak, apply_split, known_before
+from recsys.data.splits import TIE_BREAKS, TieBreak, apply_split, fold_valid_into_train, known_before
 
 EVAL_SPLITS = ("valid", "test")
 SPLIT_STRATEGIES = ("leave-last-out", "temporal", "predefined")
@@ -95,9 +95,10 @@ class EvalSplit:
 
 
 def prepare_split(dataset: Dataset, split: str = "test", strategy: str | None = None,
-                  tie_break: TieBreak = "file-order") -> EvalSplit:
+                  tie_break: TieBreak = "file-order", refit: bool = False) -> EvalSplit:
     """Apply `strategy` (None: the dataset's default; `tie_break`: leave-last-out's tie rule) and check
-    that `split` has something to rank."""
+    that `split` has something to rank. `refit`: the run was trained again on train + valid (`train.refit`):
+    its train is train + valid (ranked from and masked), and valid is refused (it trained on it)."""
     if tie_break not in TIE_BREAKS:
         raise EvaluationError(f"unknown tie rule {tie_break!r} (expected one of: {', '.join(TIE_BREAKS)})")
     if split not in EVAL_SPLITS:
@@ -106,7 +107,13 @@ def prepare_split(dataset: Dataset, split: str = "test", strategy: str | None = 
         raise EvaluationError(f"unknown split strategy {strategy!r} (expected one of: {', '.join(SPLIT_STRATEGIES)})")
     if strategy == "predefined" and "split" not in dataset.interactions.columns:
         raise EvaluationError(f"dataset {dataset.name} has no predefined split; use leave-last-out or temporal")
+    if refit and split == "valid":
+        raise EvaluationError("this run was refit on train + valid (train.refit): valid is part of its training data, "
+                              "so ranking it measures nothing; the selection fit's valid figures are in the run's "
+                              "metrics.json (\"valid\"), and test is the refit's held-out split")
     split_ds = apply_split(dataset, strategy, tie_break)  # type: ignore[arg-type]
+    if refit:
+        split_ds = fold_valid_into_train(split_ds)
     resolved = strategy or ("predefined" if "split" in dataset.interactions.columns else "leave-last-out")
     ev = EvalSplit(split_ds, split, resolved)
     if ev.held_out.height == 0:

@@ -30,7 +30,7 @@ from recsys.models.next_item import SequenceWindows
 from recsys.models.task import resolve_step
 from recsys.models.popularity_prior import prior_counts, standardised_log_counts
 from training.checkpoint import CHECKPOINT_DIR, LAST
-from training.closed_form import fit_closed_form_member
+from training.closed_form import fit_closed_form_member, refit_closed_form_member
 from training.config import TrainConfig, load_config
 from training.data import TrainingData, build_training_data
 from training.distributed import DistContext, broadcast, gather, init_distributed, shutdown, weights_digest, wrap_model
@@ -97,6 +97,42 @@ def train_member(config: TrainConfig, data: TrainingData, run_dir: Path, resume:
 
 
 PILOT_DIR = "pilot"  # run_dir/pilot/<i>/: the tower of pilot candidate i
+REFIT_DIR = "refit"  # run_dir/refit/<k>/: member k trained again on train + valid (`train.refit`)
+
+
+@dataclass
+class Refit:
+    """What `train.refit` serves: the members trained again on train + valid, on that data."""
+
+    data: TrainingData
+    members: list[Member]
+    closed: RunMember | None
+    report: dict[str, Any]
+
+
+def refit_run(config: TrainConfig, members: list[Member], closed: Any, run_dir: Path, resume: bool,
+              progress: bool, ctx: DistContext) -> Refit:
+    """Each member trained again from its own config and seed on train + valid, for the epochs its tower chose
+    on valid (no early stopping: there is no valid left), and the closed-form member refitted at its chosen
+    settings. Checkpoints in `run_dir/refit/<k>/`, so a killed refit resumes where it stopped.
+
+    Why the same epochs: at a fixed learning rate an epoch is a pass over the data, so the epoch count valid chose
+    carries over to ~5-10 % more data (valid is a user's last event, or a few percent of the interactions)."""
+    data = build_training_data(config.data, valid_in_train=True)
+    epochs = [max(m.state.best_epoch, 1) for m in members]
+    log.info("refit on train + valid (%d train pairs): epochs %s", len(data.train_users), ",".join(map(str, epochs)))
+    refit: list[Member] = []
+    job_bar = JobBar(total=sum(epochs), desc=f"refit {config.data.dataset}", unit="epoch",
+                     disable=not (progress and ctx.is_main), dynamic_ncols=True)
+    with logging_redirect_tqdm(), job_bar:
+        for k, (member, n_epochs) in enumerate(zip(members, epochs)):
+            raw = member.config.model_dump()
+            raw["train"].update(epochs=n_epochs, refit=False)
+            refit.append(train_member(TrainConfig.model_validate(raw), data, run_dir / REFIT_DIR / str(k), resume,
+                                      progress, ctx, job_bar))
+    closed_refit = refit_closed_form_member(config, closed, data, [m.temperature for m in refit]) \
+        if closed is not None else None
+    return Refit(data, refit, closed_refit, {"epochs": epochs, "train_pairs": len(data.train_users)})
 
 
 @dataclass
@@ -230,6 +266,9 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, progress: bool, dat
         torch.set_num_threads(config.train.threads)
     data = data or build_training_data(config.data)
     check_resumable_data(run_dir, data, resume, ctx)
+    if config.train.refit and not data.valid.height:
+        raise ValueError(f"train.refit: dataset {config.data.dataset} has no valid interactions under split "
+                         f"{config.data.split}: nothing would choose the epochs and settings a refit trains with")
     n = config.train.ensemble
     members = []
     pilot: PilotChoice | None = None
@@ -265,6 +304,19 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, progress: bool, dat
         log.warning("served user vectors differ from the training forward pass by up to %.2g", gap)
     valid = evaluate_vectors(data, users, items, "valid", ctx, encoder)
     test = evaluate_vectors(data, users, items, "test", ctx, encoder)
+    refit: Refit | None = None
+    if config.train.refit:  # valid has chosen: serve (and test) the members trained again on train + valid
+        refit = refit_run(config, members, closed, run_dir, resume, progress, ctx)
+        refit.report["selection_fit_test"] = test
+        data, parts = refit.data, [*refit.members, *([refit.closed] if refit.closed is not None else [])]
+        trained_users, items = combined_vectors(parts)
+        encoder = user_encoder_payload(parts)
+        users = served_user_vectors(encoder, data)
+        refit_gap = float(np.abs(users - trained_users).max()) if users.size else 0.0
+        if refit_gap > 1e-4:
+            log.warning("refit: served user vectors differ from the training forward pass by up to %.2g", refit_gap)
+        gap = max(gap, refit_gap)
+        test = evaluate_vectors(data, users, items, "test", ctx, encoder)
     first = members[0]
     history = first.state.history if n == 1 else [h for m in members for h in m.state.history]
     metrics = {"best_epoch": first.state.best_epoch, "select_metric": config.train.select_metric, "valid": valid,
@@ -285,6 +337,8 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, progress: bool, dat
         metrics["pilot"] = pilot.report
     if closed_report is not None:  # considered: kept (weight > 0), or why not
         metrics["closed_form"] = closed_report
+    if refit is not None:  # valid is the selection fit's, test the refit's; the selection fit's test beside it
+        metrics["refit"] = refit.report
     if ctx.is_main:
         export_run(run_dir, config, data, parts, metrics, encoder=encoder, users=users)
     seconds = time.perf_counter() - began

@@ -270,7 +270,11 @@ class Trainer:
             epoch = self.state.epoch + 1
             stats = self.train_epoch(epoch)
             record: dict[str, Any] = {"epoch": epoch, **stats}
-            if epoch % opt.eval_every == 0 or epoch == opt.epochs:
+            if not self.data.valid.height:  # a refit (`train.refit`): nothing to choose on, the last epoch is it
+                with self.evaluated_weights():
+                    self.state.best_epoch = epoch
+                    self.state.best_model = {k: v.detach().clone() for k, v in self.task.state_dict().items()}
+            elif epoch % opt.eval_every == 0 or epoch == opt.epochs:
                 with self.evaluated_weights():
                     valid = self.evaluate("valid")
                     record["valid"] = {k: valid[k] for k in ("recall@20", "ndcg@20", "recall@10", "ndcg@10", metric)}

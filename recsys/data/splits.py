@@ -5,6 +5,8 @@
   timestamps are ordered by the source file (RecBole's rule) unless `tie_break="item-index"`.
 - global temporal cut: everything after a time quantile is test (no user sees the future).
 - predefined: keep the source's own split column (TikTok's published split).
+- a refit's view (`fold_valid_into_train`): any of the above with valid relabelled train, once valid has chosen
+  the epochs and settings (`train.refit`).
 - cold items (`cold_item_split`): a random share of items is held out of train entirely (item
   cold start); warm items keep their split or get leave-last-out.
 """
@@ -82,14 +84,30 @@ def apply_split(dataset: Dataset, strategy: SplitStrategy | None = None, tie_bre
     return replace(dataset, interactions=out)
 
 
+def fold_valid_into_train(split_dataset: Dataset) -> Dataset:
+    """`split_dataset` with every valid event relabelled train (rows keep their order): a refit's training data.
+
+    Why: valid is labelled data, and on a time-ordered split the most recent a model can learn from; once it has
+    chosen the epochs and settings, the served model may as well learn from it (`train.refit`). Test is
+    untouched, and the run then ranks test from (and masks) train + valid, which is now its train. Nothing is
+    left to choose on: a refit run has no valid split (evaluating one is refused)."""
+    from dataclasses import replace
+    inter = split_dataset.interactions
+    assert "split" in inter.columns, f"{split_dataset.name} has no split column; call apply_split first"
+    relabelled = inter.with_columns(
+        pl.when(pl.col("split") == "valid").then(pl.lit("train")).otherwise(pl.col("split")).alias("split"))
+    return replace(split_dataset, interactions=relabelled)
+
+
 def known_before(split_dataset: Dataset, held_out: str, strategy: str) -> pl.DataFrame:
     """The interactions a feed has read when the `held_out` events happen: its input, and what it excludes.
 
     On a time-ordered split (leave-last-out, temporal) every test event comes after the user's valid
     events, so at test time the feed has read train + valid: that is the point-in-time history, and
     RecBole's test protocol (input and mask) on the leave-one-out split. Ranking `valid`, or either
-    held-out set of a `predefined` split (DiffMM's are random draws, not later events), reads train
-    only. `split_dataset` is the dataset with `strategy` applied (`apply_split`); rows keep its order.
+    held-out set of a `predefined` split, reads train only (DiffMM's TikTok split holds one event per
+    held-out user, its valid and test users disjoint: a test user has no valid event to read; its held-out
+    events are nonetheless popular in another way than train's, `benchmarks/split_shift.py`). `split_dataset` is the dataset with `strategy` applied (`apply_split`); rows keep its order.
     """
     if held_out not in HELD_OUT_SPLITS:
         raise ValueError(f"unknown held-out split {held_out!r} (expected one of: {', '.join(HELD_OUT_SPLITS)})")
