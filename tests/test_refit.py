@@ -21,7 +21,8 @@ from training.data import build_training_data
 from training.run import REFIT_DIR, train
 from training_slices import write_test_config, write_tiktok_slice
 
-SETTINGS = ["train.ensemble=2", "ease.weights=[1.0]"]  # two towers and the closed-form member, all refitted
+# two towers and the closed-form member, all refitted; a cosine lr, so the refit must replay the selection fit's schedule
+SETTINGS = ["train.ensemble=2", "ease.weights=[1.0]", 'train.lr_schedule="cosine"', "train.epochs=30", "train.patience=3"]
 
 
 @pytest.fixture(scope="module")
@@ -53,6 +54,7 @@ def test_each_member_trains_again_on_train_and_valid_for_the_epochs_valid_chose(
     chosen = [m["best_epoch"] for m in plain.metrics["members"]]
     report = refit.metrics["refit"]
     assert report["epochs"] == chosen and all(e >= 1 for e in chosen)
+    assert min(chosen) < runs["config"].train.epochs, "every member chose its last epoch: the schedule check below is moot"
     folded = build_training_data(runs["config"].data, valid_in_train=True)
     assert report["train_pairs"] == len(folded.train_users) > plain.metrics["data"]["n_train_pairs"]
     for k, epochs in enumerate(chosen):  # exactly that many epochs, none evaluated on valid (there is none)
@@ -60,6 +62,8 @@ def test_each_member_trains_again_on_train_and_valid_for_the_epochs_valid_chose(
         assert loaded is not None
         state = loaded[2]
         assert state.epoch == epochs == state.best_epoch and all("valid" not in h for h in state.history)
+        selection = plain.metrics["members"][k]["history"][:epochs]  # the same lr, epoch by epoch, as the selection fit
+        assert [h["lr"] for h in state.history] == [h["lr"] for h in selection]
     # valid is the selection fit's (the same towers and member as the plain run), test the refit's
     assert refit.metrics["valid"] == plain.metrics["valid"]
     assert report["selection_fit_test"] == plain.metrics["test"]
@@ -77,7 +81,9 @@ def test_the_served_model_is_the_refit_and_the_harness_agrees(setup: dict, runs:
     assert np.abs(run.user_encoder.encode(histories) - run.user_vectors).max() < 1e-5
     test = CliRunner().invoke(app, ["evaluate", "--run", str(run_dir), "--split", "test", "--json"])
     assert test.exit_code == 0, test.output
-    assert json.loads(test.stdout)["ndcg@20"] == pytest.approx(runs["refit"].metrics["test"]["ndcg@20"], abs=1e-9)
+    report = json.loads(test.stdout)
+    assert report["ndcg@20"] == pytest.approx(runs["refit"].metrics["test"]["ndcg@20"], abs=1e-9)
+    assert report["ranked_from"] == "train+valid"  # the run's input and mask: its train, which holds valid now
     valid = CliRunner().invoke(app, ["evaluate", "--run", str(run_dir), "--split", "valid", "--json"])
     assert valid.exit_code != 0 and "refit" in valid.output and "Traceback" not in valid.output
 

@@ -40,6 +40,7 @@ class EvalSplit:
     dataset: Dataset
     split: str
     strategy: str
+    refit: bool = False  # the run trained on train + valid (`train.refit`): its train split holds valid's events
 
     @cached_property
     def train(self) -> pl.DataFrame:
@@ -57,7 +58,7 @@ class EvalSplit:
     @property
     def ranked_from(self) -> str:
         """The splits users are ranked from and masked with, as reports state it ("train", "train+valid")."""
-        return "train+valid" if self.reads_past_train else "train"
+        return "train+valid" if self.reads_past_train or self.refit else "train"
 
     @property
     def reads_past_train(self) -> bool:
@@ -115,7 +116,7 @@ def prepare_split(dataset: Dataset, split: str = "test", strategy: str | None = 
     if refit:
         split_ds = fold_valid_into_train(split_ds)
     resolved = strategy or ("predefined" if "split" in dataset.interactions.columns else "leave-last-out")
-    ev = EvalSplit(split_ds, split, resolved)
+    ev = EvalSplit(split_ds, split, resolved, refit)
     if ev.held_out.height == 0:
         raise EvaluationError(f"dataset {dataset.name}: split {split!r} ({resolved}) has no interactions")
     return ev

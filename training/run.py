@@ -81,13 +81,14 @@ def member_dir(run_dir: Path, k: int, n_members: int) -> Path:
 
 
 def train_member(config: TrainConfig, data: TrainingData, run_dir: Path, resume: bool, progress: bool,
-                 ctx: DistContext, job_bar: Any = None, stop_after: int | None = None) -> Member:
+                 ctx: DistContext, job_bar: Any = None, stop_after: int | None = None,
+                 end_at: int | None = None) -> Member:
     """One seeded tower: (DMP-wrapped) epochs with early stopping, ending on its best-on-valid weights
-    (or paused after epoch `stop_after`, see `Trainer.fit`)."""
+    (or paused after epoch `stop_after`, or ended after epoch `end_at`: see `Trainer.fit`)."""
     task = build_task(config, data)
     wrapped = wrap_model(task, ctx)
     trainer = Trainer(config, data, task, wrapped, ctx, run_dir, progress, job_bar)
-    state = trainer.fit(resume=resume, stop_after=stop_after)
+    state = trainer.fit(resume=resume, stop_after=stop_after, end_at=end_at)
     output = trainer.tower_output()
     # Every rank must end with the same weights (DDP all-reduce, same seeds); record the proof.
     digests = gather(weights_digest(task), ctx)
@@ -112,24 +113,25 @@ class Refit:
 
 def refit_run(config: TrainConfig, members: list[Member], closed: Any, run_dir: Path, resume: bool,
               progress: bool, ctx: DistContext) -> Refit:
-    """Each member trained again from its own config and seed on train + valid, for the epochs its tower chose
-    on valid (no early stopping: there is no valid left), and the closed-form member refitted at its chosen
-    settings. Checkpoints in `run_dir/refit/<k>/`, so a killed refit resumes where it stopped.
+    """Each member trained again from its own config and seed on train + valid, replaying its selection fit up to
+    the epoch valid chose (the same lr schedule, over the same `train.epochs`; no early stopping: there is no valid
+    left), and the closed-form member refitted at its chosen settings. Checkpoints in `run_dir/refit/<k>/`, so a
+    killed refit resumes where it stopped.
 
-    Why the same epochs: at a fixed learning rate an epoch is a pass over the data, so the epoch count valid chose
-    carries over to ~5-10 % more data (valid is a user's last event, or a few percent of the interactions)."""
+    Why the same epochs: an epoch is a pass over the data, so the epoch count valid chose carries over to the
+    ~5-10 % more data valid adds (a user's last event, or a few percent of the interactions)."""
     data = build_training_data(config.data, valid_in_train=True)
     epochs = [max(m.state.best_epoch, 1) for m in members]
     log.info("refit on train + valid (%d train pairs): epochs %s", len(data.train_users), ",".join(map(str, epochs)))
     refit: list[Member] = []
-    job_bar = JobBar(total=sum(epochs), desc=f"refit {config.data.dataset}", unit="epoch",
-                     disable=not (progress and ctx.is_main), dynamic_ncols=True)
-    with logging_redirect_tqdm(), job_bar:
+    job_bar = JobBar(total=sum(m.config.train.epochs for m in members), desc=f"refit {config.data.dataset}",
+                     unit="epoch", disable=not (progress and ctx.is_main), dynamic_ncols=True)
+    with logging_redirect_tqdm(), job_bar:  # (each member takes the epochs past its end off the bar's total)
         for k, (member, n_epochs) in enumerate(zip(members, epochs)):
             raw = member.config.model_dump()
-            raw["train"].update(epochs=n_epochs, refit=False)
+            raw["train"]["refit"] = False
             refit.append(train_member(TrainConfig.model_validate(raw), data, run_dir / REFIT_DIR / str(k), resume,
-                                      progress, ctx, job_bar))
+                                      progress, ctx, job_bar, end_at=n_epochs))
     closed_refit = refit_closed_form_member(config, closed, data, [m.temperature for m in refit]) \
         if closed is not None else None
     return Refit(data, refit, closed_refit, {"epochs": epochs, "train_pairs": len(data.train_users)})

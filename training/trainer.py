@@ -164,6 +164,7 @@ class Trainer:
         opt = config.train
         self.optimizer = build_optimizer(model, opt.lr, opt.weight_decay)
         self.state = TrainState()
+        self.end_at: int | None = None  # `fit(end_at=...)`: the last epoch, short of `epochs`
         self.average = WeightAverage([p for p in model.parameters() if p.requires_grad], opt.ema_decay) \
             if opt.ema_decay > 0 else None
 
@@ -252,16 +253,21 @@ class Trainer:
                 "epoch_seconds": seconds, "examples_per_second": seen / max(seconds, 1e-9)}
 
     def finished(self) -> bool:
-        """Whether training is over: `epochs` reached, or `patience` epochs without a better valid metric."""
+        """Whether training is over: `epochs` (or `fit`'s `end_at`) reached, or `patience` epochs without a better
+        valid metric."""
         opt = self.config.train
-        return self.state.epoch >= opt.epochs or self.state.epochs_since_best >= opt.patience
+        last = min(opt.epochs, self.end_at) if self.end_at else opt.epochs
+        return self.state.epoch >= last or self.state.epochs_since_best >= opt.patience
 
-    def fit(self, resume: bool = True, stop_after: int | None = None) -> TrainState:
+    def fit(self, resume: bool = True, stop_after: int | None = None, end_at: int | None = None) -> TrainState:
         """Train until `epochs` or `patience` epochs without a better valid metric; checkpoint each epoch.
 
         `stop_after`: pause after that epoch (a checkpoint a later `fit(resume=True)` continues exactly, as
         if never paused) and keep the last epoch's weights; the pilot compares candidates there.
+        `end_at`: end after that epoch as if it were the last, the lr schedule still the one over `epochs` (a refit
+        replays the selection fit's epochs up to the one valid chose, `training.run.refit_run`).
         """
+        self.end_at = end_at
         opt = self.config.train
         if resume and self.resume() and self.job_bar is not None:
             self.job_bar.resumed(self.run_dir, self.state.epoch)
