@@ -18,6 +18,7 @@ from recsys.data.splits import apply_split, fold_valid_into_train
 from training.checkpoint import load_checkpoint
 from training.config import load_config
 from training.data import build_training_data
+from training.model_card import write_model_card
 from training.run import REFIT_DIR, train
 from training_slices import write_test_config, write_tiktok_slice
 
@@ -86,6 +87,8 @@ def test_the_served_model_is_the_refit_and_the_harness_agrees(setup: dict, runs:
     assert report["ranked_from"] == "train+valid"  # the run's input and mask: its train, which holds valid now
     valid = CliRunner().invoke(app, ["evaluate", "--run", str(run_dir), "--split", "valid", "--json"])
     assert valid.exit_code != 0 and "refit" in valid.output and "Traceback" not in valid.output
+    card = write_model_card(run_dir).read_text()  # what an on-call engineer reads says what was served
+    assert "served as a refit" in card and "served as a refit" not in write_model_card(runs["plain"].run_dir).read_text()
 
 
 def test_a_trained_run_refits_by_resuming_its_selection_fit(setup: dict, runs: dict) -> None:

@@ -83,11 +83,15 @@ def write_model_card(run_dir: Path) -> Path:
                f"rank {c['rank']}{', item lengths kept' if c.get('item_form') == 'lengths' else ''})"
                if (c := meta.get("closed_form")) else ""),
            f"- trained with lr {train.get('lr')}, weight decay {train.get('weight_decay')}, "
-           f"epochs chosen on valid `{train.get('select_metric')}`"] if model else [])]
+           f"epochs chosen on valid `{train.get('select_metric')}`",
+           *(["- served as a refit: every member trained again on train + valid for the epochs valid chose "
+              "(metrics.json `refit`); valid figures are the selection fit's"]
+             if train.get("refit") else [])] if model else [])]
+    masked = "train + valid" if train.get("refit") else "train"
     for split in ("test", "valid"):
         table = _ranking_table(reports, split)
         if table:
-            out += ["", f"## Ranking on `{split}` (full catalogue, the user's train items masked)", "", *table]
+            out += ["", f"## Ranking on `{split}` (full catalogue, the user's {masked} items masked)", "", *table]
     for task, title in (("cold-start", "Cold start (items unseen in training)"), ("cross-media", "Cross-media retrieval")):
         lines = _task_lines(reports, task)
         if lines:
