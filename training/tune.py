@@ -128,8 +128,8 @@ def tune(dataset: str, budget_minutes: float, out: Path | None = None, seed: int
     base = load_config(None, dataset, overrides)
     base_raw = base.model_dump(mode="json", exclude={"origin"})
     # trials compare towers: one each, without the closed-form member (fitted after them; its weight is chosen
-    # on valid by the `recsys train` that uses the written config)
-    one = {"train": {**base_raw["train"], "ensemble": 1}, "ease": EaseMemberConfig().model_dump(mode="json")}
+    # on valid by the `recsys train` that uses the written config) and without a refit (it changes no valid score)
+    one = {"train": {**base_raw["train"], "ensemble": 1, "refit": False}, "ease": EaseMemberConfig().model_dump(mode="json")}
     metric = base.train.select_metric
     data = build_training_data(base.data)
     rng = random.Random(seed)
@@ -192,7 +192,8 @@ def tune(dataset: str, budget_minutes: float, out: Path | None = None, seed: int
                      confirmation.verdict)
             if not won:
                 best_raw = start_raw
-    best_raw = {**best_raw, "train": {**best_raw["train"], "ensemble": base.train.ensemble}, "ease": base_raw["ease"]}
+    best_raw = {**best_raw, "train": {**best_raw["train"], "ensemble": base.train.ensemble, "refit": base.train.refit},
+                "ease": base_raw["ease"]}
     best = TrainConfig.model_validate(best_raw)
     target = out if out is not None else beside_dataset_path(dataset)
     write_config(best, target, trials, metric, base.origin, confirmation)
