@@ -30,7 +30,7 @@ from recsys.models.next_item import SequenceWindows
 from recsys.models.task import resolve_step
 from recsys.models.popularity_prior import prior_counts, standardised_log_counts
 from training.checkpoint import CHECKPOINT_DIR, LAST
-from training.closed_form import fit_closed_form_member, refit_closed_form_member
+from training.closed_form import ClosedFormMember, fit_closed_form_member, refit_closed_form_member
 from training.config import TrainConfig, load_config
 from training.data import TrainingData, build_training_data
 from training.distributed import DistContext, broadcast, gather, init_distributed, shutdown, weights_digest, wrap_model
@@ -107,11 +107,11 @@ class Refit:
 
     data: TrainingData
     members: list[Member]
-    closed: RunMember | None
+    closed: ClosedFormMember | None
     report: dict[str, Any]
 
 
-def refit_run(config: TrainConfig, members: list[Member], closed: Any, run_dir: Path, resume: bool,
+def refit_run(config: TrainConfig, members: list[Member], closed: ClosedFormMember | None, run_dir: Path, resume: bool,
               progress: bool, ctx: DistContext) -> Refit:
     """Each member trained again from its own config and seed on train + valid, replaying its selection fit up to
     the epoch valid chose (the same lr schedule, over the same `train.epochs`; no early stopping: there is no valid
