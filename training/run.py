@@ -228,6 +228,15 @@ def check_resumable_data(run_dir: Path, data: TrainingData, resume: bool, ctx: D
         marker.write_text(json.dumps(identity))
 
 
+def served_form(parts: list[RunMember], data: TrainingData) -> tuple[np.ndarray, np.ndarray, dict[str, Any], float]:
+    """What serving computes for `parts`, to evaluate it: (user vectors from the served encoder over each user's
+    feature window, item vectors, the encoder payload, the largest gap to the training forward pass's users)."""
+    trained_users, items = combined_vectors(parts)
+    encoder = user_encoder_payload(parts)
+    users = served_user_vectors(encoder, data)
+    return users, items, encoder, float(np.abs(users - trained_users).max()) if users.size else 0.0
+
+
 def evaluate_vectors(data: TrainingData, users: np.ndarray, items: np.ndarray, split: str,
                      ctx: DistContext, encoder: dict[str, Any]) -> dict[str, Any]:
     """Full-ranking metrics of the served scores on `split`, on rank 0, shared: the harness's protocol
@@ -291,19 +300,11 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, progress: bool, dat
                 job_bar.set_description(f"train {config.data.dataset} member {k + 1}/{n}")
             members.append(train_member(chosen.member(k), data, member_dir(run_dir, k, n), resume, progress,
                                         ctx, job_bar))
-    trained_users, items = combined_vectors(members)
-    # Evaluate what serving computes: the served tower over each user's feature window.
-    encoder = user_encoder_payload(members)
-    users = served_user_vectors(encoder, data)
+    users, items, encoder, gap = served_form(members, data)
     closed, closed_report = fit_closed_form_member(config, data, users, items, [m.temperature for m in members], ctx)
     parts: list[RunMember] = [*members, *([closed] if closed is not None else [])]
     if closed is not None:  # the run serves towers + the closed-form member as one concatenation
-        trained_users, items = combined_vectors(parts)
-        encoder = user_encoder_payload(parts)
-        users = served_user_vectors(encoder, data)
-    gap = float(np.abs(users - trained_users).max()) if users.size else 0.0
-    if gap > 1e-4:
-        log.warning("served user vectors differ from the training forward pass by up to %.2g", gap)
+        users, items, encoder, gap = served_form(parts, data)
     valid = evaluate_vectors(data, users, items, "valid", ctx, encoder)
     test = evaluate_vectors(data, users, items, "test", ctx, encoder)
     refit: Refit | None = None
@@ -311,14 +312,11 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, progress: bool, dat
         refit = refit_run(config, members, closed, run_dir, resume, progress, ctx)
         refit.report["selection_fit_test"] = test
         data, parts = refit.data, [*refit.members, *([refit.closed] if refit.closed is not None else [])]
-        trained_users, items = combined_vectors(parts)
-        encoder = user_encoder_payload(parts)
-        users = served_user_vectors(encoder, data)
-        refit_gap = float(np.abs(users - trained_users).max()) if users.size else 0.0
-        if refit_gap > 1e-4:
-            log.warning("refit: served user vectors differ from the training forward pass by up to %.2g", refit_gap)
+        users, items, encoder, refit_gap = served_form(parts, data)
         gap = max(gap, refit_gap)
         test = evaluate_vectors(data, users, items, "test", ctx, encoder)
+    if gap > 1e-4:
+        log.warning("served user vectors differ from the training forward pass by up to %.2g", gap)
     first = members[0]
     history = first.state.history if n == 1 else [h for m in members for h in m.state.history]
     metrics = {"best_epoch": first.state.best_epoch, "select_metric": config.train.select_metric, "valid": valid,
