@@ -42,6 +42,12 @@ class ModelConfig(_Strict):
     id_init_std: float = Field(0.1, gt=0.0)
     feature_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on raw content features.")
     propagation_layers: int = Field(2, ge=0, description="LightGCN layers over the user-item train graph.")
+    edge_dropout: float = Field(0.0, ge=0.0, lt=1.0, description=(
+        "Share of the user-item graph's edges each full training step propagates without (renormalised over the "
+        "edges kept; DropEdge / SGL's edge dropout). Evaluation and serving use the whole train graph."))
+    edge_dropout_mode: Literal["uniform", "degree"] = Field("uniform", description=(
+        "edge_dropout: which edges go. uniform: each alike; degree: FREEDOM's degree-sensitive pruning, an edge "
+        "kept with odds 1/sqrt(deg(user)·deg(item)), so edges between heavy users and popular items go first."))
     item_knn: int = Field(0, ge=0, description="Neighbours per item in the frozen content kNN graph (0 = off).")
     item_knn_weight: float = Field(1.0, ge=0.0, description="Weight of the kNN-smoothed item vector.")
     item_knn_space: Literal["raw", "standardised"] = Field("raw", description=(

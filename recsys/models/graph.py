@@ -97,6 +97,30 @@ class InteractionGraph:
         return cls(FrozenSparse(norm), FrozenSparse(norm.T), di.astype(np.float32), du.astype(np.float32))
 
 
+def thinned_graph(graph: InteractionGraph, drop: float, mode: str = "uniform",
+                  generator: torch.Generator | None = None) -> InteractionGraph:
+    """The train graph without a random `drop` share of its edges, normalised again over the edges kept.
+
+    Why: a TikTok user has a median of 2 train items, and the full graph hands each of them the same
+    neighbourhood every step; propagating over a different subgraph each step (DropEdge, SGL's edge dropout)
+    keeps a user's vector from resting on any one edge. `mode="degree"` is FREEDOM's degree-sensitive pruning:
+    an edge is kept with odds 1/sqrt(deg(user)·deg(item)) (drawn without replacement), so the edges between
+    heavy users and popular items, which dominate the neighbour sums, are the ones that go.
+    """
+    coo = graph.user_item.matrix.tocoo()
+    n_edges = len(coo.row)
+    keep_n = max(int(round(n_edges * (1.0 - drop))), 1)
+    if mode == "degree":
+        odds = torch.as_tensor(1.0 / np.sqrt(np.maximum(graph.user_degree[coo.row] * graph.item_degree[coo.col], 1.0)))
+        kept = torch.multinomial(odds, keep_n, replacement=False, generator=generator).numpy()
+    elif mode == "uniform":
+        kept = torch.randperm(n_edges, generator=generator)[:keep_n].numpy()
+    else:
+        raise ValueError(f"edge dropout mode {mode!r}: expected 'uniform' or 'degree'")
+    n_users, n_items = graph.user_item.shape
+    return InteractionGraph.from_pairs(coo.row[kept], coo.col[kept], n_users, n_items)
+
+
 def propagation_layers(graph: InteractionGraph, users0: torch.Tensor, items0: torch.Tensor, layers: int
                        ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """LightGCN's layers 0..L of the users and of the items (alternating neighbour sums)."""

@@ -37,13 +37,13 @@ BENCHMARKS.md, "Training step vs catalogue size").
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
 
 from recsys.models.config import LossConfig
-from recsys.models.graph import sample_neighbours
+from recsys.models.graph import sample_neighbours, thinned_graph
 from recsys.models.item_tower import ItemCatalog
 from recsys.models.losses import (bpr_loss, candidate_log_q, candidate_softmax_loss, cross_media_alignment,
                                   full_softmax_loss, grouped_sampled_softmax_loss, horizon_softmax_loss, log_popularity,
@@ -144,6 +144,10 @@ class TwoTowerTrainTask(nn.Module):
             raise ValueError(f"loss.softmax_group splits the full step's batch into several softmaxes; this run's "
                              f"step is {self.step_kind!r} ({inputs.catalog.n_items:,} items, loss.step={loss.step!r}): "
                              "set loss.softmax_group=0 or loss.step=\"full\"")
+        if model.config.edge_dropout > 0 and self.step_kind != "full":
+            raise ValueError(f"model.edge_dropout thins the graph the full step propagates over; this run's step is "
+                             f"{self.step_kind!r} ({inputs.catalog.n_items:,} items, loss.step={loss.step!r}): "
+                             "set model.edge_dropout=0 or loss.step=\"full\"")
         if self.step_kind == "sequence":
             cfg = model.config
             if cfg.propagation_layers > 0 or cfg.user_pooling == "attention" or cfg.history_embedding:
@@ -178,7 +182,7 @@ class TwoTowerTrainTask(nn.Module):
         if self.step_kind == "sequence":
             return self.sequence_forward(users, generator)
         x = self.inputs
-        out = self.model(x.catalog, x.histories, x.graphs, generator)
+        out = self.model(x.catalog, x.histories, self.step_graphs(generator), generator)
         cfg = self.loss_config
         batch_users = next_item_users(self.model, out, x.histories, x.graphs, users, items) if cfg.next_item \
             else out.users[users]
@@ -198,6 +202,14 @@ class TwoTowerTrainTask(nn.Module):
             parts["alignment"] = align.detach()
             loss = loss + cfg.alignment_weight * align
         return loss, parts
+
+    def step_graphs(self, generator: torch.Generator | None) -> GraphContext:
+        """The graphs a full training step propagates over: the train graph, thinned by `model.edge_dropout`."""
+        graphs, drop = self.inputs.graphs, self.model.config.edge_dropout
+        if not (self.training and drop > 0 and graphs.interactions is not None):
+            return graphs
+        return replace(graphs, interactions=thinned_graph(graphs.interactions, drop,
+                                                          self.model.config.edge_dropout_mode, generator))
 
     def sequence_forward(self, windows: torch.Tensor, generator: torch.Generator | None = None
                          ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
