@@ -304,3 +304,26 @@ def test_tune_confirms_a_challenger_with_a_second_seed(tmp_path: Path, monkeypat
     assert calls[2:] == [(result.best.train.lr, 1), (0.5, 1)]  # base and challenger again, seed 1
     assert result.best.train.lr != 0.5  # the base is written
     assert "the base is kept" in result.written.read_text()
+
+
+def test_tune_keeps_the_base_when_the_challenger_leads_by_less_than_the_margin(tmp_path: Path, monkeypatch):
+    """A challenger ahead on both seeds but by less than `MIN_RELATIVE_GAIN` of the base's mean is a tie: the base
+    is written; ahead by more, the challenger is."""
+    import training.tune as tune_module
+
+    class Result:
+        def __init__(self, valid: float):
+            self.metrics, self.best_epoch = {"valid": {"ndcg@10": valid}}, 1
+
+    for lead, kept in ((0.5 * tune_module.MIN_RELATIVE_GAIN, False), (2 * tune_module.MIN_RELATIVE_GAIN, True)):
+        folder = _folder(tmp_path / f"shop-{kept}")
+
+        def fake_train(config, out, lead=lead, **kwargs):  # noqa: ANN001, ANN003 - train()'s signature
+            return Result(0.20 * (1 + lead) if config.train.lr == 0.5 else 0.20)
+
+        monkeypatch.setattr(tune_module, "train", fake_train)
+        monkeypatch.setattr(tune_module, "search_space", lambda base: {"train.lr": [0.5]})
+        result = tune_module.tune(str(folder), budget_minutes=5, max_trials=2, overrides=["train.epochs=1"])
+        assert result.confirmation is not None and result.confirmation.won is kept
+        assert (result.best.train.lr == 0.5) is kept
+        assert ("must lead its mean by more than 1%" in result.written.read_text()) is not kept
