@@ -327,3 +327,23 @@ def test_tune_keeps_the_base_when_the_challenger_leads_by_less_than_the_margin(t
         assert result.confirmation is not None and result.confirmation.won is kept
         assert (result.best.train.lr == 0.5) is kept
         assert ("must lead its mean by more than 1%" in result.written.read_text()) is not kept
+
+
+def test_tune_skips_draws_that_break_a_config_rule():
+    """TikTok's config sets the reverse in-batch softmax, which `loss.kind = "full_softmax"` refuses: a draw of that
+    kind is skipped like a repeat (it used to end the search with a validation error, its trials lost)."""
+    import random
+
+    from training.config import TrainConfig
+    from training.tune import config_key, untried_overrides
+
+    base_raw = TrainConfig().model_dump(mode="json", exclude={"origin"})
+    base_raw["loss"]["reverse_weight"] = 0.3
+    space = {"loss.kind": ["full_softmax", "softmax"], "train.lr": [0.5]}
+    rng = random.Random(0)
+    tried = {config_key(base_raw)}
+    for _ in range(5):
+        drawn = untried_overrides(space, rng, base_raw, tried)
+        assert drawn is not None and drawn[1]["loss"]["kind"] == "softmax" and drawn[1]["train"]["lr"] == 0.5
+    tried.add(config_key(drawn[1]))
+    assert untried_overrides(space, rng, base_raw, tried, attempts=50) is None  # the only valid new config is tried

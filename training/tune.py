@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import tomli_w
+from pydantic import ValidationError
 
 from training.config import EaseMemberConfig, TrainConfig, apply_overrides, beside_dataset_path, load_config
 from training.data import build_training_data
@@ -114,13 +115,23 @@ def config_key(raw: dict[str, Any]) -> str:
 
 def untried_overrides(space: dict[str, list[Any]], rng: random.Random, base_raw: dict[str, Any], tried: set[str],
                       attempts: int = 200) -> tuple[list[str], dict[str, Any]] | None:
-    """A sample whose resulting config has not been trained yet, with that config; None once the
-    space looks exhausted (`attempts` draws in a row all repeated a trained config)."""
+    """A sample whose resulting config is valid and has not been trained yet, with that config; None once the
+    space looks exhausted (`attempts` draws in a row all repeated a trained config or broke a config rule).
+
+    Why the validity check: knobs are drawn independently, and some values exclude a base setting (TikTok's
+    config sets `loss.reverse_weight`, which `loss.kind = "full_softmax"` refuses); such a draw is skipped like a
+    repeat instead of ending the search with a validation error after its trials were paid for.
+    """
     for _ in range(attempts):
         changes = sample_overrides(space, rng)
         raw = apply_overrides(copy.deepcopy(base_raw), changes)
-        if config_key(raw) not in tried:
-            return changes, raw
+        if config_key(raw) in tried:
+            continue
+        try:
+            TrainConfig.model_validate(raw)
+        except ValidationError:
+            continue
+        return changes, raw
     return None
 
 
