@@ -49,9 +49,9 @@ class Trial:
 
 
 # How far a challenger's two-seed mean must lead the base's to replace it. Why: on Last.fm the search's best
-# challenger (3 layers at dim 256) led the base by .2 % on two seeds each, at twice its training cost; one tower's
-# seed-to-seed spread on valid is 1-4 % on the sets measured (BENCHMARKS.md, "recsys tune on every unseen set"),
-# so a smaller lead is a tie, and a tie keeps the config `recsys train` would use anyway.
+# challenger (3 layers at dim 256) led the base by .2 % on two seeds each, at twice its training cost, while one
+# tower's valid differs by up to 6 % between seeds (TikTok .0452-.0478): a lead that small is a tie, and a tie keeps
+# the config `recsys train` would use anyway (BENCHMARKS.md, "`recsys tune`: the default next to the tuned config").
 MIN_RELATIVE_GAIN = 0.01
 
 
