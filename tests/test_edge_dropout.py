@@ -10,6 +10,7 @@ import torch
 from benchmarks.training_step_bench import synthetic_task
 from recsys.models import LossConfig, ModelConfig
 from recsys.models.graph import InteractionGraph, thinned_graph
+from tests.support.train_steps import step_losses
 
 
 def star_graph() -> InteractionGraph:
@@ -68,16 +69,8 @@ def test_training_steps_propagate_over_other_subgraphs_and_evaluation_over_the_w
 
 def test_a_step_with_edge_dropout_trains():
     task, users, items = full_task(edge_dropout=0.3, edge_dropout_mode="degree")
-    optimizer = torch.optim.Adam(task.parameters(), lr=0.02)
-    gen = torch.Generator().manual_seed(0)
-    losses = []
-    for _ in range(40):
-        rows = torch.randint(0, len(users), (128,), generator=gen)
-        loss, _ = task(users[rows], items[rows], gen)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(float(loss.detach()))
+    losses = step_losses(task, users, items, torch.optim.Adam(task.parameters(), lr=0.02), epochs=1, steps=40,
+                         batch=128)
     assert np.mean(losses[-10:]) < np.mean(losses[:10])
 
 

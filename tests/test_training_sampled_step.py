@@ -11,6 +11,7 @@ from benchmarks.training_step_bench import synthetic_task
 from recsys.models import LossConfig, ModelConfig
 from recsys.models.graph import InteractionGraph, sample_neighbours
 from recsys.models.task import AUTO_FULL_MAX_ITEMS, resolve_step
+from tests.support.train_steps import step_losses
 from training.trainer import SplitOptimizer, build_optimizer
 
 
@@ -111,18 +112,8 @@ def test_sampled_step_trains(kind, content, item_fanout):
     task, users, items = synthetic_task(2_000, 200, model_config(item_knn=0, id_dropout=0.1),
                                         LossConfig(step="sampled", kind=kind, fanout=8, content_weight=content,
                                                    item_fanout=item_fanout), seed=4)
-    optimizer = build_optimizer(task, lr=0.02, weight_decay=0.0)
-    gen = torch.Generator().manual_seed(0)
-    losses = []
-    for epoch in range(4):
-        task.begin_epoch()
-        for _ in range(10):
-            rows = torch.randint(0, len(users), (256,), generator=gen)
-            loss, _ = task(users[rows], items[rows], gen)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(float(loss.detach()))
+    losses = step_losses(task, users, items, build_optimizer(task, lr=0.02, weight_decay=0.0), epochs=4, steps=10,
+                         batch=256)
     assert np.mean(losses[-10:]) < np.mean(losses[:10])
 
 
