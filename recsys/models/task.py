@@ -140,14 +140,14 @@ class TwoTowerTrainTask(nn.Module):
             raise ValueError(f"loss.next_item needs every prefix of a history, which the sampled step "
                              f"({inputs.catalog.n_items:,} items, loss.step={loss.step!r}) does not encode: "
                              "set loss.next_item=false or loss.step=\"full\"")
-        if loss.softmax_group and self.step_kind != "full":
-            raise ValueError(f"loss.softmax_group splits the full step's batch into several softmaxes; this run's "
-                             f"step is {self.step_kind!r} ({inputs.catalog.n_items:,} items, loss.step={loss.step!r}): "
-                             "set loss.softmax_group=0 or loss.step=\"full\"")
-        if model.config.edge_dropout > 0 and self.step_kind != "full":
-            raise ValueError(f"model.edge_dropout thins the graph the full step propagates over; this run's step is "
-                             f"{self.step_kind!r} ({inputs.catalog.n_items:,} items, loss.step={loss.step!r}): "
-                             "set model.edge_dropout=0 or loss.step=\"full\"")
+        for option, active, what in (("loss.softmax_group", loss.softmax_group > 0,
+                                      "splits the full step's batch into several softmaxes"),
+                                     ("model.edge_dropout", model.config.edge_dropout > 0,
+                                      "thins the graph the full step propagates over")):
+            if active and self.step_kind != "full":
+                raise ValueError(f"{option} {what}; this run's step is {self.step_kind!r} "
+                                 f"({inputs.catalog.n_items:,} items, loss.step={loss.step!r}): "
+                                 f"set {option}=0 or loss.step=\"full\"")
         if self.step_kind == "sequence":
             cfg = model.config
             if cfg.propagation_layers > 0 or cfg.user_pooling == "attention" or cfg.history_embedding:
