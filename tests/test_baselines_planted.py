@@ -66,7 +66,7 @@ def test_itemknn_similarity_is_shrunk_cosine_with_top_k_per_target():
     assert top1[1, 0] == pytest.approx(1.0)  # item 0's single neighbour is item 1
 
 
-@pytest.mark.parametrize("name", ["itemknn", "bpr-mf", "ease"])
+@pytest.mark.parametrize("name", ["itemknn", "bpr-mf", "ease", "gf-cf"])
 def test_personalised_baselines_rank_the_users_own_cluster_first(name: str):
     ds, train = make_dataset(two_clusters(), n_items=20)
     model = make_baseline(name, dataset=None, **({"epochs": 60, "lr": 0.02} if name == "bpr-mf" else {}))
@@ -187,3 +187,27 @@ def test_ease_solves_the_zero_diagonal_ridge_regression_and_picks_lambda_on_vali
     assert kept == pytest.approx(history[model.lam])
     with pytest.raises(ValueError, match="limit"):
         EASE(max_items=10).fit(ds, ds.split("train"))
+
+
+def test_gfcf_scores_its_graph_filter_and_picks_alpha_and_rank_on_valid():
+    """GF-CF's score of a history row r is r . (R~^T R~ + alpha D^-1/2 V_k V_k^T D^1/2), R~ = D_U^-1/2 R D_I^-1/2."""
+    from recsys.baselines.gfcf import GFCF
+    from recsys.metrics import evaluate_scores
+
+    ds = clusters_with_valid()
+    train = ds.split("train")
+    model = GFCF(alphas=(0.0, 0.5, 5.0), ranks=(2, 8)).fit(ds, train)
+    history = {(a, r): v for a, r, v in model.valid_history}
+    assert set(history) == {(0.0, 2), (0.5, 2), (5.0, 2), (0.5, 8), (5.0, 8)}  # alpha 0 needs no rank
+    assert (model.alpha, model.rank) == max(history, key=history.get)
+    kept = evaluate_scores(model.score, ds.split("valid"), train, 20, ks=(20,))["ndcg@20"]
+    assert kept == pytest.approx(history[model.alpha, model.rank])
+
+    dense = interaction_matrix(train, 40, 20).toarray().astype(np.float64)
+    d_u, d_i = dense.sum(1), dense.sum(0)
+    normalised = dense / np.sqrt(d_u)[:, None] / np.sqrt(d_i)[None, :]
+    _, _, vt = np.linalg.svd(normalised)
+    k = model.rank
+    low_pass = np.diag(d_i ** -0.5) @ vt[:k].T @ vt[:k] @ np.diag(d_i ** 0.5)
+    expected = dense @ (normalised.T @ normalised + model.alpha * low_pass)
+    assert np.allclose(model.score(np.arange(40)), expected, atol=1e-3)  # a randomised SVD in float32

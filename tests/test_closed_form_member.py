@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 from commands.main import app
 from recsys.artifact import load_run
 from recsys.baselines.ease import solve
+from recsys.baselines.gfcf import factored_filter
 from recsys.models.closed_form import CLOSED_FORM_KIND, HistoryTableTower, factor_weights, item_part
 from recsys.models.content_projection import load_content_path
 from recsys.models.ensemble import MemberConcat, load_ensemble_encoder
@@ -47,6 +48,24 @@ def test_factors_reproduce_the_weights_and_keep_the_ranking() -> None:
     user[[0, 1, 2]] = 1.0  # three items of block 0
     top = np.argsort(-(user @ history @ items.T))[:7]
     assert set(top) <= set(range(10)), top
+
+
+def test_the_factored_graph_filter_is_gfcf_with_a_flattened_spectrum() -> None:
+    """`factored_filter` at full rank: history . items^T = (R~^T R~)^1/2 + alpha D^-1/2 V_k V_k^T D^1/2 (GF-CF with
+    the linear filter's singular values S in place of S^2, what ranks better once the spectrum is cut)."""
+    rng = np.random.default_rng(0)
+    dense = (rng.random((60, 12)) < 0.3).astype(np.float64)
+    dense[np.arange(12), np.arange(12)] = 1.0  # every item consumed
+    from scipy import sparse
+
+    history, items = factored_filter(sparse.csr_matrix(dense.astype(np.float32)), rank=11, alpha=0.3, low_pass=4)
+    assert history.shape == items.shape == (12, 11 + 4)
+    d_u, d_i = dense.sum(1), dense.sum(0)
+    normalised = dense / np.sqrt(np.maximum(d_u, 1))[:, None] / np.sqrt(d_i)[None, :]
+    _, spread, vt = np.linalg.svd(normalised)
+    linear = vt[:11].T @ np.diag(spread[:11]) @ vt[:11]
+    low_pass = np.diag(d_i ** -0.5) @ vt[:4].T @ vt[:4] @ np.diag(d_i ** 0.5)
+    assert np.allclose(history @ items.T, linear + 0.3 * low_pass, atol=2e-3)
 
 
 def test_items_without_interactions_score_zero_for_everyone_at_unit_norm() -> None:
@@ -240,3 +259,29 @@ def test_valid_chooses_the_item_form_with_the_weight(setup: dict) -> None:
         assert result.metrics["train_serve_max_abs_diff"] < 1e-4
     with pytest.raises(ValueError, match="item_forms"):
         load_config(setup["config"], str(setup["folder"]), ['ease.item_forms=["cosine"]'])
+
+
+def test_valid_chooses_the_closed_form_kind_and_gf_cf_fits_any_catalogue(setup: dict) -> None:
+    """`ease.kinds`: EASE and GF-CF both tried with every weight, the served candidate the best on valid; over
+    `ease.max_items` only EASE drops out, and a refit refits the kind valid chose."""
+    cfg = load_config(setup["config"], str(setup["folder"]), ["ease.weights=[0, 1]", 'ease.kinds=["ease", "gf-cf"]',
+                                                             "ease.gfcf_rank=32", "ease.min_gain_se=0"])
+    result = train(cfg, setup["root"] / "kinds", resume=False, progress=False)
+    described = result.metrics["closed_form"]
+    assert set(described["valid_by_weight"]) == {"0", "ease 1", "gf-cf 1"}
+    best = max(described["valid_by_weight"], key=described["valid_by_weight"].get)
+    assert described["best_candidate"] == best
+    assert result.metrics["valid"]["ndcg@20"] == pytest.approx(described["valid_by_weight"][best], abs=1e-9)
+    if best != "0":
+        assert described["kind"] == best.split()[0]
+        assert ("lambda" in described) == (described["kind"] == "ease")
+    large = load_config(setup["config"], str(setup["folder"]), ["ease.weights=[1]", 'ease.kinds=["ease", "gf-cf"]',
+                                                               "ease.gfcf_rank=32", "ease.max_items=2",
+                                                               "ease.min_gain_se=0", "train.refit=true"])
+    result = train(large, setup["root"] / "kinds-large", resume=False, progress=False)
+    described = result.metrics["closed_form"]
+    assert described["kind"] == "gf-cf" and described["weight"] == 1.0 and described["rank"] == 32 + 256
+    assert set(described["valid_by_weight"]) == {"1"}  # one kind left: labels as before kinds existed
+    run = load_run(result.run_dir)
+    assert run.meta["closed_form"]["kind"] == "gf-cf" and result.metrics["train_serve_max_abs_diff"] < 1e-4
+    assert "refit" in result.metrics and run.item_vectors.shape[1] == (DIM + 1) + (32 + 256 + 1)

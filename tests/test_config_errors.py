@@ -93,7 +93,8 @@ def test_the_attention_options_at_their_defaults_keep_the_fingerprint():
                 "reverse_weight", "softmax_group"):  # loss options added later
         body["loss"].pop(key)
     body["data"].pop("served_events")  # a data option added later
-    body["ease"].pop("extend_weights")  # a closed-form member option added later
+    for key in ("extend_weights", "kinds", "gfcf_rank"):  # closed-form member options added later
+        body["ease"].pop(key)
     body["train"].pop("pilot")  # no pilot: hashed as before the option existed
     import hashlib
     import json
@@ -102,6 +103,7 @@ def test_the_attention_options_at_their_defaults_keep_the_fingerprint():
     assert load_config(None, "ml-100k", ["model.attention_item_embedding=true"]).fingerprint() != plain.fingerprint()
     assert load_config(None, "ml-100k", ["loss.target_horizon=3"]).fingerprint() != plain.fingerprint()
     assert load_config(None, "ml-100k", ["data.served_events=true"]).fingerprint() != plain.fingerprint()
+    assert load_config(None, "ml-100k", ['ease.kinds=["ease", "gf-cf"]']).fingerprint() != plain.fingerprint()
 
 
 def test_the_reverse_softmax_changes_the_fingerprint_and_needs_the_sampled_softmax():

@@ -187,12 +187,13 @@ def test_recsys_train_says_which_config_it_used(tmp_path: Path):
     assert history == [history[0]] * 3  # the next-item regime trains at a constant lr (epoch chosen on valid)
     considered = metrics["closed_form"]  # the recipe tries the closed-form member at every weight, 0 included,
     tried = {key for key in considered["valid_by_weight"]}  # next-item half-lives, and both item forms
-    grid = {"0"} | {f"{w:g}@{h:g}{form}" for w in (0.25, 0.5, 1.0) for h in (0.0, 3.0, 10.0, 30.0)
-                    for form in ("", " lengths")}
+    grid = {"0"} | {f"{kind} {w:g}@{h:g}{form}" for kind in ("ease", "gf-cf") for w in (0.25, 0.5, 1.0)
+                    for h in (0.0, 3.0, 10.0, 30.0) for form in ("", " lengths")}  # both closed-form kinds
     assert grid <= tried
-    # beyond the grid only its winning end doubled (ease.extend_weights, 3 in the recipe), at one half-life and form
+    # beyond the grid only its winning end doubled (ease.extend_weights, 3 in the recipe), at one kind, half-life, form
     extra = tried - grid
-    assert {key.split("@")[0] for key in extra} <= {"2", "4", "8"} and len({key.split("@")[1] for key in extra}) <= 1
+    assert {key.split("@")[0].split()[-1] for key in extra} <= {"2", "4", "8"}
+    assert len({key.split()[0] for key in extra}) <= 1 and len({key.split("@")[1] for key in extra}) <= 1
 
 
 def test_recsys_tune_writes_a_config_the_next_train_uses(tmp_path: Path):

@@ -1,14 +1,16 @@
-"""Fit the closed-form EASE member after the towers and keep it only where valid says it helps.
+"""Fit the closed-form member (EASE or GF-CF) after the towers and keep it only where valid says it helps.
 
 Measured before it was built (`benchmarks/ease_mix.py --rank K --unit`, BENCHMARKS.md "EASE"): the member at
 weight .5 lifted valid and test N@20 on dense ml100k-random (+3 %) and Amazon-Baby (+8 %) and lowered TikTok's
 valid at any weight, so the weight is a choice made on valid, with 0 (no member) among the candidates.
 
 Steps (every rank fits the same, deterministically; rank 0 scores valid and shares the scores):
-1. EASE on the train interactions, lambda chosen on valid (`recsys.baselines.ease.EASE.fit_matrix`: the
-   baseline's own code);
-2. its weights factored at rank `ease.rank` (`recsys.models.closed_form`);
-3. each candidate (weight alpha of `ease.weights`, recency half-life of `ease.half_lives`) scored on valid with
+1. per kind of `ease.kinds`: EASE on the train interactions, lambda chosen on valid
+   (`recsys.baselines.ease.EASE.fit_matrix`: the baseline's own code), its weights factored at rank `ease.rank`
+   (`recsys.models.closed_form`); or GF-CF's graph filter factored from a truncated SVD at `ease.gfcf_rank`
+   (`recsys.baselines.gfcf.factored_filter`: no inverse, so any catalogue size; on Gowalla, 41k items, the
+   exact GF-CF baseline is ahead of the trained towers on test);
+2. each candidate (kind, weight alpha of `ease.weights`, recency half-life of `ease.half_lives`) scored on valid with
    the towers' served vectors: the member's part enters the concatenation with scale sqrt(alpha x sum_k 1/T_k),
    i.e. score = towers' average logit + alpha x the member's cosine; the best candidate (ties: the smaller
    weight and half-life) is kept if it beats the towers alone by more than `ease.min_gain_se` paired SE.
@@ -24,6 +26,7 @@ import numpy as np
 
 from recsys.baselines.base import interaction_matrix
 from recsys.baselines.ease import EASE
+from recsys.baselines.gfcf import factored_filter
 from recsys.data.splits import known_before
 from recsys.metrics import per_user_ranking_metrics
 from recsys.models.closed_form import HistoryTableTower, factor_weights, item_part
@@ -54,6 +57,7 @@ class ClosedFormMember:
     gain_se: float = 0.0       # the best candidate's valid gain over the towers alone, in paired standard errors
     best_candidate: str = ""
     item_form: str = "unit"    # "unit" rows, or "lengths": EASE's column lengths kept (`item_part(keep_norms=True)`)
+    kind: str = "ease"         # which closed-form model: "ease" or "gf-cf"
 
     def user_vectors(self) -> np.ndarray:
         return self.users
@@ -72,7 +76,7 @@ class ClosedFormMember:
         return {m: np.zeros((data.n_items, self.module.output_dim), np.float32) for m in data.catalog.media}
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "ease", "lambda": self.lam, "rank": self.module.rank, "weight": self.weight,
+        return {"kind": self.kind, **({"lambda": self.lam} if self.kind == "ease" else {}), "rank": self.module.rank, "weight": self.weight,
                 "half_life": self.half_life, "valid_by_weight": self.valid_by_weight,
                 "item_form": self.item_form, "best_candidate": self.best_candidate, "gain_se": round(self.gain_se, 2),
                 "seconds": round(self.seconds, 1)}
@@ -119,34 +123,54 @@ def served_mix(tower_users: np.ndarray, tower_items: np.ndarray, member_users: n
     return concat_members([tower_users, member_users], scale), concat_members([tower_items, member_items], scale)
 
 
-def _factored(ease: EASE, x: Any, config: TrainConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """EASE's weights factored at the member's rank: (history table, item table, items with a train event)."""
+@dataclass
+class MemberTables:
+    """One closed-form model as a history table and an item table (B ~ history . items^T)."""
+
+    kind: str
+    history: np.ndarray
+    items: np.ndarray
+    scorable: np.ndarray  # items with a train event: the others get the member's neutral part
+    lam: float = 0.0      # EASE's L2 strength (chosen on valid unless given)
+
+
+def member_tables(kind: str, x: Any, config: TrainConfig, data: TrainingData, metric: str,
+                  lam: float | None = None) -> MemberTables:
+    """The closed-form model `kind` fitted on the binary matrix `x`, factored for the two-tower member. EASE's lambda
+    is `lam` when given (a refit), else chosen on valid by `metric`."""
+    scorable = np.asarray(x.sum(axis=0)).ravel() > 0
+    if kind == "gf-cf":
+        history, items = factored_filter(x, config.ease.gfcf_rank, seed=config.train.seed)
+        return MemberTables(kind, history, items, scorable)
+    ease = (EASE(lam=lam).fit_matrix(x, None, data.train) if lam is not None else
+            EASE(lambdas=tuple(config.ease.lambdas)).fit_matrix(x, data.valid, data.train, metric=metric))
     history, items = factor_weights(ease.weights, config.ease.rank or config.model.dim, seed=config.train.seed)
-    return history, items, np.asarray(x.sum(axis=0)).ravel() > 0
+    return MemberTables(kind, history, items, scorable, float(ease.lam))
 
 
 def refit_closed_form_member(config: TrainConfig, chosen: ClosedFormMember, data: TrainingData,
                              tower_temperatures: list[float]) -> ClosedFormMember:
-    """The member valid chose, fitted again on a refit's data (train + valid, `train.refit`): the same lambda,
-    rank, half-life, item form and weight; only the interactions grow, and its scale follows the refit towers'
-    temperatures. Nothing is chosen here (a refit has no valid split)."""
+    """The member valid chose, fitted again on a refit's data (train + valid, `train.refit`): the same kind,
+    lambda, rank, half-life, item form and weight; only the interactions grow, and its scale follows the refit
+    towers' temperatures. Nothing is chosen here (a refit has no valid split)."""
     began = time.perf_counter()
     x = interaction_matrix(data.train, data.n_users, data.n_items)
-    history, items, scorable = _factored(EASE(lam=chosen.lam).fit_matrix(x, None, data.train), x, config)
-    module = HistoryTableTower(history, chosen.half_life).eval()
+    tables = member_tables(chosen.kind, x, config, data, config.train.select_metric,
+                           lam=chosen.lam if chosen.kind == "ease" else None)
+    module = HistoryTableTower(tables.history, chosen.half_life).eval()
     inverse_sum = float(np.sum(1.0 / np.asarray(tower_temperatures, dtype=np.float64)))
     member = replace(chosen, module=module, users=encode_histories(module, data.train_histories()),
-                     items=item_part(items, scorable, keep_norms=chosen.item_form == "lengths"),
+                     items=item_part(tables.items, tables.scorable, keep_norms=chosen.item_form == "lengths"),
                      temperature=1.0 / (chosen.weight * inverse_sum), seconds=time.perf_counter() - began)
-    log.info("closed-form member refit: EASE lambda %g on %d events, weight %g (%.0f s)", chosen.lam, x.nnz,
-             chosen.weight, member.seconds)
+    log.info("closed-form member refit: %s on %d events, weight %g (%.0f s)", chosen.kind, x.nnz, chosen.weight,
+             member.seconds)
     return member
 
 
 def fit_closed_form_member(config: TrainConfig, data: TrainingData, tower_users: np.ndarray, tower_items: np.ndarray,
                            tower_temperatures: list[float],
                            ctx: DistContext) -> tuple[ClosedFormMember | None, dict[str, Any] | None]:
-    """(the EASE member at the weight valid chooses or None, what was decided for `metrics.json`).
+    """(the closed-form member (kind, weight) valid chooses or None, what was decided for `metrics.json`).
 
     None when the config turns it off (report None too), or when the catalogue is too large, there is no valid
     split to choose on, or no candidate beats the towers alone on valid by more than `ease.min_gain_se` paired
@@ -159,73 +183,84 @@ def fit_closed_form_member(config: TrainConfig, data: TrainingData, tower_users:
     settings = config.ease
     if not settings.enabled:
         return None, None
-    skipped = (f"{data.n_items} items is over ease.max_items {settings.max_items}" if data.n_items > settings.max_items
+    kinds = [kind for kind in dict.fromkeys(settings.kinds) if kind != "ease" or data.n_items <= settings.max_items]
+    skipped = (f"{data.n_items} items is over ease.max_items {settings.max_items}" if not kinds
                else "no valid interactions to choose its weight on" if not data.valid.height else None)
     if skipped:
         log.info("closed-form member: skipped, %s", skipped)
-        return None, {"kind": "ease", "weight": 0.0, "skipped": skipped}
+        return None, {"kind": settings.kinds[0], "weight": 0.0, "skipped": skipped}
     began = time.perf_counter()
     metric = config.train.select_metric
     x = interaction_matrix(data.train, data.n_users, data.n_items)
-    ease = EASE(lambdas=tuple(settings.lambdas)).fit_matrix(x, data.valid, data.train, metric=metric)
-    history, items, scorable = _factored(ease, x, config)
+    tables = {kind: member_tables(kind, x, config, data, metric) for kind in kinds}
     forms = sorted(set(settings.item_forms), key=ITEM_FORMS.index)
-    form_items = {form: item_part(items, scorable, keep_norms=form == "lengths") for form in forms}
+    form_items = {(kind, form): item_part(t.items, t.scorable, keep_norms=form == "lengths")
+                  for kind, t in tables.items() for form in forms}
     histories = data.train_histories()
     inverse_sum = float(np.sum(1.0 / np.asarray(tower_temperatures, dtype=np.float64)))
     half_lives = sorted(set(settings.half_lives))
-    first = (0.0, half_lives[0], forms[0])  # weight 0: the towers alone, whatever the member's form
-    per_user: dict[tuple[float, float, str], np.ndarray] = {}  # (weight, half-life, item form) -> valid per user
-    candidates: dict[float, tuple[HistoryTableTower, np.ndarray]] = {}
-    for half_life in half_lives:
-        module = HistoryTableTower(history, half_life).eval()
-        member_users = encode_histories(module, histories)
-        candidates[half_life] = (module, member_users)
-        for form in forms:
-            for alpha in sorted(set(settings.weights) - ({0.0} if first in per_user else set())):
-                per_user[(alpha, half_life, form) if alpha > 0 else first] = valid_per_user(
-                    data, *served_mix(tower_users, tower_items, member_users, form_items[form], alpha), metric, ctx)
+    Key = tuple[str, float, float, str]  # (kind, weight, half-life, item form)
+    first: Key = (kinds[0], 0.0, half_lives[0], forms[0])  # weight 0: the towers alone, whatever the member
+    per_user: dict[Key, np.ndarray] = {}  # candidate -> valid metric per user
+    candidates: dict[tuple[str, float], tuple[HistoryTableTower, np.ndarray]] = {}  # (kind, half-life) -> user side
+    for kind in kinds:
+        for half_life in half_lives:
+            module = HistoryTableTower(tables[kind].history, half_life).eval()
+            member_users = encode_histories(module, histories)
+            candidates[kind, half_life] = (module, member_users)
+            for form in forms:
+                for alpha in sorted(set(settings.weights) - ({0.0} if first in per_user else set())):
+                    per_user[(kind, alpha, half_life, form) if alpha > 0 else first] = valid_per_user(
+                        data, *served_mix(tower_users, tower_items, member_users, form_items[kind, form], alpha),
+                        metric, ctx)
     scores = {key: float(values.mean()) for key, values in per_user.items()}
 
-    def leader() -> tuple[float, float, str]:
-        return max(scores, key=lambda key: (scores[key], -key[0], -key[1], -ITEM_FORMS.index(key[2])))
+    def leader() -> Key:
+        return max(scores, key=lambda key: (scores[key], -key[1], -key[2], -ITEM_FORMS.index(key[3]),
+                                            -kinds.index(key[0])))
 
-    best, best_half_life, best_form = leader()
+    best_kind, best, best_half_life, best_form = leader()
     # The grid's largest weight won: double it while valid improves (ML-1M chose 2 over the grid's 1), so the
     # grid's end is never the answer by construction. A set whose best weight lies inside the grid is unaffected.
     for _ in range(settings.extend_weights):
-        if best == 0 or best < max(key[0] for key in scores):  # (scores holds every weight tried, the grid's too)
+        if best == 0 or best < max(key[1] for key in scores):  # (scores holds every weight tried, the grid's too)
             break
         alpha = 2 * best
-        key = (alpha, best_half_life, best_form)
-        per_user[key] = valid_per_user(data, *served_mix(tower_users, tower_items, candidates[best_half_life][1],
-                                                         form_items[best_form], alpha), metric, ctx)
+        key = (best_kind, alpha, best_half_life, best_form)
+        per_user[key] = valid_per_user(data, *served_mix(tower_users, tower_items, candidates[best_kind, best_half_life][1],
+                                                         form_items[best_kind, best_form], alpha), metric, ctx)
         scores[key] = float(per_user[key].mean())
         if leader() != key:
             break
         best = alpha
+    chosen: Key = (best_kind, best, best_half_life, best_form)
     base = per_user.get(first)
-    gain_se = paired_gain_se(per_user[best, best_half_life, best_form], base) if base is not None and best > 0 else 0.0
+    gain_se = paired_gain_se(per_user[chosen], base) if base is not None and best > 0 else 0.0
 
-    def label(alpha: float, half_life: float, form: str) -> str:
-        """"weight", "weight@half-life" with several half-lives, then " lengths" for that item form."""
+    def label(kind: str, alpha: float, half_life: float, form: str) -> str:
+        """"weight", "weight@half-life" with several half-lives, then " lengths" for that item form; the kind
+        first when several were tried."""
         if alpha == 0:
             return "0"
-        return (f"{alpha:g}" if len(half_lives) == 1 else f"{alpha:g}@{half_life:g}") + (
+        return (f"{kind} " if len(kinds) > 1 else "") + (
+            f"{alpha:g}" if len(half_lives) == 1 else f"{alpha:g}@{half_life:g}") + (
             " lengths" if form == "lengths" else "")
 
     labelled = {label(*key): v for key, v in scores.items()}
-    best_label = label(best, best_half_life, best_form)
+    best_label = label(*chosen)
     if best > 0 and base is not None and gain_se <= settings.min_gain_se:
         log.info("closed-form member: best candidate %s is ahead of the towers alone by %.2f paired SE on valid "
                  "(<= ease.min_gain_se %g): not kept", best_label, gain_se, settings.min_gain_se)
-        best, best_half_life, best_form = first
+        chosen = first
+    best_kind, best, best_half_life, best_form = chosen
     seconds = time.perf_counter() - began
-    log.info("closed-form member: EASE lambda %g, rank %d; valid %s by candidate %s -> %s (%.0f s)", ease.lam,
-             history.shape[1], metric, ", ".join(f"{k}: {v:.4f}" for k, v in labelled.items()),
-             label(best, best_half_life, best_form) if best > 0 else "weight 0", seconds)
-    module, member_users = candidates[best_half_life]
-    member = ClosedFormMember(module, member_users, form_items[best_form], float(ease.lam), best, best_half_life,
-                              1.0 / (best * inverse_sum) if best > 0 else float("inf"), labelled, seconds, gain_se,
-                              best_label, best_form)
+    fitted = ", ".join(f"EASE lambda {t.lam:g}, rank {t.history.shape[1]}" if kind == "ease" else
+                       f"GF-CF rank {t.history.shape[1]}" for kind, t in tables.items())
+    log.info("closed-form member: %s; valid %s by candidate %s -> %s (%.0f s)", fitted, metric,
+             ", ".join(f"{k}: {v:.4f}" for k, v in labelled.items()),
+             label(*chosen) if best > 0 else "weight 0", seconds)
+    module, member_users = candidates[best_kind, best_half_life]
+    member = ClosedFormMember(module, member_users, form_items[best_kind, best_form], tables[best_kind].lam, best,
+                              best_half_life, 1.0 / (best * inverse_sum) if best > 0 else float("inf"), labelled,
+                              seconds, gain_se, best_label, best_form, best_kind)
     return (member if best > 0 else None), member.describe()

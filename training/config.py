@@ -112,6 +112,13 @@ class EaseMemberConfig(_Strict):
         "Item parts tried on valid with every weight: 'unit' rows (a cosine to the user's history sum), or "
         "'lengths' (the factored columns keep their relative lengths, so the member scores EASE's own low-rank "
         "score up to a per-user scale; `recsys.models.closed_form.item_part`)."))
+    kinds: list[Literal["ease", "gf-cf"]] = Field(default_factory=lambda: ["ease"], description=(
+        "Closed-form models tried on valid with every weight: 'ease' (a dense item-item inverse, up to "
+        "`max_items`), 'gf-cf' (GF-CF's graph filter from a truncated SVD of the normalised interaction matrix, "
+        "any catalogue size; `recsys.baselines.gfcf.factored_filter`)."))
+    gfcf_rank: int = Field(1024, ge=2, description=(
+        "Rank of GF-CF's linear filter as a two-tower member (Gowalla valid N@20: 256 .0989, 512 .1050, 1024 .1097; "
+        "the exact filter .1169)."))
     extend_weights: int = Field(0, ge=0, description=(
         "When the largest of `weights` wins on valid, double it up to this many times while valid improves "
         "(the built-in recipe: 3); 0 = the grid as given."))
@@ -119,7 +126,7 @@ class EaseMemberConfig(_Strict):
         "Kept only if its best candidate's valid gain over the towers alone exceeds this many paired standard "
         "errors (per-user differences): the best of many candidates on a small valid split is often ahead by luck."))
     max_items: int = Field(10_000, ge=2, description=(
-        "Larger catalogues get no member: EASE inverts a dense n_items x n_items matrix per lambda (11 s at 7,050 "
+        "Larger catalogues get no EASE member (GF-CF still competes): EASE inverts a dense n_items x n_items matrix per lambda (11 s at 7,050 "
         "items on 2 cores, so ~30 s at 10,000 and ~2 min at 15,000, times 7 lambdas, ~3.5 GB at 15,000), which past "
         "10,000 items outgrows the recipe's 15-minute tower budget."))
 
@@ -131,6 +138,8 @@ class EaseMemberConfig(_Strict):
             raise ValueError("ease.half_lives: at least one, none negative")
         if any(lam <= 0 for lam in self.lambdas) or not self.lambdas:
             raise ValueError("ease.lambdas: at least one, all positive")
+        if not self.kinds:
+            raise ValueError("ease.kinds: at least one of 'ease', 'gf-cf'")
         if not self.item_forms:
             raise ValueError("ease.item_forms: at least one of 'unit', 'lengths'")
         return self
@@ -233,7 +242,7 @@ def _checked(label: str, build: Any) -> None:
 # them there hashes as it did before they existed (self-attention shapes and the blocks' own item table;
 # the item tower's content scale, gate and kNN feature space; the sequence step's view contrast and target horizon).
 _ADDED_LATER = {
-    section: {key: model.model_fields[key].default for key in keys}
+    section: {key: model.model_fields[key].get_default(call_default_factory=True) for key in keys}
     for section, model, keys in (
         ("model", ModelConfig, ("attention_heads", "attention_inner", "attention_weight_dropout", "attention_activation",
                                 "attention_item_embedding", "content_scale", "content_gate_init", "item_knn_space",
@@ -241,7 +250,7 @@ _ADDED_LATER = {
         ("loss", LossConfig, ("view_contrast_weight", "view_contrast_temperature", "target_horizon", "horizon_decay",
                               "reverse_weight", "softmax_group")),
         ("data", DataConfig, ("served_events",)),
-        ("ease", EaseMemberConfig, ("extend_weights",)))}
+        ("ease", EaseMemberConfig, ("extend_weights", "kinds", "gfcf_rank")))}
 
 
 def default_config_path(dataset: str) -> Path:

@@ -60,6 +60,11 @@ def _slit(dataset: str | None = None, **overrides: Any) -> Baseline:
     return SLIT(**{**TUNED.get("slit", {}).get(dataset or "", {}), **overrides})
 
 
+def _gfcf(dataset: str | None = None, **overrides: Any) -> Baseline:
+    from recsys.baselines.gfcf import GFCF
+    return GFCF(**{**TUNED.get("gf-cf", {}).get(dataset or "", {}), **overrides})
+
+
 def _sasrec(dataset: str | None = None, **overrides: Any) -> Baseline:
     from recsys.baselines.sasrec import SASRec
 
@@ -72,6 +77,7 @@ BASELINES: dict[str, BaselineFactory] = {
     "bpr-mf": _bpr_mf,
     "lightgcn": _lightgcn,
     "ease": _ease,
+    "gf-cf": _gfcf,
     "sasrec": _sasrec,
     "slit": _slit,
 }
