@@ -54,12 +54,19 @@ def normalised_matrix(user_items: sp.csr_matrix) -> tuple[sp.csr_matrix, np.ndar
     return normalised.tocsr().astype(np.float32), item_scale.astype(np.float32)
 
 
+def degree_root(item_scale: np.ndarray) -> np.ndarray:
+    """D_I^1/2 from D_I^-1/2 (0 where an item has no train event)."""
+    out = np.zeros_like(item_scale)
+    out[item_scale > 0] = 1.0 / item_scale[item_scale > 0]
+    return out
+
+
 def top_right_singular_vectors(matrix: sp.csr_matrix, rank: int, seed: int) -> np.ndarray:
-    """(n_items, rank) top right singular vectors of `matrix` (`_right_singular`)."""
-    return _right_singular(matrix, rank, seed)[0]
+    """(n_items, rank) top right singular vectors of `matrix` (`right_singular`)."""
+    return right_singular(matrix, rank, seed)[0]
 
 
-def _right_singular(matrix: sp.csr_matrix, rank: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def right_singular(matrix: sp.csr_matrix, rank: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """((n_items, rank) top right singular vectors, their singular values) by a seeded randomised SVD.
 
     Randomised (torch.svd_lowrank with power iterations) because an exact sparse SVD of rank 1,024 on a
@@ -143,9 +150,7 @@ class GFCF(ReadsHistories):
         assert self.vectors is not None and self.item_scale is not None
         basis = self.vectors[:, :self.rank]
         scaled = np.asarray(history.multiply(self.item_scale[None, :]).todense(), dtype=np.float32)
-        with np.errstate(divide="ignore"):
-            item_up = np.where(self.item_scale > 0, 1.0 / self.item_scale, 0.0).astype(np.float32)
-        low_pass = (scaled @ basis) @ (basis.T * item_up[None, :])
+        low_pass = (scaled @ basis) @ (basis.T * degree_root(self.item_scale)[None, :])
         return linear + self.alpha * low_pass
 
 
@@ -160,11 +165,9 @@ def factored_filter(user_items: sp.csr_matrix, rank: int, alpha: float = 0.3, lo
     H = [V_r S_r, alpha D_I^-1/2 V_k], V = [V_r, D_I^1/2 V_k].
     """
     normalised, item_scale = normalised_matrix(user_items.tocsr().astype(np.float32))
-    vectors, spread = _right_singular(normalised, max(rank, low_pass), seed)
+    vectors, spread = right_singular(normalised, max(rank, low_pass), seed)
     rank, low_pass = min(rank, vectors.shape[1]), min(low_pass, vectors.shape[1])
     linear, smooth = vectors[:, :rank], vectors[:, :low_pass]
-    item_up = np.zeros_like(item_scale)
-    item_up[item_scale > 0] = 1.0 / item_scale[item_scale > 0]
     history = np.hstack([linear * spread[None, :rank], alpha * item_scale[:, None] * smooth])
-    items = np.hstack([linear, item_up[:, None] * smooth])
+    items = np.hstack([linear, degree_root(item_scale)[:, None] * smooth])
     return history.astype(np.float32), items.astype(np.float32)
