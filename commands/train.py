@@ -95,8 +95,9 @@ def train_command(
         label = f"best epochs {epochs} ({len(result.members)} members)" if len(result.members) > 1 else f"best epoch {epochs}"
         closed = m.get("closed_form")
         if closed and closed["weight"] > 0:
-            label += (f" + EASE member (weight {closed['weight']:g}, lambda {closed['lambda']:g}, rank {closed['rank']}"
-                      f"{', item lengths kept' if closed.get('item_form') == 'lengths' else ''})")
+            from training.model_card import member_summary
+
+            label += f" + {member_summary(closed)}"
         console.print(f"{label}, {result.seconds:.0f} s -> {result.run_dir}")
 
 

@@ -23,6 +23,7 @@ from recsys.models.ensemble import MemberConcat, load_ensemble_encoder
 from recsys.models.user_encoder import TowerUserEncoder, history_tensors
 from training.config import load_config
 from training.data import build_training_data
+from training.model_card import write_model_card
 from training.run import train
 from training_slices import write_test_config, write_tiktok_slice
 
@@ -285,3 +286,13 @@ def test_valid_chooses_the_closed_form_kind_and_gf_cf_fits_any_catalogue(setup: 
     run = load_run(result.run_dir)
     assert run.meta["closed_form"]["kind"] == "gf-cf" and result.metrics["train_serve_max_abs_diff"] < 1e-4
     assert "refit" in result.metrics and run.item_vectors.shape[1] == (DIM + 1) + (32 + 256 + 1)
+    card = write_model_card(result.run_dir).read_text()  # what people read names the kind (GF-CF has no lambda)
+    assert "a closed-form GF-CF member (weight 1 chosen on valid, rank 288" in card
+    # the train command's closing line too (a resumed run: the towers and the refit are checkpointed)
+    printed = CliRunner().invoke(app, ["train", "--config", str(setup["config"]), "--dataset", str(setup["folder"]),
+                                       "--out", str(result.run_dir), "--no-progress",
+                                       *[arg for key in ("ease.weights=[1]", 'ease.kinds=["ease", "gf-cf"]',
+                                                         "ease.gfcf_rank=32", "ease.max_items=2", "ease.min_gain_se=0",
+                                                         "train.refit=true") for arg in ("--set", key)]])
+    assert printed.exit_code == 0, printed.output
+    assert "+ a closed-form GF-CF member (weight 1 chosen on valid, rank 288)" in printed.output

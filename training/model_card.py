@@ -62,6 +62,18 @@ def _task_lines(reports: list[dict[str, Any]], task: str) -> list[str]:
     return lines
 
 
+def member_summary(described: dict[str, Any]) -> str:
+    """One line for people (the train command's last line, the model card): which closed-form member was kept."""
+    kind = described.get("kind", "ease")
+    settings = [f"weight {described['weight']:g} chosen on valid"]
+    if kind == "ease":
+        settings.append(f"lambda {described['lambda']:g}")
+    settings.append(f"rank {described['rank']}")
+    if described.get("item_form") == "lengths":
+        settings.append("item lengths kept")
+    return f"a closed-form {'GF-CF' if kind == 'gf-cf' else 'EASE'} member ({', '.join(settings)})"
+
+
 def write_model_card(run_dir: Path) -> Path:
     """(Re)write `MODEL_CARD.md` from run.json, config.toml, metrics.json and the saved evaluations."""
     import tomllib
@@ -79,9 +91,7 @@ def write_model_card(run_dir: Path) -> Path:
            *(["", "## Model",
               f"- two-tower, dim {model.get('dim')}, fusion `{model.get('fusion')}`, user pooling `{model.get('user_pooling')}`, "
            f"ensemble of {train.get('ensemble', 1)}" + (
-               f" + a closed-form EASE member (weight {c['weight']:g} chosen on valid, lambda {c['lambda']:g}, "
-               f"rank {c['rank']}{', item lengths kept' if c.get('item_form') == 'lengths' else ''})"
-               if (c := meta.get("closed_form")) else ""),
+               f" + {member_summary(c)}" if (c := meta.get("closed_form")) else ""),
            f"- trained with lr {train.get('lr')}, weight decay {train.get('weight_decay')}, "
            f"epochs chosen on valid `{train.get('select_metric')}`",
            *(["- served as a refit: every member trained again on train + valid for the epochs valid chose "
