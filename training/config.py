@@ -97,7 +97,7 @@ ITEM_FORMS: tuple[str, ...] = ("unit", "lengths")  # the closed-form member's it
 
 
 class EaseMemberConfig(_Strict):
-    """The closed-form EASE member (`training.closed_form`): fitted after the towers, kept if valid says so."""
+    """The closed-form member, EASE or GF-CF (`training.closed_form`): fitted after the towers, kept if valid says so."""
 
     weights: list[float] = Field(default_factory=lambda: [0.0], description=(
         "Its weight relative to the towers' average score, tried on valid after the towers are trained; the best "
