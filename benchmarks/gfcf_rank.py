@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from recsys.baselines.base import interaction_matrix, n_users_of  # noqa: E402
-from recsys.baselines.gfcf import right_singular, degree_root, normalised_matrix  # noqa: E402
+from recsys.baselines.gfcf import inverse_root, propagation_matrix, right_singular  # noqa: E402
 from recsys.data import load_dataset  # noqa: E402
 from recsys.metrics import evaluate_scores  # noqa: E402
 
@@ -37,11 +37,11 @@ def main() -> None:
     ds = load_dataset(args.dataset)
     train = ds.split("train")
     x = interaction_matrix(train, n_users_of(ds, train), ds.n_items).tocsr()
-    normalised, item_scale = normalised_matrix(x)
+    normalised, item_degree = propagation_matrix(x)
+    item_scale, item_up = inverse_root(item_degree), np.sqrt(item_degree)
     began = time.perf_counter()
     vectors, spread = right_singular(normalised, args.svd_rank, seed=0)
     print(f"svd rank {vectors.shape[1]}: {time.perf_counter() - began:.0f} s", flush=True)
-    item_up = degree_root(item_scale)
     for spec in args.spec:
         r, alpha, k, power = spec.split(":")
         r, k, alpha, power = int(r), int(k), float(alpha), float(power)

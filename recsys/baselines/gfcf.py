@@ -28,6 +28,7 @@ from recsys.baselines.base import ReadsHistories, interaction_matrix, n_users_of
 from recsys.baselines.selection import valid_split
 from recsys.data.schema import Dataset
 from recsys.metrics import evaluate_scores
+from recsys.models.graph import InteractionGraph
 
 log = logging.getLogger(__name__)
 
@@ -41,29 +42,19 @@ class GFCFConfig:
     seed: int = 0                                       # the randomised SVD's seed
 
 
-def normalised_matrix(user_items: sp.csr_matrix) -> tuple[sp.csr_matrix, np.ndarray]:
-    """(R~ = D_U^-1/2 R D_I^-1/2, D_I^-1/2 as a vector); empty rows and columns stay zero."""
-    def inv_sqrt(degrees: np.ndarray) -> np.ndarray:
-        out = np.zeros_like(degrees, dtype=np.float64)
-        out[degrees > 0] = degrees[degrees > 0] ** -0.5
-        return out
-
-    user_scale = inv_sqrt(np.asarray(user_items.sum(axis=1)).ravel())
-    item_scale = inv_sqrt(np.asarray(user_items.sum(axis=0)).ravel())
-    normalised = sp.diags(user_scale) @ user_items @ sp.diags(item_scale)
-    return normalised.tocsr().astype(np.float32), item_scale.astype(np.float32)
+def propagation_matrix(user_items: sp.csr_matrix) -> tuple[sp.csr_matrix, np.ndarray]:
+    """(R~ = D_U^-1/2 R D_I^-1/2, the item degrees D_I): LightGCN's own normalised graph
+    (`InteractionGraph.from_pairs`, which the LightGCN baseline and the towers propagate over)."""
+    coo = user_items.tocoo()
+    graph = InteractionGraph.from_pairs(coo.row, coo.col, *user_items.shape)
+    return graph.user_item.matrix, graph.item_degree
 
 
-def degree_root(item_scale: np.ndarray) -> np.ndarray:
-    """D_I^1/2 from D_I^-1/2 (0 where an item has no train event)."""
-    out = np.zeros_like(item_scale)
-    out[item_scale > 0] = 1.0 / item_scale[item_scale > 0]
+def inverse_root(degrees: np.ndarray) -> np.ndarray:
+    """D^-1/2 as a vector, 0 where the degree is 0 (an item without train events scores nothing)."""
+    out = np.zeros_like(degrees, dtype=np.float32)
+    out[degrees > 0] = degrees[degrees > 0] ** -0.5
     return out
-
-
-def top_right_singular_vectors(matrix: sp.csr_matrix, rank: int, seed: int) -> np.ndarray:
-    """(n_items, rank) top right singular vectors of `matrix` (`right_singular`)."""
-    return right_singular(matrix, rank, seed)[0]
 
 
 def right_singular(matrix: sp.csr_matrix, rank: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -71,19 +62,16 @@ def right_singular(matrix: sp.csr_matrix, rank: int, seed: int) -> tuple[np.ndar
 
     Randomised (torch.svd_lowrank with power iterations) because an exact sparse SVD of rank 1,024 on a
     30k x 40k graph is many minutes (the randomised one: 80 s on one core); the seed makes the fit
-    reproducible on one machine."""
+    reproducible on one machine, without moving the caller's random stream."""
     rank = max(1, min(int(rank), min(matrix.shape) - 1))
     sketch = min(rank + max(10, rank // 10), min(matrix.shape))  # oversampled (Halko et al.), then cut to `rank`
     coo = matrix.tocoo()
     indices = torch.as_tensor(np.vstack([coo.row, coo.col]), dtype=torch.long)
     sparse = torch.sparse_coo_tensor(indices, torch.as_tensor(coo.data, dtype=torch.float32), matrix.shape,
                                      check_invariants=False).coalesce()
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
         _, spread, right = torch.svd_lowrank(sparse, q=sketch, niter=4)
-    finally:
-        torch.random.set_rng_state(state)
     return right[:, :rank].numpy().astype(np.float32), spread[:rank].numpy().astype(np.float32)
 
 
@@ -103,7 +91,7 @@ class GFCF(ReadsHistories):
         self.config = GFCFConfig(**{**base.__dict__, **overrides})  # type: ignore[arg-type]
         self.user_items: sp.csr_matrix | None = None
         self.normalised: sp.csr_matrix | None = None
-        self.item_scale: np.ndarray | None = None
+        self.item_degree: np.ndarray | None = None
         self.vectors: np.ndarray | None = None  # (n_items, max rank) right singular vectors of R~
         self.alpha: float = 0.3
         self.rank: int = 256
@@ -118,10 +106,10 @@ class GFCF(ReadsHistories):
         """Fit on a binary user x item matrix; alpha and rank chosen on `valid` by `metric` (`known` masked)."""
         cfg = self.config
         self.user_items = user_items.tocsr().astype(np.float32)
-        self.normalised, self.item_scale = normalised_matrix(self.user_items)
+        self.normalised, self.item_degree = propagation_matrix(self.user_items)
         ranks = (cfg.rank,) if cfg.rank is not None else cfg.ranks
         alphas = (cfg.alpha,) if cfg.alpha is not None else cfg.alphas
-        self.vectors = top_right_singular_vectors(self.normalised, max(ranks), cfg.seed)
+        self.vectors = right_singular(self.normalised, max(ranks), cfg.seed)[0]
         if valid is None or not valid.height or (len(ranks) == 1 and len(alphas) == 1):
             self.alpha = alphas[0] if len(alphas) == 1 else 0.3  # nothing to choose on: the paper's setting
             self.rank = min(ranks[0] if len(ranks) == 1 else 256, self.vectors.shape[1])
@@ -147,10 +135,10 @@ class GFCF(ReadsHistories):
         linear = np.asarray(((history @ self.normalised.T) @ self.normalised).todense(), dtype=np.float32)
         if self.alpha == 0.0:
             return linear
-        assert self.vectors is not None and self.item_scale is not None
+        assert self.vectors is not None and self.item_degree is not None
         basis = self.vectors[:, :self.rank]
-        scaled = np.asarray(history.multiply(self.item_scale[None, :]).todense(), dtype=np.float32)
-        low_pass = (scaled @ basis) @ (basis.T * degree_root(self.item_scale)[None, :])
+        scaled = np.asarray(history.multiply(inverse_root(self.item_degree)[None, :]).todense(), dtype=np.float32)
+        low_pass = (scaled @ basis) @ (basis.T * np.sqrt(self.item_degree)[None, :])
         return linear + self.alpha * low_pass
 
 
@@ -164,10 +152,10 @@ def factored_filter(user_items: sp.csr_matrix, rank: int, alpha: float = 0.3, lo
     valid N@20 at rank 1024: .1097 against .1077), beside the ideal low-pass term as in the exact filter:
     H = [V_r S_r, alpha D_I^-1/2 V_k], V = [V_r, D_I^1/2 V_k].
     """
-    normalised, item_scale = normalised_matrix(user_items.tocsr().astype(np.float32))
+    normalised, item_degree = propagation_matrix(user_items)
     vectors, spread = right_singular(normalised, max(rank, low_pass), seed)
     rank, low_pass = min(rank, vectors.shape[1]), min(low_pass, vectors.shape[1])
     linear, smooth = vectors[:, :rank], vectors[:, :low_pass]
-    history = np.hstack([linear * spread[None, :rank], alpha * item_scale[:, None] * smooth])
-    items = np.hstack([linear, degree_root(item_scale)[:, None] * smooth])
+    history = np.hstack([linear * spread[None, :rank], alpha * inverse_root(item_degree)[:, None] * smooth])
+    items = np.hstack([linear, np.sqrt(item_degree)[:, None] * smooth])
     return history.astype(np.float32), items.astype(np.float32)
