@@ -1,6 +1,6 @@
 """How far a split's held-out events lie from its train events: popularity counted on each part, ranked on test.
 
-    RECSYS_DATA_DIR=../shared/data .venv/bin/python benchmarks/split_shift.py --dataset tiktok [--json OUT]
+    RECSYS_DATA_DIR=../shared/data .venv/bin/python benchmarks/split_shift.py --dataset tiktok [--model itemknn ...] [--json OUT]
 
 Why: on TikTok (DiffMM's split) a model refit on train + valid (`train.refit`) gained far more on test than
 ~5 % more events should give. If valid and test are drawn like train, an item's popularity among the valid
@@ -24,6 +24,8 @@ import polars as pl  # noqa: E402
 
 from recsys.data import load_dataset  # noqa: E402
 from recsys.metrics import evaluate_scores  # noqa: E402
+from recsys.metrics import per_user_ranking_metrics  # noqa: E402
+from training.evaluation import fit_baseline  # noqa: E402
 from training.evaluation_protocol import prepare_split  # noqa: E402
 
 TOP = 100  # the head whose overlap between parts is reported
@@ -43,10 +45,29 @@ def popularity_scorer(item_counts: np.ndarray):
     return score
 
 
+def paired_recall(model_name: str, dataset, k: int = 20) -> dict[str, float]:
+    """One baseline fitted on train, its Recall@k per user on valid and on test (train masked on both), paired
+    over the users with both parts: mean of each, mean difference valid - test and its standard error."""
+    ev_valid, ev_test = prepare_split(dataset, "valid"), prepare_split(dataset, "test")
+    model = fit_baseline(model_name, ev_test)
+    frames = []
+    for name, ev in (("valid", ev_valid), ("test", ev_test)):
+        frame, _ = per_user_ranking_metrics(model.score, ev.held_out, ev.known, ev.dataset.n_items, ks=(k,))
+        frames.append(frame.select("user_index", pl.col(f"recall@{k}").alias(name)))
+    joined = frames[0].join(frames[1], on="user_index")
+    diff = (joined["valid"] - joined["test"]).to_numpy()
+    return {"model": model_name, "users": joined.height, f"valid_recall@{k}": round(float(joined["valid"].mean()), 4),
+            f"test_recall@{k}": round(float(joined["test"].mean()), 4), "difference": round(float(diff.mean()), 4),
+            "se": round(float(diff.std(ddof=1) / np.sqrt(len(diff))), 4),
+            "z": round(float(diff.mean() / (diff.std(ddof=1) / np.sqrt(len(diff)))), 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--model", action="append", default=[],
+                        help="a baseline whose per-user Recall@20 on valid and test is paired (repeatable)")
     args = parser.parse_args()
     ev = prepare_split(load_dataset(args.dataset), "test")
     ds, n = ev.dataset, ev.dataset.n_items
@@ -72,6 +93,8 @@ def main() -> None:
         "test_events_on_items_without_train_events": int((by_part["train"][test_items] == 0).sum()),
         "of_which_items_in_valid": int(((by_part["train"][test_items] == 0) & (by_part["valid"][test_items] > 0)).sum()),
     }
+    if args.model:
+        report["recall_valid_vs_test"] = [paired_recall(name, ev.dataset) for name in args.model]
     print(json.dumps(report, indent=2))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
