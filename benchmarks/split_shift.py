@@ -55,6 +55,8 @@ def paired_recall(model_name: str, dataset, k: int = 20) -> dict[str, float]:
         frame, _ = per_user_ranking_metrics(model.score, ev.held_out, ev.known, ev.dataset.n_items, ks=(k,))
         frames.append(frame.select("user_index", pl.col(f"recall@{k}").alias(name)))
     joined = frames[0].join(frames[1], on="user_index")
+    if joined.height < 2:  # valid and test rank other users (TikTok's split): nothing to pair
+        return {"model": model_name, "users": joined.height, "skipped": "valid and test share fewer than 2 users"}
     diff = (joined["valid"] - joined["test"]).to_numpy()
     return {"model": model_name, "users": joined.height, f"valid_recall@{k}": round(float(joined["valid"].mean()), 4),
             f"test_recall@{k}": round(float(joined["test"].mean()), 4), "difference": round(float(diff.mean()), 4),
