@@ -23,8 +23,7 @@ import numpy as np  # noqa: E402
 import polars as pl  # noqa: E402
 
 from recsys.data import load_dataset  # noqa: E402
-from recsys.metrics import evaluate_scores  # noqa: E402
-from recsys.metrics import per_user_ranking_metrics  # noqa: E402
+from recsys.metrics import evaluate_scores, per_user_ranking_metrics  # noqa: E402
 from training.evaluation import fit_baseline  # noqa: E402
 from training.evaluation_protocol import prepare_split  # noqa: E402
 
@@ -58,10 +57,10 @@ def paired_recall(model_name: str, dataset, k: int = 20) -> dict[str, float]:
     if joined.height < 2:  # valid and test rank other users (TikTok's split): nothing to pair
         return {"model": model_name, "users": joined.height, "skipped": "valid and test share fewer than 2 users"}
     diff = (joined["valid"] - joined["test"]).to_numpy()
+    se = float(diff.std(ddof=1) / np.sqrt(len(diff)))
     return {"model": model_name, "users": joined.height, f"valid_recall@{k}": round(float(joined["valid"].mean()), 4),
             f"test_recall@{k}": round(float(joined["test"].mean()), 4), "difference": round(float(diff.mean()), 4),
-            "se": round(float(diff.std(ddof=1) / np.sqrt(len(diff))), 4),
-            "z": round(float(diff.mean() / (diff.std(ddof=1) / np.sqrt(len(diff)))), 1)}
+            "se": round(se, 4), "z": round(float(diff.mean()) / se, 1)}
 
 
 def main() -> None:
