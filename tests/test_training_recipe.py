@@ -213,6 +213,29 @@ def test_recsys_tune_writes_a_config_the_next_train_uses(tmp_path: Path):
     assert config.ease.weights == recipe["ease"]["weights"]  # trials leave the closed-form member out; the config keeps it
 
 
+def test_tune_trials_never_read_test(tmp_path: Path, monkeypatch):
+    """A search that chooses on valid must not compute (or log) the test figure of any trial; `recsys train` does."""
+    import training.run as run_module
+    import training.tune as tune_module
+
+    folder = _folder(tmp_path / "shop")
+    ranked: list[str] = []
+    real = run_module.evaluate_vectors
+
+    def recording(data, users, items, split, ctx, encoder):  # noqa: ANN001 - evaluate_vectors' signature
+        ranked.append(split)
+        return real(data, users, items, split, ctx, encoder)
+
+    monkeypatch.setattr(run_module, "evaluate_vectors", recording)
+    tune_module.tune(str(folder), budget_minutes=5, max_trials=1, out=tmp_path / "shop.tuned.toml",
+                     overrides=["train.epochs=1", "train.threads=1", "train.pilot=[]"])
+    assert ranked and set(ranked) == {"valid"}
+    ranked.clear()
+    result = run_module.train(load_config(None, str(folder), ["train.epochs=1", "train.threads=1", "train.ensemble=1"]),
+                              tmp_path / "run", progress=False)
+    assert set(ranked) == {"valid", "test"} and result.metrics["test"]
+
+
 def test_tune_lets_the_base_pilot_decide_once_and_varies_what_it_decided(tmp_path: Path, monkeypatch):
     """Trial 0 runs the recipe's pilot; later trials and the written config start from its choice, pilot-free."""
     import training.tune as tune_module

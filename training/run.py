@@ -254,8 +254,11 @@ def evaluate_vectors(data: TrainingData, users: np.ndarray, items: np.ndarray, s
 
 
 def train(config: TrainConfig, run_dir: Path | str, resume: bool = True, progress: bool = True,
-          data: TrainingData | None = None, ctx: DistContext | None = None) -> TrainResult:
+          data: TrainingData | None = None, ctx: DistContext | None = None, read_test: bool = True) -> TrainResult:
     """Train (`train.ensemble` seeded towers, one after another), evaluate on valid and test, write the run (rank 0).
+
+    `read_test=False` leaves test unread (the run's `test` metrics empty): a search that chooses on valid
+    (`recsys tune`) has no business seeing, or logging, the figure it must not choose by.
 
     With `resume` (default) a checkpoint in RUN_DIR from the same config is continued; one from
     another config is refused (ValueError) rather than silently mixed in. Ensemble members keep
@@ -265,13 +268,13 @@ def train(config: TrainConfig, run_dir: Path | str, resume: bool = True, progres
     run_dir = Path(run_dir)
     ctx = ctx or init_distributed()
     if not ctx.is_main:  # rank 0 holds the directory for the whole job
-        return _train(config, run_dir, resume, progress, data, ctx)
+        return _train(config, run_dir, resume, progress, data, ctx, read_test)
     with exclusive_run(run_dir):
-        return _train(config, run_dir, resume, progress, data, ctx)
+        return _train(config, run_dir, resume, progress, data, ctx, read_test)
 
 
 def _train(config: TrainConfig, run_dir: Path, resume: bool, progress: bool, data: TrainingData | None,
-           ctx: DistContext) -> TrainResult:
+           ctx: DistContext, read_test: bool = True) -> TrainResult:
     began = time.perf_counter()
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
@@ -306,7 +309,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, progress: bool, dat
     if closed is not None:  # the run serves towers + the closed-form member as one concatenation
         users, items, encoder, gap = served_form(parts, data)
     valid = evaluate_vectors(data, users, items, "valid", ctx, encoder)
-    test = evaluate_vectors(data, users, items, "test", ctx, encoder)
+    test = evaluate_vectors(data, users, items, "test", ctx, encoder) if read_test else {}
     refit: Refit | None = None
     if config.train.refit:  # valid has chosen: serve (and test) the members trained again on train + valid
         refit = refit_run(config, members, closed, run_dir, resume, progress, ctx)
@@ -314,7 +317,7 @@ def _train(config: TrainConfig, run_dir: Path, resume: bool, progress: bool, dat
         data, parts = refit.data, [*refit.members, *([refit.closed] if refit.closed is not None else [])]
         users, items, encoder, refit_gap = served_form(parts, data)
         gap = max(gap, refit_gap)
-        test = evaluate_vectors(data, users, items, "test", ctx, encoder)
+        test = evaluate_vectors(data, users, items, "test", ctx, encoder) if read_test else {}
     if gap > 1e-4:
         log.warning("served user vectors differ from the training forward pass by up to %.2g", gap)
     first = members[0]

@@ -164,7 +164,8 @@ def tune(dataset: str, budget_minutes: float, out: Path | None = None, seed: int
         def run_trial(changes: list[str], raw: dict[str, Any], label: str) -> Trial:
             config = TrainConfig.model_validate(raw)
             began = time.perf_counter()
-            result = train(config, Path(tmp) / f"trial-{label}", resume=False, progress=False, data=data)
+            result = train(config, Path(tmp) / f"trial-{label}", resume=False, progress=False, data=data,
+                           read_test=False)  # valid chooses; test stays unread
             settled = None
             if "pilot" in result.metrics:  # the base's pilot (trial 0) decides its candidates once for the search
                 chosen = config.train.pilot[result.metrics["pilot"]["chosen"]]
