@@ -60,7 +60,9 @@ def synthetic_task(n_items: int, n_users: int, config: ModelConfig, loss: LossCo
     model.item_tower.fit_statistics(catalog)
     knn_graph = FrozenSparse(item_knn_graph(features, masks, config.item_knn)) if config.item_knn else None
     layers = config.propagation_layers
-    graphs = GraphContext(InteractionGraph.from_pairs(users, items, n_users, n_items) if layers else None, knn_graph)
+    graph = InteractionGraph.from_pairs(users, items, n_users, n_items, config.graph_self_exponent,
+                                        config.graph_neighbour_exponent) if layers else None
+    graphs = GraphContext(graph, knn_graph)
     ends = np.cumsum(lengths)
     window = [items[max(e - n, e - max_history):e] for e, n in zip(ends, lengths)]
     histories = UserHistories.from_lists(window)

@@ -37,7 +37,8 @@ def _model(seed: int, **config) -> tuple[TwoTower, ItemCatalog, list[list[int]],
             parameter.add_(torch.randn(parameter.shape, generator=gen) * 0.3)
     histories = [rng.choice(N_ITEMS, size=int(rng.integers(1, 15)), replace=False).tolist() for _ in range(N_USERS)]
     users = np.repeat(np.arange(N_USERS), [len(h) for h in histories])
-    graph = InteractionGraph.from_pairs(users, np.concatenate(histories), N_USERS, N_ITEMS)
+    graph = InteractionGraph.from_pairs(users, np.concatenate(histories), N_USERS, N_ITEMS, cfg.graph_self_exponent,
+                                        cfg.graph_neighbour_exponent)
     return model, catalog, histories, GraphContext(graph, None), cfg
 
 
@@ -48,9 +49,12 @@ def _model(seed: int, **config) -> tuple[TwoTower, ItemCatalog, list[list[int]],
                                          attention_inner=4 * DIM, attention_activation="gelu",
                                          attention_weight_dropout=0.5),
                                     dict(user_pooling="self_attention", recency_half_life=3.0,
-                                         attention_item_embedding=True)],
+                                         attention_item_embedding=True),
+                                    dict(user_pooling="self_attention", recency_half_life=3.0, propagation_layers=2,
+                                         layer0_weight=0.2, graph_self_exponent=0.6, graph_neighbour_exponent=-0.1)],
                          ids=["self_attention", "self_attention-1-block-no-graph", "recency-mean",
-                              "self_attention-2-heads-inner-4x-gelu", "self_attention-item-embedding"])
+                              "self_attention-2-heads-inner-4x-gelu", "self_attention-item-embedding",
+                              "self_attention-lightgcnpp-propagation"])
 def test_every_prefix_trains_the_vector_serving_gives_that_prefix(config: dict) -> None:
     model, catalog, histories, graphs, cfg = _model(4, **config)
     batch = UserHistories.from_lists(histories)

@@ -47,9 +47,15 @@ VARIANTS = [
     dict(user_pooling="self_attention", history_embedding=False, recency_half_life=3.0, attention_heads=2,
          attention_inner=64, attention_activation="gelu", attention_weight_dropout=0.5),
     dict(user_pooling="self_attention", history_embedding=False, recency_half_life=3.0, attention_item_embedding=True),
+    # LightGCN++'s propagation: layer 0 weighted apart, asymmetric degree exponents (a live history's length too)
+    dict(user_pooling="mean", history_embedding=False, layer0_weight=0.0, graph_self_exponent=0.6,
+         graph_neighbour_exponent=-0.1),
+    dict(user_pooling="attention", history_embedding=True, layer0_weight=0.4, graph_self_exponent=0.5,
+         graph_neighbour_exponent=0.1),
 ]
 MULTI_HEAD = dict(attention_heads=4, attention_inner=4 * DIM, attention_activation="gelu")
-EXTRA = {"self_attention-multi-head": MULTI_HEAD, "self_attention-item-embedding": dict(attention_item_embedding=True)}
+EXTRA = {"self_attention-multi-head": MULTI_HEAD, "self_attention-item-embedding": dict(attention_item_embedding=True),
+         "mean-lightgcnpp": dict(layer0_weight=0.2, graph_self_exponent=0.6, graph_neighbour_exponent=-0.1)}
 
 
 def _histories(seed: int) -> list[list[int]]:
@@ -74,7 +80,8 @@ def _trained_like(seed: int, popularity: bool, layers: int, **config):
             parameter.add_(torch.randn(parameter.shape, generator=generator) * 0.3)
     histories = _histories(seed)
     users = np.repeat(np.arange(N_USERS), [len(h) for h in histories])
-    graph = InteractionGraph.from_pairs(users, np.concatenate(histories), N_USERS, N_ITEMS)
+    graph = InteractionGraph.from_pairs(users, np.concatenate(histories), N_USERS, N_ITEMS, cfg.graph_self_exponent,
+                                        cfg.graph_neighbour_exponent)
     graphs = GraphContext(graph if layers else None, None)
     with torch.no_grad():
         out = model(catalog, UserHistories.from_lists(histories), graphs)
@@ -122,7 +129,7 @@ def test_small_batches_run_the_fast_runtime_and_equal_the_module_row_by_row(pool
 
 
 @pytest.mark.parametrize("pooling", ["mean", "attention", "self_attention", "self_attention-multi-head",
-                                     "self_attention-item-embedding"])
+                                     "self_attention-item-embedding", "mean-lightgcnpp"])
 def test_onnx_export_equals_the_module_at_batch_1_2_4_8_and_any_history_length(pooling: str) -> None:
     """The default runtime is an ONNX Runtime session over an export of the loaded module: at each
     request batch size, for new users (empty), short, window-long and longer histories, mixed in one

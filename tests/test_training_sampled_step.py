@@ -29,11 +29,16 @@ def model_config(**kw) -> ModelConfig:
     return ModelConfig(**{**base, **kw})
 
 
-@pytest.mark.parametrize("layers,knn,fanout,item_fanout", [(0, 0, 2, 0), (1, 0, 2, 0), (2, 3, 2, 0), (3, 3, 10_000, 0),
-                                                           (1, 0, 10_000, 10_000), (2, 3, 2, 2)])
-def test_sampled_step_vectors_equal_the_full_forward_at_the_cache_refresh(layers, knn, fanout, item_fanout):
-    """Cached propagation + sampled (fresh - cached) corrections: exact while the weights are the cached ones."""
-    task, users, items = synthetic_task(300, 120, model_config(propagation_layers=layers, item_knn=knn),
+LIGHTGCN_PP = dict(layer0_weight=0.2, graph_self_exponent=0.6, graph_neighbour_exponent=-0.1)  # LightGCN++'s
+
+
+@pytest.mark.parametrize("layers,knn,fanout,item_fanout,graph", [
+    (0, 0, 2, 0, {}), (1, 0, 2, 0, {}), (2, 3, 2, 0, {}), (3, 3, 10_000, 0, {}), (1, 0, 10_000, 10_000, {}),
+    (2, 3, 2, 2, {}), (2, 3, 2, 2, LIGHTGCN_PP), (3, 0, 10_000, 0, dict(layer0_weight=0.0))])
+def test_sampled_step_vectors_equal_the_full_forward_at_the_cache_refresh(layers, knn, fanout, item_fanout, graph):
+    """Cached propagation + sampled (fresh - cached) corrections: exact while the weights are the cached ones
+    (LightGCN's layer mean and symmetric normalisation, and LightGCN++'s layer-0 weight and degree exponents)."""
+    task, users, items = synthetic_task(300, 120, model_config(propagation_layers=layers, item_knn=knn, **graph),
                                         LossConfig(step="sampled", fanout=fanout, item_fanout=item_fanout), seed=1)
     task.eval()  # no ID dropout: both paths see the same item vectors
     task.begin_epoch()  # the cache holds the current weights' layers

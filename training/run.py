@@ -60,7 +60,8 @@ def build_task(config: TrainConfig, data: TrainingData) -> TwoTowerTrainTask:
     torch.manual_seed(config.train.seed)
     model = build_model(MODEL_KIND, config.model, data.n_items, data.n_users, data.media_dims)
     model.item_tower.fit_statistics(data.catalog)
-    graphs = GraphContext(data.graph if config.model.propagation_layers > 0 else None,
+    graph = data.graph.renormalised(config.model.graph_self_exponent, config.model.graph_neighbour_exponent)
+    graphs = GraphContext(graph if config.model.propagation_layers > 0 else None,
                           data.knn_graph(config.model.item_knn, config.model.item_knn_space == "standardised"))
     catalog = data.catalog
     if config.model.cold_item_prior > 0:

@@ -48,6 +48,15 @@ class ModelConfig(_Strict):
     edge_dropout_mode: Literal["uniform", "degree"] = Field("uniform", description=(
         "edge_dropout: which edges go. uniform: each alike; degree: FREEDOM's degree-sensitive pruning, an edge "
         "kept with odds 1/sqrt(deg(user)·deg(item)), so edges between heavy users and popular items go first."))
+    layer0_weight: float | None = Field(None, ge=0.0, le=1.0, description=(
+        "Weight of layer 0 in the propagated vector, the layers 1..L sharing the rest equally (LightGCN++'s gamma); "
+        "None = LightGCN's mean over layers 0..L."))
+    graph_self_exponent: float = Field(0.5, ge=0.0, le=1.0, description=(
+        "A node's sum over its graph neighbours is divided by its own degree to this power (LightGCN++'s alpha; "
+        "LightGCN's symmetric normalisation is 1/2). A served history divides by its length to this power."))
+    graph_neighbour_exponent: float = Field(0.5, ge=-0.5, le=1.0, description=(
+        "Each neighbour in that sum is divided by its degree to this power (LightGCN++'s beta; LightGCN 1/2; "
+        "below 1/2 a popular neighbour weighs more)."))
     item_knn: int = Field(0, ge=0, description="Neighbours per item in the frozen content kNN graph (0 = off).")
     item_knn_weight: float = Field(1.0, ge=0.0, description="Weight of the kNN-smoothed item vector.")
     item_knn_space: Literal["raw", "standardised"] = Field("raw", description=(

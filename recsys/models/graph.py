@@ -80,21 +80,58 @@ class _FrozenSpMM(torch.autograd.Function):
 
 @dataclass
 class InteractionGraph:
-    """Symmetric-normalised bipartite adjacency D_u^-1/2 R D_i^-1/2 of the train interactions."""
+    """Degree-normalised bipartite adjacency of the train interactions, one matrix per direction.
+
+    A node aggregating its neighbours weighs each by deg(node)^-a · deg(neighbour)^-b (`self_exponent` a,
+    `neighbour_exponent` b): users <- items is D_u^-a R D_i^-b, items <- users D_i^-a Rᵀ D_u^-b. LightGCN's
+    symmetric D^-1/2 R D^-1/2 is a = b = 1/2, the default; LightGCN++ (Lee et al., RecSys 2024) shows the two
+    exponents are worth separating (its recommended a .6, b -.1: a heavy node's sum shrinks more, a popular
+    neighbour weighs a little more).
+    """
 
     user_item: FrozenSparse  # (n_users, n_items)
     item_user: FrozenSparse  # (n_items, n_users)
     item_degree: np.ndarray  # (n_items,) train interactions per item
     user_degree: np.ndarray  # (n_users,)
+    self_exponent: float = 0.5
+    neighbour_exponent: float = 0.5
 
     @classmethod
-    def from_pairs(cls, users: np.ndarray, items: np.ndarray, n_users: int, n_items: int) -> "InteractionGraph":
+    def from_pairs(cls, users: np.ndarray, items: np.ndarray, n_users: int, n_items: int,
+                   self_exponent: float = 0.5, neighbour_exponent: float = 0.5) -> "InteractionGraph":
         r = sp.csr_matrix((np.ones(len(users), np.float32), (users, items)), shape=(n_users, n_items))
         r.data[:] = 1.0  # duplicates count once
-        du = np.asarray(r.sum(1)).ravel()
-        di = np.asarray(r.sum(0)).ravel()
-        norm = sp.diags(1 / np.sqrt(np.maximum(du, 1))) @ r @ sp.diags(1 / np.sqrt(np.maximum(di, 1)))
-        return cls(FrozenSparse(norm), FrozenSparse(norm.T), di.astype(np.float32), du.astype(np.float32))
+        du = np.maximum(np.asarray(r.sum(1)).ravel(), 1)
+        di = np.maximum(np.asarray(r.sum(0)).ravel(), 1)
+        user_item = sp.diags(_power(du, -self_exponent)) @ r @ sp.diags(_power(di, -neighbour_exponent))
+        if self_exponent == neighbour_exponent:  # symmetric: one matrix and its transpose
+            item_user = user_item.T
+        else:
+            item_user = sp.diags(_power(di, -self_exponent)) @ r.T @ sp.diags(_power(du, -neighbour_exponent))
+        return cls(FrozenSparse(user_item), FrozenSparse(item_user), np.asarray(r.sum(0)).ravel().astype(np.float32),
+                   np.asarray(r.sum(1)).ravel().astype(np.float32), self_exponent, neighbour_exponent)
+
+    def pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """The (user, item) edges of the graph."""
+        coo = self.user_item.matrix.tocoo()
+        return coo.row, coo.col
+
+    def renormalised(self, self_exponent: float, neighbour_exponent: float) -> "InteractionGraph":
+        """The same edges under other degree exponents (the graph itself when they are these)."""
+        if (self_exponent, neighbour_exponent) == (self.self_exponent, self.neighbour_exponent):
+            return self
+        n_users, n_items = self.user_item.shape
+        return InteractionGraph.from_pairs(*self.pairs(), n_users, n_items, self_exponent, neighbour_exponent)
+
+
+def _power(degree: np.ndarray, exponent: float) -> np.ndarray:
+    """degree ** exponent, LightGCN's -1/2 computed as 1 / sqrt (bit for bit the graphs runs were trained on)."""
+    return 1 / np.sqrt(degree) if exponent == -0.5 else degree ** exponent
+
+
+def degree_divisor(count: torch.Tensor, exponent: float) -> torch.Tensor:
+    """count ** exponent as a divisor (LightGCN's 1/2 as sqrt, bit for bit what runs were trained with)."""
+    return count.sqrt() if exponent == 0.5 else count ** exponent
 
 
 def thinned_graph(graph: InteractionGraph, drop: float, mode: str = "uniform",
@@ -107,18 +144,19 @@ def thinned_graph(graph: InteractionGraph, drop: float, mode: str = "uniform",
     an edge is kept with odds 1/sqrt(deg(user)·deg(item)) (drawn without replacement), so the edges between
     heavy users and popular items, which dominate the neighbour sums, are the ones that go.
     """
-    coo = graph.user_item.matrix.tocoo()
-    n_edges = len(coo.row)
+    rows, cols = graph.pairs()
+    n_edges = len(rows)
     keep_n = max(int(round(n_edges * (1.0 - drop))), 1)
     if mode == "degree":
-        odds = torch.as_tensor(1.0 / np.sqrt(np.maximum(graph.user_degree[coo.row] * graph.item_degree[coo.col], 1.0)))
+        odds = torch.as_tensor(1.0 / np.sqrt(np.maximum(graph.user_degree[rows] * graph.item_degree[cols], 1.0)))
         kept = torch.multinomial(odds, keep_n, replacement=False, generator=generator).numpy()
     elif mode == "uniform":
         kept = torch.randperm(n_edges, generator=generator)[:keep_n].numpy()
     else:
         raise ValueError(f"edge dropout mode {mode!r}: expected 'uniform' or 'degree'")
     n_users, n_items = graph.user_item.shape
-    return InteractionGraph.from_pairs(coo.row[kept], coo.col[kept], n_users, n_items)
+    return InteractionGraph.from_pairs(rows[kept], cols[kept], n_users, n_items, graph.self_exponent,
+                                       graph.neighbour_exponent)
 
 
 def propagation_layers(graph: InteractionGraph, users0: torch.Tensor, items0: torch.Tensor, layers: int
@@ -133,15 +171,34 @@ def propagation_layers(graph: InteractionGraph, users0: torch.Tensor, items0: to
     return user_layers, item_layers
 
 
-def propagate(graph: InteractionGraph, users0: torch.Tensor, items0: torch.Tensor, layers: int
-              ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-    """LightGCN: mean over layers 0..L of alternating neighbour sums; returns (users, items, item layers).
+def layer_weights(layers: int, layer0_weight: float | None) -> tuple[float, float]:
+    """(weight of layer 0, weight of each layer 1..L) in the final vector.
+
+    LightGCN takes the mean of layers 0..L (None); LightGCN++ gives layer 0 its own weight g and the
+    propagated layers the mean of the rest, (1 - g) / L (its best g was 0 on LastFM and MovieLens-1M).
+    """
+    if layers == 0:
+        return 1.0, 0.0
+    if layer0_weight is None:
+        return 1.0 / (layers + 1), 1.0 / (layers + 1)
+    return float(layer0_weight), (1.0 - float(layer0_weight)) / layers
+
+
+def propagate(graph: InteractionGraph, users0: torch.Tensor, items0: torch.Tensor, layers: int,
+              layer0_weight: float | None = None) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+    """LightGCN: the layers 0..L of alternating neighbour sums combined (`layer_weights`: by default their mean);
+    returns (users, items, item layers).
 
     The item layers 0..L-1 are what a *new* history needs at serving time (user layer k is the
     normalised sum of the history's item layer k-1), so they are returned too.
     """
     user_layers, item_layers = propagation_layers(graph, users0, items0, layers)
-    return torch.stack(user_layers).mean(0), torch.stack(item_layers).mean(0), item_layers
+    if layer0_weight is None or layers == 0:
+        return torch.stack(user_layers).mean(0), torch.stack(item_layers).mean(0), item_layers
+    w0, wk = layer_weights(layers, layer0_weight)
+    users = w0 * user_layers[0] + wk * torch.stack(user_layers[1:]).sum(0)
+    items = w0 * item_layers[0] + wk * torch.stack(item_layers[1:]).sum(0)
+    return users, items, item_layers
 
 
 @dataclass

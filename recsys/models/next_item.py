@@ -18,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from recsys.models.graph import degree_divisor
 from recsys.models.two_tower import GraphContext, TowerOutput, TwoTower
 from recsys.models.user_tower import UserHistories
 
@@ -62,7 +63,8 @@ def next_item_users(model: TwoTower, output: TowerOutput, histories: UserHistori
     spread_prefix = spread.index_select(0, entries) - torch.where(
         (before_start >= 0).unsqueeze(1), spread.index_select(0, before_start.clamp(min=0)), torch.zeros_like(prefix0))
     length = (entries - starts.index_select(0, owner) + 1).to(prefix0.dtype)
-    prefix_users = model.finalise_users(scale * prefix0 + spread_prefix / length.sqrt().unsqueeze(1))
+    divisor = degree_divisor(length, model.config.graph_self_exponent)
+    prefix_users = model.finalise_users(scale * prefix0 + spread_prefix / divisor.unsqueeze(1))
     out = output.users[users].clone()
     out[chosen] = prefix_users
     return out

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 from recsys.models.config import ModelConfig
-from recsys.models.graph import FrozenSparse, InteractionGraph, Neighbours, propagate, propagation_layers, \
-    sample_neighbours
+from recsys.models.graph import FrozenSparse, InteractionGraph, Neighbours, degree_divisor, layer_weights, propagate, \
+    propagation_layers, sample_neighbours
 from recsys.models.item_tower import ItemCatalog, ItemEncoding, ItemTower
 from recsys.models.popularity_prior import PopularityCoordinate
 from recsys.models.user_tower import UserHistories, UserTower
@@ -98,12 +98,13 @@ class StepOutput:
 class ServingTables:
     """Per-item tables that turn a live history into the same user vector training produced.
 
-    user = normalise(UserTower(history over `item_inputs`) + |h|^-1/2 · Σ_{i∈h} `propagated`[i]).
+    user = normalise(layer_scale · UserTower(history over `item_inputs`) + |h|^-a · Σ_{i∈h} `propagated`[i])
+    (a = `model.graph_self_exponent`, LightGCN's 1/2).
     """
 
     item_inputs: np.ndarray  # (n_items, dim)
-    propagated: np.ndarray  # (n_items, dim): Σ_{k<L} item layer k / sqrt(degree), pre-divided by L+1
-    layer_scale: float  # 1 / (L + 1), the layer mean applied to the user tower term
+    propagated: np.ndarray  # (n_items, dim): Σ_{k<L} item layer k / degree^b, times the weight of a layer k >= 1
+    layer_scale: float  # the weight of layer 0 (LightGCN's layer mean: 1 / (L + 1)), applied to the user tower term
 
 
 class TwoTower(nn.Module):
@@ -150,17 +151,29 @@ class TwoTower(nn.Module):
 
     def forward(self, catalog: ItemCatalog, histories: UserHistories, graphs: GraphContext,
                 generator: torch.Generator | None = None, user_ids: torch.Tensor | None = None) -> TowerOutput:
+        self.check_graph(graphs)
         encoding = self.item_tower(catalog, generator)
         items0 = self.item_inputs(encoding, graphs)
         users0 = self.user_tower(histories, items0, user_ids)
         if graphs.interactions is not None and self.config.propagation_layers > 0:
-            users, items, layers = propagate(graphs.interactions, users0, items0, self.config.propagation_layers)
+            users, items, layers = propagate(graphs.interactions, users0, items0, self.config.propagation_layers,
+                                             self.config.layer0_weight)
         else:
             users, items, layers = users0, items0, [items0]
         items = nn.functional.normalize(items, dim=1)
         if self.popularity is not None:
             items = self.popularity.items(items, catalog.popularity)
         return TowerOutput(self.finalise_users(users), items, encoding, items0, layers)
+
+    def check_graph(self, graphs: GraphContext) -> None:
+        """Refuse a train graph normalised with other degree exponents than the config's: the served tower
+        divides a live history by its length to the config's exponent, so the two would silently disagree."""
+        graph = graphs.interactions
+        wanted = (self.config.graph_self_exponent, self.config.graph_neighbour_exponent)
+        if graph is not None and (graph.self_exponent, graph.neighbour_exponent) != wanted:
+            raise ValueError(f"the interaction graph is normalised with degree exponents "
+                             f"{(graph.self_exponent, graph.neighbour_exponent)}, the model config says {wanted}: "
+                             f"build it with InteractionGraph.renormalised(*those)")
 
     def layer_cache(self, catalog: ItemCatalog, histories: UserHistories, graphs: GraphContext) -> LayerCache | None:
         """What the sampled step reads for its neighbours (None without propagation): see `LayerCache`.
@@ -202,14 +215,18 @@ class TwoTower(nn.Module):
             assert cache is not None and sample.user_neighbours is not None
             un = sample.user_neighbours
             drift = items0.index_select(0, local(un.nodes)) - cache.items0.index_select(0, un.nodes)
-            users = users + cache.users_propagated.index_select(0, sample.users) + un.aggregate(drift, len(sample.users))
-            items = items + cache.items_propagated.index_select(0, sample.candidates)
+            users_spread = cache.users_propagated.index_select(0, sample.users) + un.aggregate(drift, len(sample.users))
+            items_spread = cache.items_propagated.index_select(0, sample.candidates)
             if sample.fresh_item_layer:
                 inb = sample.item_neighbours
                 drift = pooled0.index_select(0, torch.searchsorted(sample.pooled, inb.nodes)) \
                     - cache.users0.index_select(0, inb.nodes)
-                items = items + inb.aggregate(drift, len(sample.candidates))
-            users, items = users / (layers + 1), items / (layers + 1)
+                items_spread = items_spread + inb.aggregate(drift, len(sample.candidates))
+            if self.config.layer0_weight is None:  # LightGCN's layer mean, summed first as runs were trained
+                users, items = (users + users_spread) / (layers + 1), (items + items_spread) / (layers + 1)
+            else:
+                w0, wk = layer_weights(layers, self.config.layer0_weight)
+                users, items = w0 * users + wk * users_spread, w0 * items + wk * items_spread
         items = nn.functional.normalize(items, dim=1)
         if self.popularity is not None:
             items = self.popularity.items(items, catalog.popularity[sample.candidates])
@@ -219,12 +236,13 @@ class TwoTower(nn.Module):
         """(propagated per-item table, layer scale) of `ServingTables`, differentiable (the next-item
         objective builds prefix users from it)."""
         n_layers = len(output.item_layers) - 1
-        scale = 1.0 / (n_layers + 1)
+        layer0, layer_k = layer_weights(n_layers, self.config.layer0_weight)
         propagated = torch.zeros_like(output.item_inputs)
         if n_layers and graphs.interactions is not None:
             degree = torch.as_tensor(graphs.interactions.item_degree).clamp(min=1).unsqueeze(1)
-            propagated = sum(output.item_layers[:n_layers]) / degree.sqrt() * scale
-        return propagated, scale
+            divisor = degree_divisor(degree, graphs.interactions.neighbour_exponent)
+            propagated = sum(output.item_layers[:n_layers]) / divisor * layer_k
+        return propagated, layer0
 
     def serving_tables(self, output: TowerOutput, graphs: GraphContext) -> ServingTables:
         """Fold the propagation into per-item tables (exact for train histories; see `ServingTables`)."""

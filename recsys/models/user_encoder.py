@@ -27,6 +27,7 @@ from torch import nn
 from recsys.artifact import USER_ENCODER_LOADERS, RunArtifact
 from recsys.config import RUNTIMES, UserTowerRuntime, get_settings
 from recsys.models.config import ModelConfig
+from recsys.models.graph import degree_divisor
 from recsys.models.onnx_tower import OnnxTower
 from recsys.models.popularity_prior import PopularityCoordinate
 from recsys.models.two_tower import ServingTables, TwoTower
@@ -66,11 +67,12 @@ def distinct_latest(history: list[int], n_items: int) -> list[int]:
 class ServedUserTower(nn.Module):
     """History -> served user vector: the trained `UserTower` + folded propagation + popularity coordinate.
 
-    user = finalise(scale · UserTower(h over `item_inputs`) + |h|^-1/2 · Σ_{i∈h} `propagated`[i]),
+    user = finalise(scale · UserTower(h over `item_inputs`) + |h|^-a · Σ_{i∈h} `propagated`[i]),
+    a = `model.graph_self_exponent` (LightGCN's 1/2),
     exactly `TwoTower.forward`'s user vector when h is the user's row of the training graph.
 
     Args:
-        config: the member's model config; n_items: catalogue size; layer_scale: 1 / (L + 1).
+        config: the member's model config; n_items: catalogue size; layer_scale: layer 0's weight (the mean: 1 / (L + 1)).
     Example::
         tower = ServedUserTower.from_model(model, tables); users = tower(*history_tensors([[3, 7]]))
     """
@@ -111,7 +113,8 @@ class ServedUserTower(nn.Module):
         histories = UserHistories(items, lengths, segment, age)
         users = self.layer_scale * self.tower(histories, self.item_inputs)
         spread = segment_sum(self.propagated.index_select(0, items), segment, histories.n_users)
-        users = users + spread / lengths.clamp(min=1).to(users.dtype).sqrt().unsqueeze(1)
+        divisor = degree_divisor(lengths.clamp(min=1).to(users.dtype), self.config.graph_self_exponent)
+        users = users + spread / divisor.unsqueeze(1)
         unit = nn.functional.normalize(users, dim=1)
         return self.popularity.users(unit) if self.popularity is not None else unit
 
