@@ -110,15 +110,16 @@ def test_plugins_can_register_a_baseline_by_name():
         make_baseline("no-such-baseline")
 
 
-def test_lightgcn_ranks_the_users_own_cluster_first():
+@pytest.mark.parametrize("name", ["lightgcn", "lightgcn++"])
+def test_lightgcn_ranks_the_users_own_cluster_first(name: str):
     ds, train = make_dataset(two_clusters(), n_items=20)
-    scores = make_baseline("lightgcn", dataset=None, epochs=60, lr=0.02).fit(ds, train).score(np.arange(40))
+    scores = make_baseline(name, dataset=None, epochs=60, lr=0.02).fit(ds, train).score(np.arange(40))
     scores[interaction_matrix(train, 40, 20).toarray() > 0] = -np.inf
     top4 = np.argsort(-scores, axis=1)[:, :4]
     assert ((top4 >= 10) == (np.arange(40)[:, None] % 2 == 1)).mean() > 0.95
 
 
-@pytest.mark.parametrize("name", ["bpr-mf", "lightgcn"])
+@pytest.mark.parametrize("name", ["bpr-mf", "lightgcn", "lightgcn++"])
 def test_learned_baselines_keep_their_best_valid_epoch_and_stop_on_patience(name: str):
     # Each user's last two pairs are held out as valid: the epoch must be chosen on them.
     ds = clusters_with_valid()

@@ -9,7 +9,7 @@ import torch
 
 from benchmarks.training_step_bench import synthetic_task
 from recsys.models import LossConfig, ModelConfig
-from recsys.models.graph import InteractionGraph, layer_weights, propagate, thinned_graph
+from recsys.models.graph import InteractionGraph, layer_weights, propagate, propagation_layers, thinned_graph
 from recsys.models.two_tower import GraphContext
 from training.config import TrainConfig
 
@@ -48,6 +48,18 @@ def test_the_defaults_are_lightgcn_bit_for_bit():
     users_weighted, items_weighted, _ = propagate(graph, u0, i0, 2, layer0_weight=1 / 3)
     torch.testing.assert_close(users_weighted, users_mean)  # g = 1/(L+1) is the mean
     torch.testing.assert_close(items_weighted, items_mean)
+
+
+def test_unit_inputs_scale_each_layer_before_it_is_propagated():
+    users, items = _pairs()
+    graph = InteractionGraph.from_pairs(users, items, 20, 15, 0.6, -0.1)
+    u0, i0 = torch.randn(20, 4) * 5, torch.randn(15, 4) * 5
+    user_layers, item_layers = propagation_layers(graph, u0, i0, 2, unit_inputs=True)
+    unit = lambda x: x / x.norm(dim=1, keepdim=True).clamp(min=1e-12)  # noqa: E731
+    u1, i1 = graph.user_item @ unit(i0), graph.item_user @ unit(u0)
+    torch.testing.assert_close(user_layers[1], u1)
+    torch.testing.assert_close(user_layers[2], graph.user_item @ unit(i1))
+    torch.testing.assert_close(item_layers[2], graph.item_user @ unit(u1))
 
 
 def test_layer_weights():

@@ -50,6 +50,12 @@ def _lightgcn(dataset: str | None = None, **overrides: Any) -> Baseline:
     return LightGCN(**{**TUNED.get("lightgcn", {}).get(dataset or "", {}), **overrides})
 
 
+def _lightgcn_pp(dataset: str | None = None, **overrides: Any) -> Baseline:
+    from recsys.baselines.bpr import LightGCNPlusPlus
+
+    return LightGCNPlusPlus(**{**TUNED.get("lightgcn++", {}).get(dataset or "", {}), **overrides})
+
+
 def _ease(dataset: str | None = None, **overrides: Any) -> Baseline:
     from recsys.baselines.ease import EASE
     return EASE(**{**TUNED.get("ease", {}).get(dataset or "", {}), **overrides})
@@ -76,6 +82,7 @@ BASELINES: dict[str, BaselineFactory] = {
     "itemknn": _itemknn,
     "bpr-mf": _bpr_mf,
     "lightgcn": _lightgcn,
+    "lightgcn++": _lightgcn_pp,
     "ease": _ease,
     "gf-cf": _gfcf,
     "sasrec": _sasrec,

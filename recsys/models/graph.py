@@ -159,12 +159,18 @@ def thinned_graph(graph: InteractionGraph, drop: float, mode: str = "uniform",
                                        graph.neighbour_exponent)
 
 
-def propagation_layers(graph: InteractionGraph, users0: torch.Tensor, items0: torch.Tensor, layers: int
-                       ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """LightGCN's layers 0..L of the users and of the items (alternating neighbour sums)."""
+def propagation_layers(graph: InteractionGraph, users0: torch.Tensor, items0: torch.Tensor, layers: int,
+                       unit_inputs: bool = False) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """LightGCN's layers 0..L of the users and of the items (alternating neighbour sums).
+
+    `unit_inputs`: each layer's vectors are scaled to unit length before they are summed into the next
+    (LightGCN++), so a neighbour's weight is the graph's and not also its vector's length.
+    """
     user_layers, item_layers = [users0], [items0]
     u, i = users0, items0
     for _ in range(layers):
+        if unit_inputs:
+            u, i = torch.nn.functional.normalize(u, dim=1), torch.nn.functional.normalize(i, dim=1)
         u, i = graph.user_item @ i, graph.item_user @ u
         user_layers.append(u)
         item_layers.append(i)
@@ -185,14 +191,15 @@ def layer_weights(layers: int, layer0_weight: float | None) -> tuple[float, floa
 
 
 def propagate(graph: InteractionGraph, users0: torch.Tensor, items0: torch.Tensor, layers: int,
-              layer0_weight: float | None = None) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+              layer0_weight: float | None = None, unit_inputs: bool = False
+              ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     """LightGCN: the layers 0..L of alternating neighbour sums combined (`layer_weights`: by default their mean);
     returns (users, items, item layers).
 
     The item layers 0..L-1 are what a *new* history needs at serving time (user layer k is the
     normalised sum of the history's item layer k-1), so they are returned too.
     """
-    user_layers, item_layers = propagation_layers(graph, users0, items0, layers)
+    user_layers, item_layers = propagation_layers(graph, users0, items0, layers, unit_inputs)
     if layer0_weight is None or layers == 0:
         return torch.stack(user_layers).mean(0), torch.stack(item_layers).mean(0), item_layers
     w0, wk = layer_weights(layers, layer0_weight)
