@@ -87,7 +87,8 @@ def test_the_attention_options_at_their_defaults_keep_the_fingerprint():
         body["train"].pop(key)
     for key in ("attention_heads", "attention_inner", "attention_weight_dropout", "attention_activation",
                 "attention_item_embedding", "content_scale", "content_gate_init", "item_knn_space", "edge_dropout",
-                "edge_dropout_mode", "layer0_weight", "graph_self_exponent", "graph_neighbour_exponent"):
+                "edge_dropout_mode", "layer0_weight", "graph_self_exponent", "graph_neighbour_exponent",
+                "graph_unit_layers"):
         body["model"].pop(key)
     for key in ("view_contrast_weight", "view_contrast_temperature", "target_horizon", "horizon_decay",
                 "reverse_weight", "softmax_group"):  # loss options added later

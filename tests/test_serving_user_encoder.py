@@ -49,13 +49,14 @@ VARIANTS = [
     dict(user_pooling="self_attention", history_embedding=False, recency_half_life=3.0, attention_item_embedding=True),
     # LightGCN++'s propagation: layer 0 weighted apart, asymmetric degree exponents (a live history's length too)
     dict(user_pooling="mean", history_embedding=False, layer0_weight=0.0, graph_self_exponent=0.6,
-         graph_neighbour_exponent=-0.1),
+         graph_neighbour_exponent=-0.1, graph_unit_layers=True),
     dict(user_pooling="attention", history_embedding=True, layer0_weight=0.4, graph_self_exponent=0.5,
          graph_neighbour_exponent=0.1),
 ]
 MULTI_HEAD = dict(attention_heads=4, attention_inner=4 * DIM, attention_activation="gelu")
 EXTRA = {"self_attention-multi-head": MULTI_HEAD, "self_attention-item-embedding": dict(attention_item_embedding=True),
-         "mean-lightgcnpp": dict(layer0_weight=0.2, graph_self_exponent=0.6, graph_neighbour_exponent=-0.1)}
+         "mean-lightgcnpp": dict(layer0_weight=0.2, graph_self_exponent=0.6, graph_neighbour_exponent=-0.1,
+                            graph_unit_layers=True)}
 
 
 def _histories(seed: int) -> list[list[int]]:

@@ -29,7 +29,7 @@ def model_config(**kw) -> ModelConfig:
     return ModelConfig(**{**base, **kw})
 
 
-LIGHTGCN_PP = dict(layer0_weight=0.2, graph_self_exponent=0.6, graph_neighbour_exponent=-0.1)  # LightGCN++'s
+LIGHTGCN_PP = dict(layer0_weight=0.2, graph_self_exponent=0.6, graph_neighbour_exponent=-0.1, graph_unit_layers=True)  # LightGCN++'s
 
 
 @pytest.mark.parametrize("layers,knn,fanout,item_fanout,graph", [

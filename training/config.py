@@ -247,7 +247,7 @@ _ADDED_LATER = {
         ("model", ModelConfig, ("attention_heads", "attention_inner", "attention_weight_dropout", "attention_activation",
                                 "attention_item_embedding", "content_scale", "content_gate_init", "item_knn_space",
                                 "edge_dropout", "edge_dropout_mode", "layer0_weight", "graph_self_exponent",
-                                "graph_neighbour_exponent")),
+                                "graph_neighbour_exponent", "graph_unit_layers")),
         ("loss", LossConfig, ("view_contrast_weight", "view_contrast_temperature", "target_horizon", "horizon_decay",
                               "reverse_weight", "softmax_group")),
         ("data", DataConfig, ("served_events",)),

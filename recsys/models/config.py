@@ -57,6 +57,9 @@ class ModelConfig(_Strict):
     graph_neighbour_exponent: float = Field(0.5, ge=-0.5, le=1.0, description=(
         "Each neighbour in that sum is divided by its degree to this power (LightGCN++'s beta; LightGCN 1/2; "
         "below 1/2 a popular neighbour weighs more)."))
+    graph_unit_layers: bool = Field(False, description=(
+        "Scale each propagation layer's vectors to unit length before they are summed into the next (LightGCN++), "
+        "so a neighbour weighs what the graph says and not also its vector's length."))
     item_knn: int = Field(0, ge=0, description="Neighbours per item in the frozen content kNN graph (0 = off).")
     item_knn_weight: float = Field(1.0, ge=0.0, description="Weight of the kNN-smoothed item vector.")
     item_knn_space: Literal["raw", "standardised"] = Field("raw", description=(

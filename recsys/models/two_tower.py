@@ -157,7 +157,7 @@ class TwoTower(nn.Module):
         users0 = self.user_tower(histories, items0, user_ids)
         if graphs.interactions is not None and self.config.propagation_layers > 0:
             users, items, layers = propagate(graphs.interactions, users0, items0, self.config.propagation_layers,
-                                             self.config.layer0_weight)
+                                             self.config.layer0_weight, self.config.graph_unit_layers)
         else:
             users, items, layers = users0, items0, [items0]
         items = nn.functional.normalize(items, dim=1)
@@ -186,8 +186,13 @@ class TwoTower(nn.Module):
         with torch.no_grad():
             items0 = self.item_inputs(self.item_tower(catalog), graphs)
             users0 = self.user_tower(histories, items0)
-            user_layers, item_layers = propagation_layers(graphs.interactions, users0, items0, layers)
+            user_layers, item_layers = propagation_layers(graphs.interactions, users0, items0, layers,
+                                                          self.config.graph_unit_layers)
         return LayerCache(users0, items0, torch.stack(user_layers[1:]).sum(0), torch.stack(item_layers[1:]).sum(0))
+
+    def propagated_input(self, x: torch.Tensor) -> torch.Tensor:
+        """A layer's vectors as the next layer sums them (unit length under `model.graph_unit_layers`)."""
+        return nn.functional.normalize(x, dim=1) if self.config.graph_unit_layers else x
 
     def step_forward(self, catalog: ItemCatalog, graphs: GraphContext, sample: StepSample, cache: LayerCache | None,
                      generator: torch.Generator | None = None) -> StepOutput:
@@ -214,13 +219,14 @@ class TwoTower(nn.Module):
         if layers > 0 and graphs.interactions is not None:
             assert cache is not None and sample.user_neighbours is not None
             un = sample.user_neighbours
-            drift = items0.index_select(0, local(un.nodes)) - cache.items0.index_select(0, un.nodes)
+            unit = self.propagated_input
+            drift = unit(items0.index_select(0, local(un.nodes))) - unit(cache.items0.index_select(0, un.nodes))
             users_spread = cache.users_propagated.index_select(0, sample.users) + un.aggregate(drift, len(sample.users))
             items_spread = cache.items_propagated.index_select(0, sample.candidates)
             if sample.fresh_item_layer:
                 inb = sample.item_neighbours
-                drift = pooled0.index_select(0, torch.searchsorted(sample.pooled, inb.nodes)) \
-                    - cache.users0.index_select(0, inb.nodes)
+                drift = unit(pooled0.index_select(0, torch.searchsorted(sample.pooled, inb.nodes))) \
+                    - unit(cache.users0.index_select(0, inb.nodes))
                 items_spread = items_spread + inb.aggregate(drift, len(sample.candidates))
             if self.config.layer0_weight is None:  # LightGCN's layer mean, summed first as runs were trained
                 users, items = (users + users_spread) / (layers + 1), (items + items_spread) / (layers + 1)
@@ -241,7 +247,8 @@ class TwoTower(nn.Module):
         if n_layers and graphs.interactions is not None:
             degree = torch.as_tensor(graphs.interactions.item_degree).clamp(min=1).unsqueeze(1)
             divisor = degree_divisor(degree, graphs.interactions.neighbour_exponent)
-            propagated = sum(output.item_layers[:n_layers]) / divisor * layer_k
+            summed = sum(self.propagated_input(layer) for layer in output.item_layers[:n_layers])
+            propagated = summed / divisor * layer_k
         return propagated, layer0
 
     def serving_tables(self, output: TowerOutput, graphs: GraphContext) -> ServingTables:
