@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.unseen_dataset import build  # noqa: E402
 from training.evaluation import evaluate_run, to_jsonable  # noqa: E402
 
-BASELINES = ("most-popular", "itemknn", "bpr-mf", "lightgcn")
+BASELINES = ("most-popular", "itemknn", "bpr-mf", "lightgcn", "lightgcn++")
 METRICS = ("recall@20", "ndcg@20", "ndcg@10")
 # name -> unseen_dataset.build keyword arguments
 DERIVATIONS: dict[str, dict[str, Any]] = {
