@@ -27,7 +27,8 @@ def test_the_matrices_are_each_nodes_degree_to_alpha_times_its_neighbours_to_bet
     r = np.zeros((20, 15), np.float32)
     r[users, items] = 1.0
     du, di = np.maximum(r.sum(1), 1), np.maximum(r.sum(0), 1)
-    np.testing.assert_allclose(graph.user_item.matrix.toarray(), du[:, None] ** -0.6 * r * di[None, :] ** 0.1, rtol=1e-6)
+    np.testing.assert_allclose(graph.user_item.matrix.toarray(), du[:, None] ** -0.6 * r * di[None, :] ** 0.1,
+                               rtol=1e-6)
     np.testing.assert_allclose(graph.item_user.matrix.toarray(), di[:, None] ** -0.6 * r.T * du[None, :] ** 0.1,
                                rtol=1e-6)
     thin = thinned_graph(graph, 0.3, "uniform", torch.Generator().manual_seed(0))  # edge dropout keeps the exponents

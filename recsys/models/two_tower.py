@@ -221,18 +221,19 @@ class TwoTower(nn.Module):
             un = sample.user_neighbours
             unit = self.propagated_input
             drift = unit(items0.index_select(0, local(un.nodes))) - unit(cache.items0.index_select(0, un.nodes))
-            users_spread = cache.users_propagated.index_select(0, sample.users) + un.aggregate(drift, len(sample.users))
-            items_spread = cache.items_propagated.index_select(0, sample.candidates)
+            users_spread = [cache.users_propagated.index_select(0, sample.users),
+                            un.aggregate(drift, len(sample.users))]
+            items_spread = [cache.items_propagated.index_select(0, sample.candidates)]
             if sample.fresh_item_layer:
                 inb = sample.item_neighbours
                 drift = unit(pooled0.index_select(0, torch.searchsorted(sample.pooled, inb.nodes))) \
                     - unit(cache.users0.index_select(0, inb.nodes))
-                items_spread = items_spread + inb.aggregate(drift, len(sample.candidates))
-            if self.config.layer0_weight is None:  # LightGCN's layer mean, summed first as runs were trained
-                users, items = (users + users_spread) / (layers + 1), (items + items_spread) / (layers + 1)
+                items_spread.append(inb.aggregate(drift, len(sample.candidates)))
+            if self.config.layer0_weight is None:  # LightGCN's layer mean, added in the order runs were trained with
+                users, items = sum(users_spread, users) / (layers + 1), sum(items_spread, items) / (layers + 1)
             else:
                 w0, wk = layer_weights(layers, self.config.layer0_weight)
-                users, items = w0 * users + wk * users_spread, w0 * items + wk * items_spread
+                users, items = w0 * users + wk * sum(users_spread), w0 * items + wk * sum(items_spread)
         items = nn.functional.normalize(items, dim=1)
         if self.popularity is not None:
             items = self.popularity.items(items, catalog.popularity[sample.candidates])
