@@ -101,15 +101,15 @@ class InteractionGraph:
                    self_exponent: float = 0.5, neighbour_exponent: float = 0.5) -> "InteractionGraph":
         r = sp.csr_matrix((np.ones(len(users), np.float32), (users, items)), shape=(n_users, n_items))
         r.data[:] = 1.0  # duplicates count once
-        du = np.maximum(np.asarray(r.sum(1)).ravel(), 1)
-        di = np.maximum(np.asarray(r.sum(0)).ravel(), 1)
+        user_degree, item_degree = np.asarray(r.sum(1)).ravel(), np.asarray(r.sum(0)).ravel()
+        du, di = np.maximum(user_degree, 1), np.maximum(item_degree, 1)
         user_item = sp.diags(_power(du, -self_exponent)) @ r @ sp.diags(_power(di, -neighbour_exponent))
         if self_exponent == neighbour_exponent:  # symmetric: one matrix and its transpose
             item_user = user_item.T
         else:
             item_user = sp.diags(_power(di, -self_exponent)) @ r.T @ sp.diags(_power(du, -neighbour_exponent))
-        return cls(FrozenSparse(user_item), FrozenSparse(item_user), np.asarray(r.sum(0)).ravel().astype(np.float32),
-                   np.asarray(r.sum(1)).ravel().astype(np.float32), self_exponent, neighbour_exponent)
+        return cls(FrozenSparse(user_item), FrozenSparse(item_user), item_degree.astype(np.float32),
+                   user_degree.astype(np.float32), self_exponent, neighbour_exponent)
 
     def pairs(self) -> tuple[np.ndarray, np.ndarray]:
         """The (user, item) edges of the graph."""
