@@ -9,6 +9,10 @@ LightGCN, SGL, SimGCL and LightGCN++ reuse) and SELFRec's (CiteULike, Amazon-Bea
 checks, and none was tuned on here. Two line formats exist:
 - `adjacency` (LightGCN / NGCF): `user item item ...`, one line per user;
 - `triples` (SELFRec): `user item weight`, one line per pair (the weight is dropped: implicit feedback).
+- `sequences` (SELFRec's next-item sets, e.g. Amazon-Beauty as SASRec preprocessed it): `seq:item item ...` in
+  time order, one line per user, and the test file `seq:item`, the item after it. The output then has no split
+  column and the position in the sequence as its timestamp, so the recipe takes its next-item regime and its
+  leave-last-out split gives test = exactly the published item, valid = the one before it.
 The recipe chooses its epoch and settings on valid. LightGCN++ (geon0325/LightGCNpp) publishes a valid file
 beside NGCF's train / test (its train + valid = NGCF's train), so `--valid FILE` takes that split as it is.
 Without one, valid is carved from train: per user a seeded random `--valid-fraction` of the train items (at
@@ -29,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.unseen_dataset import opaque_ids, write_folder  # noqa: E402
 
-FORMATS = ("adjacency", "triples")
+FORMATS = ("adjacency", "triples", "sequences")
 log = logging.getLogger("graph_cf_dataset")
 
 
@@ -61,6 +65,47 @@ def read_pairs(path: Path, line_format: str) -> pl.DataFrame:
     return unique
 
 
+def read_sequences(path: Path, start: dict[str, int] | None = None) -> pl.DataFrame:
+    """`(user, item, timestamp)` rows of a `seq:item item ...` file, the timestamp being the position in the user's
+    sequence, counted on from `start[user]` (a test file continues its train sequence); a malformed line is
+    refused with its number."""
+    users: list[str] = []
+    items: list[int] = []
+    stamps: list[int] = []
+    with path.open() as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            user, colon, rest = line.strip().partition(":")
+            try:
+                sequence = [int(field) for field in rest.split()]
+            except ValueError:
+                sequence = []
+            if not colon or not user or not sequence:
+                raise ValueError(f"{path}:{number}: expected 'sequence_id:item item ...', found {line.strip()[:80]!r}")
+            offset = 0 if start is None else start.get(user, -1)
+            if offset < 0:
+                raise ValueError(f"{path}:{number}: sequence {user!r} has no train sequence to continue")
+            users.extend([user] * len(sequence))
+            items.extend(sequence)
+            stamps.extend(range(offset, offset + len(sequence)))
+    return pl.DataFrame({"user": users, "item": items, "timestamp": stamps},
+                        schema={"user": pl.String, "item": pl.Int64, "timestamp": pl.Int64})
+
+
+def build_sequences(train_path: Path, test_path: Path, out: Path, seed: int = 0) -> Path:
+    """The `sequences` format: events with their order as timestamps and no split column (leave-last-out)."""
+    train = read_sequences(train_path)
+    lengths = dict(train.group_by("user").len().iter_rows())
+    test = read_sequences(test_path, start=lengths)
+    inter = pl.concat([train, test])
+    repeated = inter.height - inter.unique(["user", "item"]).height
+    if repeated:  # the harness masks a user's earlier items, so a repeated test item could never be ranked
+        raise ValueError(f"{test_path.parent}: {repeated} repeated (user, item) events")
+    inter = opaque_ids(inter, "user", "item", np.random.default_rng(seed)).select("user_id", "item_id", "timestamp")
+    return write_folder(inter.sample(fraction=1.0, shuffle=True, seed=seed), out)
+
+
 def carve_valid(train: pl.DataFrame, rng: np.random.Generator, fraction: float) -> pl.DataFrame:
     """A `split` column over train pairs: per user a random `fraction` (rounded, >= 1) becomes valid."""
     train = train.with_columns(pl.Series("_r", rng.random(train.height)))
@@ -73,7 +118,12 @@ def carve_valid(train: pl.DataFrame, rng: np.random.Generator, fraction: float) 
 
 def build(train_path: Path, test_path: Path, out: Path, line_format: str = "adjacency",
           valid_fraction: float = 0.1, seed: int = 0, valid_path: Path | None = None) -> Path:
-    """Write `items.csv` and `interactions.csv` (with a `split` column) to `out` and return it."""
+    """Write `items.csv` and `interactions.csv` (with a `split` column; `sequences`: timestamps instead) to `out`."""
+    if line_format == "sequences":
+        if valid_path is not None:
+            raise ValueError("--format sequences: valid is each user's second-to-last item (leave-last-out); "
+                             "there is no --valid file")
+        return build_sequences(train_path, test_path, out, seed)
     train = read_pairs(train_path, line_format)
     test = read_pairs(test_path, line_format)
     rng = np.random.default_rng(seed)
@@ -105,7 +155,7 @@ def main() -> None:
     out = build(args.train, args.test, args.out, args.format, args.valid_fraction, args.seed, args.valid)
     frame = pl.read_csv(out / "interactions.csv")
     print(out, frame.height, "interactions", frame["user_id"].n_unique(), "users", frame["item_id"].n_unique(),
-          "items", frame.group_by("split").len().sort("split").rows())
+          "items", frame.group_by("split").len().sort("split").rows() if "split" in frame.columns else "leave-last-out")
 
 
 if __name__ == "__main__":

@@ -49,3 +49,42 @@ def test_a_pair_in_two_splits_and_a_malformed_line_are_refused(tmp_path: Path) -
     (tmp_path / "bad.txt").write_text("0 1 2\n1 x 3\n")
     with pytest.raises(ValueError, match="bad.txt:2: expected user item item"):
         build(tmp_path / "bad.txt", train, tmp_path / "out")
+
+
+def test_sequences_become_timed_events_whose_leave_last_out_split_is_the_published_one(tmp_path: Path) -> None:
+    """SELFRec's next-item format (`seq:item item ...`, the test file the item after): no split column, the
+    position as the timestamp, so leave-last-out gives test = the published item, valid = the one before."""
+    from recsys.data.splits import apply_split
+
+    (tmp_path / "train.txt").write_text("1:5 6 7 8\n2:9 5 10 11 12\n")
+    (tmp_path / "test.txt").write_text("1:9\n2:6\n")
+    out = build(tmp_path / "train.txt", tmp_path / "test.txt", tmp_path / "out", "sequences")
+    frame = pl.read_csv(out / "interactions.csv")
+    assert "split" not in frame.columns and frame.height == 4 + 5 + 2
+    split = apply_split(load_dataset(str(out)), "leave-last-out")
+    items = split.items.select("item_id", "item_index")
+
+    def held(name: str) -> list[tuple[int, str]]:
+        rows = split.split(name).join(items, on="item_index").join(
+            frame.group_by("user_id").len(), on="user_id").sort("len")
+        return rows.select("len", "item_id").rows()
+
+    # the opaque labels hide 9 / 6 / 8 / 12; each user's test event is its published item, valid its last train item
+    label = {(r["user_id"], r["timestamp"]): r["item_id"] for r in frame.to_dicts()}
+    short, long = frame.group_by("user_id").len().sort("len")["user_id"].to_list()
+    assert held("test") == [(5, label[(short, 4)]), (6, label[(long, 5)])]
+    assert held("valid") == [(5, label[(short, 3)]), (6, label[(long, 4)])]
+    assert label[(short, 4)] == label[(long, 0)]  # item 9: user 1's test item is user 2's first item
+
+
+def test_sequence_files_that_do_not_fit_are_refused(tmp_path: Path) -> None:
+    (tmp_path / "train.txt").write_text("1:5 6 7\n")
+    (tmp_path / "test.txt").write_text("2:9\n")
+    with pytest.raises(ValueError, match="test.txt:1: sequence '2' has no train sequence"):
+        build(tmp_path / "train.txt", tmp_path / "test.txt", tmp_path / "out", "sequences")
+    (tmp_path / "test.txt").write_text("1:6\n")
+    with pytest.raises(ValueError, match="1 repeated"):
+        build(tmp_path / "train.txt", tmp_path / "test.txt", tmp_path / "out", "sequences")
+    (tmp_path / "train.txt").write_text("1 5 6 7\n")
+    with pytest.raises(ValueError, match="train.txt:1: expected 'sequence_id:item"):
+        build(tmp_path / "train.txt", tmp_path / "test.txt", tmp_path / "out", "sequences")
