@@ -189,6 +189,26 @@ def test_valid_chooses_the_weight_and_the_towers_resume(setup: dict) -> None:
     assert without.metrics["valid"]["ndcg@20"] == pytest.approx(scores[0.0], abs=1e-9)
 
 
+def test_the_member_may_be_chosen_by_its_own_valid_metric(setup: dict) -> None:
+    """`ease.select_metric = "mrr"`: every candidate is scored by valid MRR (every user's rank of the held-out item)
+    and the best by MRR serves, while the towers' epochs stay chosen by `train.select_metric`."""
+    weights = ["ease.weights=[0, 0.5, 1, 4]", "ease.min_gain_se=0"]
+    by_ndcg = train(load_config(setup["config"], str(setup["folder"]), weights), setup["root"] / "by-ndcg",
+                    resume=False, progress=False)
+    assert by_ndcg.metrics["closed_form"]["select_metric"] == "ndcg@20"  # train.select_metric, the default
+    cfg = load_config(setup["config"], str(setup["folder"]), [*weights, 'ease.select_metric="mrr"'])
+    result = train(cfg, setup["root"] / "by-ndcg", resume=True, progress=False)  # the same towers, resumed
+    described = result.metrics["closed_form"]
+    assert described["select_metric"] == "mrr"
+    scores = {float(k): v for k, v in described["valid_by_weight"].items()}
+    best = max(scores, key=scores.get)
+    assert described["weight"] == best
+    # (the served re-encoding moves scores by float32 rounding, which MRR's exact ranks feel at 1e-8)
+    assert result.metrics["valid"]["mrr"] == pytest.approx(scores[best], abs=1e-6)
+    assert by_ndcg.metrics["valid"]["mrr"] <= result.metrics["valid"]["mrr"] + 1e-6  # MRR's best is at least as good
+    assert by_ndcg.metrics["valid"]["ndcg@20"] == pytest.approx(max(by_ndcg.metrics["closed_form"]["valid_by_weight"].values()), abs=1e-9)
+
+
 def test_a_winning_largest_weight_is_doubled_while_valid_improves(setup: dict) -> None:
     """`ease.extend_weights`: the grid's end is never the answer by construction. On this slice the member helps
     (the test above), so a grid that stops at .25 must be extended: 0.5 tried, each doubling kept only while valid

@@ -14,6 +14,7 @@ Steps (every rank fits the same, deterministically; rank 0 scores valid and shar
    the towers' served vectors: the member's part enters the concatenation with scale sqrt(alpha x sum_k 1/T_k),
    i.e. score = towers' average logit + alpha x the member's cosine; the best candidate (ties: the smaller
    weight and half-life) is kept if it beats the towers alone by more than `ease.min_gain_se` paired SE.
+   "Best" is by `ease.select_metric` (default: the towers' `train.select_metric`), which also picks EASE's lambda.
 """
 from __future__ import annotations
 
@@ -58,6 +59,7 @@ class ClosedFormMember:
     best_candidate: str = ""
     item_form: str = "unit"    # "unit" rows, or "lengths": EASE's column lengths kept (`item_part(keep_norms=True)`)
     kind: str = "ease"         # which closed-form model: "ease" or "gf-cf"
+    metric: str = ""           # the valid metric its candidates (and EASE's lambda) were chosen by
 
     def user_vectors(self) -> np.ndarray:
         return self.users
@@ -79,6 +81,7 @@ class ClosedFormMember:
         return {"kind": self.kind, **({"lambda": self.lam} if self.kind == "ease" else {}), "rank": self.module.rank, "weight": self.weight,
                 "half_life": self.half_life, "valid_by_weight": self.valid_by_weight,
                 "item_form": self.item_form, "best_candidate": self.best_candidate, "gain_se": round(self.gain_se, 2),
+                "select_metric": self.metric,
                 "seconds": round(self.seconds, 1)}
 
 
@@ -190,7 +193,7 @@ def fit_closed_form_member(config: TrainConfig, data: TrainingData, tower_users:
         log.info("closed-form member: skipped, %s", skipped)
         return None, {"kind": settings.kinds[0], "weight": 0.0, "skipped": skipped}
     began = time.perf_counter()
-    metric = config.train.select_metric
+    metric = settings.select_metric or config.train.select_metric
     x = interaction_matrix(data.train, data.n_users, data.n_items)
     tables = {kind: member_tables(kind, x, config, data, metric) for kind in kinds}
     forms = sorted(set(settings.item_forms), key=ITEM_FORMS.index)
@@ -262,5 +265,5 @@ def fit_closed_form_member(config: TrainConfig, data: TrainingData, tower_users:
     module, member_users = candidates[best_kind, best_half_life]
     member = ClosedFormMember(module, member_users, form_items[best_kind, best_form], tables[best_kind].lam, best,
                               best_half_life, 1.0 / (best * inverse_sum) if best > 0 else float("inf"), labelled,
-                              seconds, gain_se, best_label, best_form, best_kind)
+                              seconds, gain_se, best_label, best_form, best_kind, metric)
     return (member if best > 0 else None), member.describe()

@@ -122,6 +122,11 @@ class EaseMemberConfig(_Strict):
     extend_weights: int = Field(0, ge=0, description=(
         "When the largest of `weights` wins on valid, double it up to this many times while valid improves "
         "(the built-in recipe: 3); 0 = the grid as given."))
+    select_metric: SelectMetric | None = Field(None, description=(
+        "What valid chooses the member's lambda and candidate by (None = train.select_metric). 'mrr' counts every "
+        "user's rank of the held-out item, not only top-k hits: on ML-100K's 943 valid users some 40 candidates "
+        "sit within .002 of valid NDCG@10, a spread one user's hit makes, and MRR picked the better test candidate "
+        "on three tower-seed sets of three (BENCHMARKS.md, \"ML-100K: what the closed-form member's choice is worth\")."))
     min_gain_se: float = Field(1.0, ge=0.0, description=(
         "Kept only if its best candidate's valid gain over the towers alone exceeds this many paired standard "
         "errors (per-user differences): the best of many candidates on a small valid split is often ahead by luck."))
@@ -251,7 +256,7 @@ _ADDED_LATER = {
         ("loss", LossConfig, ("view_contrast_weight", "view_contrast_temperature", "target_horizon", "horizon_decay",
                               "reverse_weight", "softmax_group")),
         ("data", DataConfig, ("served_events",)),
-        ("ease", EaseMemberConfig, ("extend_weights", "kinds", "gfcf_rank")))}
+        ("ease", EaseMemberConfig, ("extend_weights", "kinds", "gfcf_rank", "select_metric")))}
 
 
 def default_config_path(dataset: str) -> Path:
