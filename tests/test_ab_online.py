@@ -137,3 +137,15 @@ def test_a_declared_variant_that_logged_nothing_is_an_srm_and_one_served_variant
     (tmp_path / "experiment.json").write_text(json.dumps({"name": "t", "variants": {"A": 1, "B": 1}}))
     report = analyse_online(tmp_path)
     assert [w.code for w in report.warnings][:2] == ["SRM", "EMPTY_VARIANT"] and not report.comparisons
+
+
+def test_a_half_written_last_line_is_not_yet_a_record(tmp_path, caplog):
+    """A report read while the server appends may catch its last batch half written: that fragment
+    is left out (the next read has it whole) instead of failing the report as a malformed log."""
+    _write(tmp_path / "events.jsonl", [_event("e1", 2.0, "u1", "i1")])
+    whole = json.dumps(_exposure("x1", 1.0, "u1", "A", ["i1"])) + "\n"
+    (tmp_path / "exposures.jsonl").write_text(whole + json.dumps(_exposure("x2", 1.5, "u2", "B", ["i1"]))[:40])
+    with caplog.at_level("WARNING"):
+        logs = read_experiment(tmp_path)
+    assert logs.exposures["exposure_id"].to_list() == ["x1"]
+    assert "after the last newline" in caplog.text

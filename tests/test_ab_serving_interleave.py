@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from feature_store.materialize import materialize
+from support.live_logs import complete_records
 from support.local_server import LocalServer, redis_url_of
 from support.sample_runs import tiktok_mean_pool_run
 from training.ab.online import analyse_online
@@ -71,7 +72,7 @@ def test_interleaved_feeds_are_logged_with_teams_and_reported(tmp_path, redis_se
 
         def logged():
             path = logs / "exposures.jsonl"
-            rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+            rows = complete_records(path)
             return rows if len({r["user_id"] for r in rows}) == len(USERS) else None
 
         exposures = _wait_for(logged)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from support.catalogue_runs import tiktok_content_run
+from support.live_logs import complete_records
 from support.local_server import LocalServer, redis_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis_backends]  # one server per backend: single node, cluster
@@ -113,11 +114,7 @@ def test_added_item_is_similar_to_its_content_twin_and_idempotent(client, world)
 def _exposures(world) -> list[dict]:
     rows = []
     for path in sorted((world["root"] / "logs").rglob("*.jsonl")):
-        for line in path.read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                if "items" in row and "user_id" in row:
-                    rows.append(row)
+        rows.extend(row for row in complete_records(path) if "items" in row and "user_id" in row)
     return rows
 
 

@@ -17,6 +17,7 @@ import pytest
 from feature_store.materialize import materialize
 from feature_store.online import OnlineStore
 from serving.experiment import Experiment
+from support.live_logs import complete_records
 from support.local_server import LocalServer, redis_env
 from support.sample_runs import tiktok_mean_pool_run
 
@@ -156,10 +157,10 @@ def test_exposures_and_events_are_logged_as_json_lines(env):
     client = env["client"]
     body = _feed(client, "101", k=7)
     client.post("/v1/events", json={"event_id": "log-1", "user_id": "101", "item_id": "3", "event_type": "click"})
-    deadline = time.time() + 5
+    deadline = time.time() + 60
     exposures: list[dict] = []
     while time.time() < deadline:
-        exposures = [json.loads(line) for line in (env["logs"] / "exposures.jsonl").read_text().splitlines()]
+        exposures = complete_records(env["logs"] / "exposures.jsonl")
         if any(e["user_id"] == "101" for e in exposures):
             break
         time.sleep(0.05)
@@ -170,7 +171,7 @@ def test_exposures_and_events_are_logged_as_json_lines(env):
     assert mine["model_version"] == body["model_version"] and isinstance(mine["ts"], float)
     while time.time() < deadline and "log-1" not in (env["logs"] / "events.jsonl").read_text():
         time.sleep(0.05)
-    logged = [json.loads(line) for line in (env["logs"] / "events.jsonl").read_text().splitlines()]
+    logged = complete_records(env["logs"] / "events.jsonl")
     event = next(e for e in logged if e["event_id"] == "log-1")
     assert set(event) == {"event_id", "ts", "user_id", "item_id", "event_type"} and event["item_id"] == "3"
 

@@ -15,7 +15,9 @@ to fix instead of echoing a parser message.
 """
 from __future__ import annotations
 
+import io
 import json
+import logging
 import math
 import re
 from dataclasses import dataclass, field
@@ -25,6 +27,8 @@ import polars as pl
 
 from training.ab.errors import ReportInputError
 from training.ab.guardrails import Guardrail, parse_guardrails
+
+log = logging.getLogger(__name__)
 
 EXPOSURES_FILE, EVENTS_FILE, SPEC_FILE = "exposures.jsonl", "events.jsonl", "experiment.json"
 
@@ -129,10 +133,11 @@ def read_jsonl(path: Path, schema: dict[str, pl.DataType], allow_empty: bool = F
     """Read one JSON Lines log with `schema`; refuse missing, empty or malformed files."""
     if not path.is_file():
         raise ReportInputError(f"{path}: file not found (the serving layer writes it for every experiment)")
-    if allow_empty and path.stat().st_size == 0:
+    data = _complete_lines(path)
+    if allow_empty and not data.strip():
         return pl.DataFrame(schema=schema)
     try:
-        frame = pl.read_ndjson(path, schema=schema)
+        frame = pl.read_ndjson(io.BytesIO(data), schema=schema)
     except Exception as err:  # polars raises ComputeError/SchemaError subclasses; locate the line ourselves
         raise ReportInputError(_describe_problems(path, fallback=f"cannot be parsed ({err})")) from None
     base = re.sub(r"\.\d{6,}\.", ".", path.name)  # a rotated part has its log's required fields
@@ -142,6 +147,20 @@ def read_jsonl(path: Path, schema: dict[str, pl.DataType], allow_empty: bool = F
     if frame.is_empty() and not allow_empty:
         raise ReportInputError(f"{path}: no records (empty log); nothing to analyse")
     return frame
+
+
+def _complete_lines(path: Path) -> bytes:
+    """The file's bytes up to its last newline.
+
+    A server appends whole lines, but a report read while it serves can catch the last batch half
+    written; that fragment is not a record yet (the next read has it whole), so it is left out and
+    said so rather than reported as a malformed log."""
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end < len(data):
+        log.warning("%s: ignoring %d bytes after the last newline (a record still being written, or cut by a crash)",
+                    path, len(data) - end)
+    return data[:end]
 
 
 def _describe_problems(path: Path, fallback: str) -> str:
