@@ -254,8 +254,7 @@ _ADDED_LATER = {
                                 "edge_dropout", "edge_dropout_mode", "layer0_weight", "graph_self_exponent",
                                 "graph_neighbour_exponent", "graph_unit_layers")),
         ("loss", LossConfig, ("view_contrast_weight", "view_contrast_temperature", "target_horizon", "horizon_decay",
-                              "reverse_weight", "softmax_group", "graph_contrast_weight", "graph_contrast_noise",
-                              "graph_contrast_temperature")),
+                              "reverse_weight", "softmax_group")),
         ("data", DataConfig, ("served_events",)),
         ("ease", EaseMemberConfig, ("extend_weights", "kinds", "gfcf_rank", "select_metric")))}
 

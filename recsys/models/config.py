@@ -137,16 +137,6 @@ class LossConfig(_Strict):
         "its own second view among the batch's, prefixes with the same next item not counted as negatives. "
         "Regularises the self-attention tower, which over-fits the train transitions; 0: off."))
     view_contrast_temperature: float = Field(0.1, gt=0.0, description="Temperature of that term (unit vectors).")
-    graph_contrast_weight: float = Field(0.0, ge=0.0, description=(
-        "Full step with graph propagation: weight of SimGCL's contrastive term (Yu et al. 2022). The propagation "
-        "is run twice more with random noise added to every layer's vectors, and each batch user (and item) must "
-        "pick out its own other view among the batch's; this spreads the vectors out (uniformity), which a "
-        "sparse graph's popularity-biased softmax alone does not. The served vectors are the clean propagation. "
-        "0: off."))
-    graph_contrast_noise: float = Field(0.1, gt=0.0, description=(
-        "Length of SimGCL's noise, relative to each row's vector length (the towers' vectors are not unit length, "
-        "so an absolute length would mean something else per dataset)."))
-    graph_contrast_temperature: float = Field(0.2, gt=0.0, description="Temperature of that term (unit vectors).")
     target_horizon: int = Field(1, ge=1, description=(
         "Sequence step with kind=full_softmax: each prefix is trained on the next `target_horizon` train items, "
         "not the next one alone (PinnerFormer's dense all-action loss over a short horizon), item j after the "

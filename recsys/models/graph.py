@@ -159,21 +159,12 @@ def thinned_graph(graph: InteractionGraph, drop: float, mode: str = "uniform",
                                        graph.neighbour_exponent)
 
 
-def perturbed(x: torch.Tensor, noise: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """SimGCL's augmentation: each row moved by a random vector of length `noise` x its own length, in the
-    row's own orthant (sign(x) * |r|), so the view is a small rotation, never a flip."""
-    r = torch.nn.functional.normalize(torch.rand(x.shape, generator=generator, dtype=x.dtype), dim=1)
-    return x + torch.sign(x) * r * (noise * x.norm(dim=1, keepdim=True))
-
-
 def propagation_layers(graph: InteractionGraph, users0: torch.Tensor, items0: torch.Tensor, layers: int,
-                       unit_inputs: bool = False, noise: float = 0.0, generator: torch.Generator | None = None
-                       ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+                       unit_inputs: bool = False) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """LightGCN's layers 0..L of the users and of the items (alternating neighbour sums).
 
     `unit_inputs`: each layer's vectors are scaled to unit length before they are summed into the next
     (LightGCN++), so a neighbour's weight is the graph's and not also its vector's length.
-    `noise` > 0: every propagated layer is `perturbed` (SimGCL's contrastive views; training only).
     """
     user_layers, item_layers = [users0], [items0]
     u, i = users0, items0
@@ -181,8 +172,6 @@ def propagation_layers(graph: InteractionGraph, users0: torch.Tensor, items0: to
         if unit_inputs:
             u, i = torch.nn.functional.normalize(u, dim=1), torch.nn.functional.normalize(i, dim=1)
         u, i = graph.user_item @ i, graph.item_user @ u
-        if noise > 0:
-            u, i = perturbed(u, noise, generator), perturbed(i, noise, generator)
         user_layers.append(u)
         item_layers.append(i)
     return user_layers, item_layers
@@ -202,15 +191,15 @@ def layer_weights(layers: int, layer0_weight: float | None) -> tuple[float, floa
 
 
 def propagate(graph: InteractionGraph, users0: torch.Tensor, items0: torch.Tensor, layers: int,
-              layer0_weight: float | None = None, unit_inputs: bool = False, noise: float = 0.0,
-              generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+              layer0_weight: float | None = None, unit_inputs: bool = False
+              ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     """LightGCN: the layers 0..L of alternating neighbour sums combined (`layer_weights`: by default their mean);
     returns (users, items, item layers).
 
     The item layers 0..L-1 are what a *new* history needs at serving time (user layer k is the
     normalised sum of the history's item layer k-1), so they are returned too.
     """
-    user_layers, item_layers = propagation_layers(graph, users0, items0, layers, unit_inputs, noise, generator)
+    user_layers, item_layers = propagation_layers(graph, users0, items0, layers, unit_inputs)
     if layer0_weight is None or layers == 0:
         return torch.stack(user_layers).mean(0), torch.stack(item_layers).mean(0), item_layers
     w0, wk = layer_weights(layers, layer0_weight)

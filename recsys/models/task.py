@@ -46,11 +46,10 @@ from recsys.models.config import LossConfig
 from recsys.models.graph import sample_neighbours, thinned_graph
 from recsys.models.item_tower import ItemCatalog
 from recsys.models.losses import (bpr_loss, candidate_log_q, candidate_softmax_loss, cross_media_alignment,
-                                  full_softmax_loss, grouped_sampled_softmax_loss, horizon_softmax_loss, info_nce,
-                                  log_popularity, mixed_candidates, pair_bpr_loss, pairs_alignment,
-                                  view_contrast_loss)
+                                  full_softmax_loss, grouped_sampled_softmax_loss, horizon_softmax_loss, log_popularity,
+                                  mixed_candidates, pair_bpr_loss, pairs_alignment, view_contrast_loss)
 from recsys.models.next_item import SequenceWindows, next_item_users
-from recsys.models.two_tower import GraphContext, LayerCache, StepSample, TowerOutput, TwoTower
+from recsys.models.two_tower import GraphContext, LayerCache, StepSample, TwoTower
 from recsys.models.user_tower import UserHistories
 
 AUTO_FULL_MAX_ITEMS = 50_000
@@ -144,9 +143,7 @@ class TwoTowerTrainTask(nn.Module):
         for option, active, what in (("loss.softmax_group", loss.softmax_group > 0,
                                       "splits the full step's batch into several softmaxes"),
                                      ("model.edge_dropout", model.config.edge_dropout > 0,
-                                      "thins the graph the full step propagates over"),
-                                     ("loss.graph_contrast_weight", loss.graph_contrast_weight > 0,
-                                      "contrasts two perturbed whole-graph propagations")):
+                                      "thins the graph the full step propagates over")):
             if active and self.step_kind != "full":
                 raise ValueError(f"{option} {what}; this run's step is {self.step_kind!r} "
                                  f"({inputs.catalog.n_items:,} items, loss.step={loss.step!r}): "
@@ -159,10 +156,6 @@ class TwoTowerTrainTask(nn.Module):
                                  "and history_embedding=false")
             if inputs.sequences is None:
                 raise ValueError("loss.step=\"sequence\" needs the train sequences (TaskInputs.sequences)")
-        if loss.graph_contrast_weight > 0 and (inputs.graphs.interactions is None
-                                               or model.config.propagation_layers == 0):
-            raise ValueError("loss.graph_contrast_weight perturbs the graph propagation; this model has none "
-                             "(model.propagation_layers=0 or no train graph): set loss.graph_contrast_weight=0")
         self.cache: LayerCache | None = None
         if self.step_kind == "sampled":
             sparse_tables(model)
@@ -189,8 +182,7 @@ class TwoTowerTrainTask(nn.Module):
         if self.step_kind == "sequence":
             return self.sequence_forward(users, generator)
         x = self.inputs
-        graphs = self.step_graphs(generator)
-        out = self.model(x.catalog, x.histories, graphs, generator)
+        out = self.model(x.catalog, x.histories, self.step_graphs(generator), generator)
         cfg = self.loss_config
         batch_users = next_item_users(self.model, out, x.histories, x.graphs, users, items) if cfg.next_item \
             else out.users[users]
@@ -209,21 +201,7 @@ class TwoTowerTrainTask(nn.Module):
                                           cfg.alignment_temperature, generator)
             parts["alignment"] = align.detach()
             loss = loss + cfg.alignment_weight * align
-        if cfg.graph_contrast_weight > 0 and self.training:
-            contrast = self.graph_contrast(out, graphs, users, items, generator)
-            parts["graph_contrast"] = contrast.detach()
-            loss = loss + cfg.graph_contrast_weight * contrast
         return loss, parts
-
-    def graph_contrast(self, out: TowerOutput, graphs: GraphContext, users: torch.Tensor, items: torch.Tensor,
-                       generator: torch.Generator | None) -> torch.Tensor:
-        """SimGCL's term: two perturbed propagations; each distinct batch user and item against its other view."""
-        cfg = self.loss_config
-        first_users, first_items = self.model.perturbed_view(out, graphs, cfg.graph_contrast_noise, generator)
-        second_users, second_items = self.model.perturbed_view(out, graphs, cfg.graph_contrast_noise, generator)
-        u, i = torch.unique(users), torch.unique(items)
-        return (info_nce(first_users[u], second_users[u], cfg.graph_contrast_temperature)
-                + info_nce(first_items[i], second_items[i], cfg.graph_contrast_temperature))
 
     def step_graphs(self, generator: torch.Generator | None) -> GraphContext:
         """The graphs a full training step propagates over: the train graph, thinned by `model.edge_dropout`."""

@@ -35,7 +35,6 @@ class TowerOutput:
     item_encoding: ItemEncoding
     item_inputs: torch.Tensor  # (n_items, dim) layer-0 item vectors (what histories are pooled from)
     item_layers: list[torch.Tensor]  # propagation layers 0..L of the items
-    user_inputs: torch.Tensor | None = None  # (n_users, dim) layer-0 user vectors (the user tower's output)
 
 
 @dataclass
@@ -164,16 +163,7 @@ class TwoTower(nn.Module):
         items = nn.functional.normalize(items, dim=1)
         if self.popularity is not None:
             items = self.popularity.items(items, catalog.popularity)
-        return TowerOutput(self.finalise_users(users), items, encoding, items0, layers, users0)
-
-    def perturbed_view(self, output: TowerOutput, graphs: GraphContext, noise: float,
-                       generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(users, items) of one SimGCL view: `forward`'s propagation from the same layer 0, every
-        propagated layer perturbed; unit vectors, for the contrastive term only (never served)."""
-        users, items, _ = propagate(graphs.interactions, output.user_inputs, output.item_inputs,
-                                    self.config.propagation_layers, self.config.layer0_weight,
-                                    self.config.graph_unit_layers, noise, generator)
-        return nn.functional.normalize(users, dim=1), nn.functional.normalize(items, dim=1)
+        return TowerOutput(self.finalise_users(users), items, encoding, items0, layers)
 
     def check_graph(self, graphs: GraphContext) -> None:
         """Refuse a train graph normalised with other degree exponents than the config's: the served tower
