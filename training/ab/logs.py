@@ -160,7 +160,7 @@ def _complete_lines(path: Path) -> bytes:
     if end < len(data):
         log.warning("%s: ignoring %d bytes after the last newline (a record still being written, or cut by a crash)",
                     path, len(data) - end)
-    return data[:end]
+    return data if end == len(data) else data[:end]  # slicing copies: only when there is a fragment to drop
 
 
 def _describe_problems(path: Path, fallback: str) -> str:
